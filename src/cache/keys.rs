@@ -1,0 +1,131 @@
+//! Every Redis key the application writes, in one place. Each starts with
+//! `PREFIX:` so several apps (or test runs) can share one Redis, and `cache clear`
+//! can find exactly this app's keys with `SCAN MATCH PREFIX:*`.
+
+/// Query parameters of the listing routes: the only ones that form a page key.
+pub const LIST_PARAMS: &[&str] = &["location", "max_price", "min_price", "page", "q", "sort"];
+
+#[derive(Clone, Debug)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The current cache generation: a random token, replaced after every write.
+    /// Every cached entry carries the token it was built under (see `generation.rs`).
+    pub fn generation(&self) -> String {
+        format!("{}:generation", self.prefix)
+    }
+
+    /// The seed's low-level cache of every property.
+    pub fn all_properties(&self) -> String {
+        format!("{}:all_properties", self.prefix)
+    }
+
+    /// A cached page, by normalised URL (see `normalised_url`).
+    pub fn page(&self, normalised_url: &str) -> String {
+        format!("{}:page:{normalised_url}", self.prefix)
+    }
+
+    /// The lock that lets one request refresh an expired page while others get it stale.
+    pub fn refresh_lock(&self, cache_key: &str) -> String {
+        format!("{}:lock:{cache_key}", self.prefix)
+    }
+
+    /// Failed sign-in counter for one client address and user name.
+    pub fn login_failures(&self, client: &str, username: &str) -> String {
+        format!("{}:login_failures:{client}:{username}", self.prefix)
+    }
+
+    /// `SCAN MATCH` pattern for every key of this app (prefixes cannot hold glob
+    /// characters: `config::validate_prefix`).
+    pub fn all_pattern(&self) -> String {
+        format!("{}:*", self.prefix)
+    }
+}
+
+/// Which query parameters a cacheable path keeps in its key, or `None` when the path
+/// is not page-cached at all (admin, health, metrics, static files…).
+pub fn cacheable_params(path: &str) -> Option<&'static [&'static str]> {
+    match path {
+        "/properties/" | "/api/properties/" => Some(LIST_PARAMS),
+        _ => {
+            let id = path
+                .strip_prefix("/properties/")
+                .or_else(|| path.strip_prefix("/api/properties/"))?
+                .strip_suffix('/')?;
+            (!id.is_empty() && id.len() <= 19 && id.bytes().all(|b| b.is_ascii_digit()))
+                .then_some(&[][..])
+        }
+    }
+}
+
+/// The page-cache identity of a request: its path plus the known, non-empty query
+/// parameters sorted by name (first occurrence wins, as in the handlers). Unknown
+/// parameters are dropped, so junk in a URL cannot grow the keyspace.
+pub fn normalised_url(path: &str, query: &str) -> Option<String> {
+    let known = cacheable_params(path)?;
+    if known.is_empty() {
+        return Some(path.to_string());
+    }
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+    let mut kept: Vec<(&str, &str)> = Vec::new();
+    for name in known {
+        if let Some((_, v)) = pairs.iter().find(|(k, _)| k == name)
+            && !v.trim().is_empty()
+        {
+            kept.push((name, v.trim()));
+        }
+    }
+    if kept.is_empty() {
+        return Some(path.to_string());
+    }
+    let query = serde_urlencoded::to_string(&kept).ok()?;
+    Some(format!("{path}?{query}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_parameters_do_not_change_the_key() {
+        assert_eq!(
+            normalised_url("/properties/", "utm=1&sort=price_asc&page=2&zz=3").as_deref(),
+            Some("/properties/?page=2&sort=price_asc")
+        );
+        assert_eq!(
+            normalised_url("/properties/", "junk=1").as_deref(),
+            Some("/properties/")
+        );
+    }
+
+    #[test]
+    fn empty_values_are_the_same_as_absent_ones() {
+        assert_eq!(
+            normalised_url("/properties/", "q=&location=&sort=newest").as_deref(),
+            Some("/properties/?sort=newest")
+        );
+    }
+
+    #[test]
+    fn detail_pages_ignore_every_parameter_and_other_paths_are_not_cached() {
+        assert_eq!(
+            normalised_url("/api/properties/42/", "x=1").as_deref(),
+            Some("/api/properties/42/")
+        );
+        assert_eq!(normalised_url("/admin/", ""), None);
+        assert_eq!(normalised_url("/properties/abc/", ""), None);
+        assert_eq!(normalised_url("/cache/", ""), None);
+    }
+}

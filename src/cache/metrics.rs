@@ -1,0 +1,334 @@
+//! Counters of the cache layers and the request-latency histogram, kept in a
+//! Prometheus registry (one per application, so tests never share counters), plus the
+//! seed's `get_redis_cache_metrics()`: Redis `INFO stats` hit/miss numbers combined with
+//! the app's own counters.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+use serde::Serialize;
+
+/// Outcome of one cache lookup, as reported in `X-Cache`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Hit,
+    Miss,
+    Stale,
+    Bypass,
+}
+
+impl Outcome {
+    pub fn as_header(self) -> &'static str {
+        match self {
+            Self::Hit => "HIT",
+            Self::Miss => "MISS",
+            Self::Stale => "STALE",
+            Self::Bypass => "BYPASS",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Stale => "stale",
+            Self::Bypass => "bypass",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Layer {
+    Page,
+    Query,
+}
+
+impl Layer {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Page => "page",
+            Self::Query => "query",
+        }
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    lookups: IntCounterVec,
+    invalidations: IntCounter,
+    redis_errors: IntCounter,
+    db_loads: IntCounterVec,
+    circuit_open: IntGauge,
+    request_duration: HistogramVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let lookups = IntCounterVec::new(
+            Opts::new("cache_lookups_total", "Cache lookups by layer and outcome"),
+            &["layer", "outcome"],
+        )
+        .expect("valid metric");
+        let invalidations = IntCounter::new(
+            "cache_invalidations_total",
+            "Cache invalidations (generation bumps) after committed writes",
+        )
+        .expect("valid metric");
+        let redis_errors = IntCounter::new(
+            "cache_redis_errors_total",
+            "Redis commands that failed or timed out (each one served as a bypass)",
+        )
+        .expect("valid metric");
+        let db_loads = IntCounterVec::new(
+            Opts::new(
+                "cache_db_loads_total",
+                "Database loads made to fill (or bypass) a cache layer",
+            ),
+            &["layer"],
+        )
+        .expect("valid metric");
+        let circuit_open = IntGauge::new(
+            "cache_circuit_open",
+            "1 while the Redis circuit breaker skips Redis after repeated failures",
+        )
+        .expect("valid metric");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(
+                vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ],
+            ),
+            &["route", "cache"],
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(lookups.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(invalidations.clone()),
+            Box::new(redis_errors.clone()),
+            Box::new(db_loads.clone()),
+            Box::new(circuit_open.clone()),
+            Box::new(request_duration.clone()),
+        ] {
+            registry.register(c).expect("metric registered once");
+        }
+        // Make every series visible (at 0) from the start.
+        for layer in [Layer::Page, Layer::Query] {
+            for outcome in [Outcome::Hit, Outcome::Miss, Outcome::Stale, Outcome::Bypass] {
+                lookups.with_label_values(&[layer.label(), outcome.label()]);
+            }
+            db_loads.with_label_values(&[layer.label()]);
+        }
+        Self {
+            registry,
+            lookups,
+            invalidations,
+            redis_errors,
+            db_loads,
+            circuit_open,
+            request_duration,
+        }
+    }
+
+    pub fn lookup(&self, layer: Layer, outcome: Outcome) {
+        self.lookups
+            .with_label_values(&[layer.label(), outcome.label()])
+            .inc();
+    }
+
+    pub fn invalidation(&self) {
+        self.invalidations.inc();
+    }
+
+    pub fn redis_error(&self) {
+        self.redis_errors.inc();
+    }
+
+    pub fn db_load(&self, layer: Layer) {
+        self.db_loads.with_label_values(&[layer.label()]).inc();
+    }
+
+    pub fn set_circuit_open(&self, open: bool) {
+        self.circuit_open.set(i64::from(open));
+    }
+
+    pub fn observe_request(&self, route: &str, cache: &str, seconds: f64) {
+        self.request_duration
+            .with_label_values(&[route, cache])
+            .observe(seconds);
+    }
+
+    fn count(&self, layer: Layer, outcome: Outcome) -> u64 {
+        self.lookups
+            .with_label_values(&[layer.label(), outcome.label()])
+            .get()
+    }
+
+    /// The app's own counters, as the JSON endpoint and the dashboard show them.
+    pub fn snapshot(&self) -> AppCounters {
+        let page = |o| self.count(Layer::Page, o);
+        let query = |o| self.count(Layer::Query, o);
+        AppCounters {
+            page: PageCounters {
+                hits: page(Outcome::Hit),
+                misses: page(Outcome::Miss),
+                stale: page(Outcome::Stale),
+                bypasses: page(Outcome::Bypass),
+                hit_ratio: ratio(
+                    page(Outcome::Hit) + page(Outcome::Stale),
+                    page(Outcome::Miss),
+                ),
+            },
+            query: QueryCounters {
+                hits: query(Outcome::Hit),
+                misses: query(Outcome::Miss),
+                stale: query(Outcome::Stale),
+                bypasses: query(Outcome::Bypass),
+                hit_ratio: ratio(
+                    query(Outcome::Hit) + query(Outcome::Stale),
+                    query(Outcome::Miss),
+                ),
+            },
+            invalidations: self.invalidations.get(),
+            db_loads: self.db_loads.with_label_values(&["page"]).get()
+                + self.db_loads.with_label_values(&["query"]).get(),
+            redis_errors: self.redis_errors.get(),
+            circuit_open: self.circuit_open.get() != 0,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render_prometheus(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            log::error!("encoding metrics: {e}");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// hits / (hits + misses), and 0 when there were no lookups at all.
+pub fn ratio(hits: u64, misses: u64) -> f64 {
+    let total = hits + misses;
+    if total == 0 {
+        0.0
+    } else {
+        hits as f64 / total as f64
+    }
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct PageCounters {
+    pub hits: u64,
+    pub misses: u64,
+    pub stale: u64,
+    pub bypasses: u64,
+    pub hit_ratio: f64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct QueryCounters {
+    pub hits: u64,
+    pub misses: u64,
+    pub stale: u64,
+    pub bypasses: u64,
+    pub hit_ratio: f64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct AppCounters {
+    pub page: PageCounters,
+    pub query: QueryCounters,
+    pub invalidations: u64,
+    pub db_loads: u64,
+    pub redis_errors: u64,
+    pub circuit_open: bool,
+}
+
+/// What `get_redis_cache_metrics()` returns and `/api/cache/metrics` shows.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CacheMetrics {
+    pub keyspace_hits: u64,
+    pub keyspace_misses: u64,
+    pub hit_ratio: f64,
+    pub redis_available: bool,
+    pub app: AppCounters,
+}
+
+/// Reads `keyspace_hits` / `keyspace_misses` out of the text of `INFO stats`.
+pub fn parse_info_stats(info: &str) -> Option<(u64, u64)> {
+    let field = |name: &str| {
+        info.lines().find_map(|line| {
+            line.trim()
+                .strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+    };
+    Some((field("keyspace_hits")?, field("keyspace_misses")?))
+}
+
+/// The seed's `get_redis_cache_metrics()`: Redis' own `keyspace_hits`/`keyspace_misses`
+/// (server-wide: every client of that Redis moves them), their ratio, and this app's
+/// per-layer counters. Logged at info level each time it is read.
+pub async fn get_redis_cache_metrics(
+    cache: &super::Cache,
+) -> Result<CacheMetrics, (super::CacheUnavailable, AppCounters)> {
+    let app = cache.metrics().snapshot();
+    match cache.keyspace_stats().await {
+        Ok((hits, misses)) => {
+            let metrics = CacheMetrics {
+                keyspace_hits: hits,
+                keyspace_misses: misses,
+                hit_ratio: ratio(hits, misses),
+                redis_available: true,
+                app,
+            };
+            log::info!(
+                "cache metrics: {}",
+                serde_json::to_string(&metrics).unwrap_or_default()
+            );
+            Ok(metrics)
+        }
+        Err(e) => {
+            log::warn!("cache metrics: redis unavailable ({e})");
+            Err((e, app))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hit_ratio_is_zero_without_lookups() {
+        assert_eq!(ratio(0, 0), 0.0);
+        assert_eq!(ratio(3, 1), 0.75);
+    }
+
+    #[test]
+    fn info_stats_fields_are_read() {
+        let info = "# Stats\r\nkeyspace_hits:42\r\nkeyspace_misses:8\r\nevicted_keys:0\r\n";
+        assert_eq!(parse_info_stats(info), Some((42, 8)));
+        assert_eq!(parse_info_stats("# Stats\r\n"), None);
+    }
+
+    #[test]
+    fn counters_show_in_the_prometheus_text() {
+        let m = Metrics::new();
+        m.lookup(Layer::Page, Outcome::Hit);
+        m.invalidation();
+        let text = m.render_prometheus();
+        assert!(text.contains(r#"cache_lookups_total{layer="page",outcome="hit"} 1"#));
+        assert!(text.contains("cache_invalidations_total 1"));
+        assert_eq!(m.snapshot().page.hits, 1);
+    }
+}

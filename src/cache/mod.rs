@@ -1,0 +1,353 @@
+//! The multi-level Redis cache: the page cache (`page.rs`, the seed's `cache_page`),
+//! the query cache (`query.rs`, the seed's `get_all_properties()`), invalidation after
+//! committed writes (`invalidation.rs`, the seed's signals) and metrics (`metrics.rs`).
+//!
+//! # Why no reader can serve data older than an acknowledged write
+//!
+//! Redis holds one *generation* token (`PREFIX:generation`, a random 128-bit value). Every
+//! cached entry records the token that was current when its builder started, *before* it
+//! read PostgreSQL. A lookup reads the token and the entry in one `MGET` and uses the entry
+//! only if the two tokens are equal. After every committed write the hook replaces the token
+//! (and deletes `PREFIX:all_properties`), and only then is the write acknowledged.
+//!
+//! Take a reader that read token `G` and then PostgreSQL, and a writer that commits at `c`
+//! and replaces `G` by `G'` at `b > c`. If the reader's database read came before `c` it may
+//! hold old rows, but it read its token before `b`, so its entry is tagged `G` and is dead
+//! from `b` on — even if it is stored long after `b`. If the reader read the token after `b`
+//! it read `G'` and its database read came after `c`: it holds the new rows. Either way, after
+//! `b` no lookup accepts old rows. A token is never reused (random, not a counter), so losing
+//! the generation key (eviction, restart, `cache clear`) cannot revive old entries: a missing
+//! token is replaced by a fresh one with `SET NX`.
+//!
+//! When the replacement fails (Redis unreachable), the write is still committed and
+//! acknowledged, so this instance marks an invalidation *pending*: it serves nothing from
+//! Redis until a retry (inline, and in the background every 250 ms) has replaced the token.
+//! Any Redis failure marks it pending too, so an instance that saw an outage starts from a
+//! fresh generation afterwards (another instance may have written during that outage).
+
+pub mod entry;
+pub mod invalidation;
+pub mod keys;
+pub mod metrics;
+pub mod page;
+pub mod query;
+pub mod store;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use actix_web::web::Bytes;
+
+pub use entry::Entry;
+pub use keys::Keys;
+use metrics::Metrics;
+pub use store::{CacheUnavailable, RedisStore};
+
+use crate::config::Settings;
+
+/// How long the refresh lock of an expired entry is held at most.
+const REFRESH_LOCK_MS: u64 = 10_000;
+
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: RedisStore,
+    keys: Keys,
+    metrics: Arc<Metrics>,
+    page_ttl: Duration,
+    query_ttl: Duration,
+    grace: Duration,
+    invalidation_pending: AtomicBool,
+}
+
+/// The result of a generation-checked lookup.
+pub struct Lookup {
+    /// The token current at lookup time: tag the entry built from this lookup with it.
+    pub generation: String,
+    /// The entry, only if it belongs to the current generation.
+    pub entry: Option<Entry>,
+}
+
+/// How a current-generation entry may be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    Fresh,
+    /// Past its TTL, inside the grace period.
+    Expired,
+}
+
+impl Cache {
+    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let store = RedisStore::new(&settings.redis_url, settings.redis_timeout, metrics.clone())?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                keys: Keys::new(settings.cache_key_prefix.clone()),
+                metrics,
+                page_ttl: settings.page_cache_ttl,
+                query_ttl: settings.query_cache_ttl,
+                grace: settings.cache_grace,
+                // Start from a fresh generation: entries written before this process
+                // started may predate writes made while no instance could reach Redis.
+                invalidation_pending: AtomicBool::new(true),
+            }),
+        })
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    pub fn store(&self) -> &RedisStore {
+        &self.inner.store
+    }
+
+    pub fn page_ttl(&self) -> Duration {
+        self.inner.page_ttl
+    }
+
+    pub fn query_ttl(&self) -> Duration {
+        self.inner.query_ttl
+    }
+
+    pub fn grace(&self) -> Duration {
+        self.inner.grace
+    }
+
+    /// Whether an invalidation still has to reach Redis (the cache is bypassed meanwhile).
+    pub fn invalidation_pending(&self) -> bool {
+        self.inner.invalidation_pending.load(Ordering::SeqCst)
+    }
+
+    /// Reads the generation and `key` in one round trip.
+    pub async fn lookup(&self, key: &str) -> Result<Lookup, CacheUnavailable> {
+        self.ensure_no_pending_invalidation().await?;
+        let cmd = redis::cmd("MGET")
+            .arg(self.keys().generation())
+            .arg(key)
+            .to_owned();
+        let (generation, raw): (Option<String>, Option<Vec<u8>>) = self.query(&cmd).await?;
+        let generation = match generation {
+            Some(g) => g,
+            None => self.start_generation().await?,
+        };
+        let entry = raw
+            .and_then(Entry::decode)
+            .filter(|e| e.generation == generation);
+        Ok(Lookup { generation, entry })
+    }
+
+    /// Stores an entry built under `generation`; Redis keeps it `ttl + grace`.
+    pub async fn put(
+        &self,
+        key: &str,
+        generation: &str,
+        content_type: &str,
+        body: Bytes,
+        ttl: Duration,
+    ) -> Result<Entry, CacheUnavailable> {
+        let entry = Entry {
+            generation: generation.to_string(),
+            stored_at_ms: entry::now_ms(),
+            etag: entry::etag_for(&body),
+            content_type: content_type.to_string(),
+            body,
+        };
+        let keep = ttl + self.inner.grace;
+        let cmd = redis::cmd("SET")
+            .arg(key)
+            .arg(entry.encode())
+            .arg("PX")
+            .arg(keep.as_millis().max(1) as u64)
+            .to_owned();
+        self.query::<()>(&cmd).await?;
+        Ok(entry)
+    }
+
+    pub fn freshness(&self, entry: &Entry, ttl: Duration) -> Freshness {
+        if entry.age_ms(entry::now_ms()) < ttl.as_millis() as i64 {
+            Freshness::Fresh
+        } else {
+            Freshness::Expired
+        }
+    }
+
+    /// Takes the right to refresh an expired entry (others serve it stale meanwhile).
+    pub async fn try_refresh_lock(&self, key: &str) -> bool {
+        let cmd = redis::cmd("SET")
+            .arg(self.keys().refresh_lock(key))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(REFRESH_LOCK_MS)
+            .to_owned();
+        matches!(self.query::<Option<String>>(&cmd).await, Ok(Some(_)))
+    }
+
+    pub async fn release_refresh_lock(&self, key: &str) {
+        let cmd = redis::cmd("DEL")
+            .arg(self.keys().refresh_lock(key))
+            .to_owned();
+        let _ = self.query::<()>(&cmd).await;
+    }
+
+    /// The invalidation: a new generation token and no `all_properties`, atomically.
+    /// Returns whether it reached Redis; if not, it stays pending and is retried.
+    pub async fn invalidate(&self) -> bool {
+        self.inner
+            .invalidation_pending
+            .store(true, Ordering::SeqCst);
+        let ok = self.replace_generation().await;
+        if ok {
+            self.inner.metrics.invalidation();
+        } else {
+            log::warn!("invalidation could not reach redis; bypassing the cache until it does");
+        }
+        ok
+    }
+
+    /// Retries a pending invalidation; called by lookups and by a background task.
+    pub async fn ensure_no_pending_invalidation(&self) -> Result<(), CacheUnavailable> {
+        if !self.invalidation_pending() {
+            return Ok(());
+        }
+        if self.replace_generation().await {
+            self.inner.metrics.invalidation();
+            log::info!("pending cache invalidation applied");
+            Ok(())
+        } else {
+            Err(CacheUnavailable("invalidation pending".into()))
+        }
+    }
+
+    async fn replace_generation(&self) -> bool {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(self.keys().generation())
+            .arg(new_token())
+            .ignore()
+            .cmd("DEL")
+            .arg(self.keys().all_properties())
+            .ignore();
+        match self.inner.store.pipe::<()>(&pipe).await {
+            Ok(()) => {
+                self.inner
+                    .invalidation_pending
+                    .store(false, Ordering::SeqCst);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// A missing generation key (evicted, Redis restarted, cache cleared) gets a fresh,
+    /// never-used token; when several instances race, `SET NX GET` makes them agree.
+    async fn start_generation(&self) -> Result<String, CacheUnavailable> {
+        let token = new_token();
+        let cmd = redis::cmd("SET")
+            .arg(self.keys().generation())
+            .arg(&token)
+            .arg("NX")
+            .arg("GET")
+            .to_owned();
+        let existing: Option<String> = self.query(&cmd).await?;
+        Ok(existing.unwrap_or(token))
+    }
+
+    /// Runs one command; any failure marks an invalidation pending (see module docs).
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, CacheUnavailable> {
+        let result = self.inner.store.query(cmd).await;
+        if result.is_err() {
+            self.inner
+                .invalidation_pending
+                .store(true, Ordering::SeqCst);
+        }
+        result
+    }
+
+    pub async fn ping(&self) -> bool {
+        self.inner
+            .store
+            .query::<String>(&redis::cmd("PING"))
+            .await
+            .is_ok()
+    }
+
+    /// `keyspace_hits` and `keyspace_misses` from `INFO stats`.
+    pub async fn keyspace_stats(&self) -> Result<(u64, u64), CacheUnavailable> {
+        let info: String = self
+            .inner
+            .store
+            .query(redis::cmd("INFO").arg("stats"))
+            .await?;
+        metrics::parse_info_stats(&info)
+            .ok_or_else(|| CacheUnavailable("INFO stats has no keyspace fields".into()))
+    }
+
+    /// Deletes every key of this app (and only those): `SCAN MATCH PREFIX:*` + `UNLINK`.
+    pub async fn clear(&self) -> Result<u64, CacheUnavailable> {
+        let mut cursor: u64 = 0;
+        let mut deleted = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .inner
+                .store
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(self.keys().all_pattern())
+                        .arg("COUNT")
+                        .arg(500),
+                )
+                .await?;
+            if !keys.is_empty() {
+                deleted += self
+                    .inner
+                    .store
+                    .query::<u64>(redis::cmd("UNLINK").arg(&keys))
+                    .await?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        self.inner.metrics.invalidation();
+        Ok(deleted)
+    }
+
+    /// Retries pending invalidations in the background, so an instance that wrote
+    /// during an outage cleans up as soon as Redis answers, even without traffic.
+    pub fn spawn_invalidation_retrier(&self) -> tokio::task::JoinHandle<()> {
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if cache.invalidation_pending() && !cache.store().circuit_open() {
+                    let _ = cache.ensure_no_pending_invalidation().await;
+                }
+            }
+        })
+    }
+}
+
+/// A fresh, never-reused generation token (128 random bits, hex).
+fn new_token() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,246 @@
+//! The page cache — the seed's `cache_page(60 * 15)` as actix middleware, in the two
+//! halves of Django's cache middleware: before the handler, look the normalised URL up
+//! (one `MGET` of generation + entry) and answer a hit without running the handler;
+//! after it, store an anonymous 200 response that sets no cookie.
+//!
+//! Every response gets `X-Cache` (`HIT`, `MISS`, `STALE` or `BYPASS`); cacheable ones
+//! also get a strong `ETag` (a matching `If-None-Match` gets 304) and
+//! `Cache-Control: no-cache`, so browsers revalidate instead of keeping stale copies.
+
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{
+    AGE, CACHE_CONTROL, CONTENT_TYPE, ETAG, HeaderName, HeaderValue, IF_NONE_MATCH, SET_COOKIE,
+};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::web::{Bytes, Data};
+use actix_web::{HttpRequest, HttpResponse};
+
+use super::entry::{Entry, now_ms};
+use super::keys::normalised_url;
+use super::metrics::{Layer, Outcome};
+use super::{Cache, Freshness};
+use crate::auth::SESSION_COOKIE;
+use crate::state::AppState;
+
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
+/// The middleware. Wraps the whole app: non-cacheable requests are marked `BYPASS`.
+pub async fn page_cache(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let started = Instant::now();
+    let Some(state) = req.app_data::<Data<AppState>>().cloned() else {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    };
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let cache_key = cache_key_for(&req, &state.cache);
+    let (mut res, outcome) = match cache_key {
+        None => (pass_through(req, next).await?, Outcome::Bypass),
+        Some(key) => cached(req, next, &state.cache, &key).await?,
+    };
+    if matches!(outcome, Outcome::Bypass) && cache_key_for_counting(&res) {
+        state.cache.metrics().lookup(Layer::Page, Outcome::Bypass);
+    }
+    let elapsed = started.elapsed();
+    set_header(&mut res, X_CACHE, outcome.as_header());
+    if !res.headers().contains_key(SERVER_TIMING) {
+        let timing = format!("app;dur={:.2}", elapsed.as_secs_f64() * 1e3);
+        set_header(&mut res, SERVER_TIMING, &timing);
+    }
+    state
+        .cache
+        .metrics()
+        .observe_request(&route, outcome.as_header(), elapsed.as_secs_f64());
+    Ok(res)
+}
+
+/// Bypasses are counted only for requests to cacheable pages (not static files, admin…).
+fn cache_key_for_counting(res: &ServiceResponse<BoxBody>) -> bool {
+    let req = res.request();
+    normalised_url(req.path(), req.query_string()).is_some()
+}
+
+/// The page key, or `None` when this request must not be served from or stored in the
+/// cache: not GET/HEAD, not a cacheable route, or not anonymous.
+fn cache_key_for(req: &ServiceRequest, cache: &Cache) -> Option<String> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return None;
+    }
+    if req.cookie(SESSION_COOKIE).is_some() || req.headers().contains_key("authorization") {
+        return None;
+    }
+    let url = normalised_url(req.path(), req.query_string())?;
+    Some(cache.keys().page(&url))
+}
+
+async fn pass_through(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+async fn cached(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+    cache: &Cache,
+    key: &str,
+) -> Result<(ServiceResponse<BoxBody>, Outcome), actix_web::Error> {
+    let metrics = cache.metrics();
+    let lookup = match cache.lookup(key).await {
+        Ok(lookup) => lookup,
+        Err(_) => return Ok((pass_through(req, next).await?, Outcome::Bypass)),
+    };
+    let mut stale = None;
+    if let Some(entry) = lookup.entry {
+        match cache.freshness(&entry, cache.page_ttl()) {
+            Freshness::Fresh => {
+                metrics.lookup(Layer::Page, Outcome::Hit);
+                let res = from_entry(req.request(), &entry, Outcome::Hit);
+                return Ok((req.into_response(res), Outcome::Hit));
+            }
+            Freshness::Expired => {
+                // Stale-while-revalidate: one request refreshes, the others get it stale.
+                if !cache.try_refresh_lock(key).await {
+                    metrics.lookup(Layer::Page, Outcome::Stale);
+                    let res = from_entry(req.request(), &entry, Outcome::Stale);
+                    return Ok((req.into_response(res), Outcome::Stale));
+                }
+                stale = Some(entry);
+            }
+        }
+    }
+
+    let res = next.call(req).await?;
+    let refreshing = stale.is_some();
+    let result = match (res.status(), stale) {
+        // Stale-if-error: the database is down; a current-generation copy within grace
+        // is better than an error page.
+        (StatusCode::SERVICE_UNAVAILABLE, Some(entry)) => {
+            metrics.lookup(Layer::Page, Outcome::Stale);
+            let response = from_entry(res.request(), &entry, Outcome::Stale);
+            Ok((res.into_response(response), Outcome::Stale))
+        }
+        (StatusCode::OK, _) if storable(&res) => {
+            metrics.lookup(Layer::Page, Outcome::Miss);
+            store_and_respond(res, cache, key, &lookup.generation)
+                .await
+                .map(|r| (r, Outcome::Miss))
+        }
+        _ => {
+            metrics.lookup(Layer::Page, Outcome::Miss);
+            Ok((res.map_into_boxed_body(), Outcome::Miss))
+        }
+    };
+    if refreshing {
+        cache.release_refresh_lock(key).await;
+    }
+    result
+}
+
+/// Only a plain 200 that sets no cookie and does not opt out of caching is stored.
+fn storable<B>(res: &ServiceResponse<B>) -> bool {
+    let headers = res.headers();
+    !headers.contains_key(SET_COOKIE)
+        && !headers
+            .get(CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("no-store") || v.contains("private"))
+}
+
+async fn store_and_respond(
+    res: ServiceResponse<impl MessageBody + 'static>,
+    cache: &Cache,
+    key: &str,
+    generation: &str,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let (req, response) = res.into_parts();
+    let content_type = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    let body = actix_web::body::to_bytes(response.into_body())
+        .await
+        .map_err(|e| actix_web::error::ErrorInternalServerError(e.into().to_string()))?;
+    let entry = match cache
+        .put(
+            key,
+            generation,
+            &content_type,
+            body.clone(),
+            cache.page_ttl(),
+        )
+        .await
+    {
+        Ok(entry) => entry,
+        Err(_) => Entry {
+            generation: generation.to_string(),
+            stored_at_ms: now_ms(),
+            etag: super::entry::etag_for(&body),
+            content_type,
+            body,
+        },
+    };
+    let response = from_entry(&req, &entry, Outcome::Miss);
+    Ok(ServiceResponse::new(req, response))
+}
+
+/// Builds the response for an entry, or a 304 when the client already has it.
+fn from_entry(req: &HttpRequest, entry: &Entry, outcome: Outcome) -> HttpResponse {
+    let not_modified = req
+        .headers()
+        .get(IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| etag_matches(v, &entry.etag));
+    let mut builder = if not_modified {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    builder
+        .insert_header((ETAG, entry.etag.as_str()))
+        .insert_header((CACHE_CONTROL, "no-cache"));
+    if outcome != Outcome::Miss {
+        builder.insert_header((AGE, (entry.age_ms(now_ms()) / 1000).to_string()));
+    }
+    if not_modified {
+        return builder.finish();
+    }
+    builder
+        .insert_header((CONTENT_TYPE, entry.content_type.as_str()))
+        .body(Bytes::clone(&entry.body))
+}
+
+/// `If-None-Match` against our strong tag: `*`, or a list of (possibly weak) tags.
+fn etag_matches(header: &str, etag: &str) -> bool {
+    header.split(',').map(str::trim).any(|candidate| {
+        candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == etag
+    })
+}
+
+fn set_header(res: &mut ServiceResponse<BoxBody>, name: HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        res.headers_mut().insert(name, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::etag_matches;
+
+    #[test]
+    fn if_none_match_accepts_lists_weak_tags_and_star() {
+        assert!(etag_matches("\"a\"", "\"a\""));
+        assert!(etag_matches("\"x\", W/\"a\"", "\"a\""));
+        assert!(etag_matches("*", "\"a\""));
+        assert!(!etag_matches("\"b\"", "\"a\""));
+    }
+}

@@ -1,0 +1,81 @@
+//! The query cache — the seed's `get_all_properties()`: every property, newest first,
+//! kept under `PREFIX:all_properties` for `QUERY_CACHE_TTL` (plus grace), tagged with the
+//! generation it was loaded under (see the module docs of `cache`).
+
+use std::sync::Arc;
+
+use actix_web::web::Bytes;
+
+use super::Freshness;
+use super::metrics::{Layer, Outcome};
+use crate::db::PgPool;
+use crate::error::AppError;
+use crate::models::property::Property;
+use crate::state::AppState;
+
+/// Every property, newest first: from Redis when a current entry exists, otherwise from
+/// PostgreSQL (and then stored). Redis trouble means a database read, never an error;
+/// PostgreSQL trouble is answered with a current-generation entry past its TTL if one is
+/// still within grace.
+pub async fn get_all_properties(state: &AppState) -> Result<Arc<Vec<Property>>, AppError> {
+    let cache = &state.cache;
+    let metrics = cache.metrics();
+    let key = cache.keys().all_properties();
+    let lookup = match cache.lookup(&key).await {
+        Ok(lookup) => lookup,
+        Err(_) => {
+            metrics.lookup(Layer::Query, Outcome::Bypass);
+            return load(&state.db, state).await;
+        }
+    };
+    let mut stale = None;
+    if let Some(entry) = lookup.entry {
+        match (
+            cache.freshness(&entry, cache.query_ttl()),
+            decode(&entry.body),
+        ) {
+            (Freshness::Fresh, Some(rows)) => {
+                metrics.lookup(Layer::Query, Outcome::Hit);
+                return Ok(Arc::new(rows));
+            }
+            (Freshness::Expired, Some(rows)) => stale = Some(rows),
+            (_, None) => log::warn!("unreadable {key} entry ignored"),
+        }
+    }
+    match load(&state.db, state).await {
+        Ok(rows) => {
+            metrics.lookup(Layer::Query, Outcome::Miss);
+            match serde_json::to_vec(rows.as_ref()) {
+                Ok(json) => {
+                    let _ = cache
+                        .put(
+                            &key,
+                            &lookup.generation,
+                            "application/json",
+                            Bytes::from(json),
+                            cache.query_ttl(),
+                        )
+                        .await;
+                }
+                Err(e) => log::error!("serialising all_properties: {e}"),
+            }
+            Ok(rows)
+        }
+        Err(AppError::Unavailable(cause)) if stale.is_some() => {
+            log::warn!("database unavailable ({cause}); serving all_properties within grace");
+            metrics.lookup(Layer::Query, Outcome::Stale);
+            Ok(Arc::new(stale.unwrap_or_default()))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn load(pool: &PgPool, state: &AppState) -> Result<Arc<Vec<Property>>, AppError> {
+    state.cache.metrics().db_load(Layer::Query);
+    let rows = crate::db::run(pool, |conn| Ok(Property::all_newest_first(conn)?)).await?;
+    Ok(Arc::new(rows))
+}
+
+fn decode(body: &[u8]) -> Option<Vec<Property>> {
+    serde_json::from_slice(body).ok()
+}

@@ -1,0 +1,125 @@
+//! Every Redis call goes through here: one multiplexed, self-reconnecting connection,
+//! a hard timeout per command, a small circuit breaker, and fail-open errors. A failure
+//! is returned as `CacheUnavailable` (callers treat it as a miss/bypass), counted, and
+//! logged — never a panic, never a 5xx.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{FromRedisValue, Pipeline};
+
+use super::entry::now_ms;
+use super::metrics::Metrics;
+
+/// Redis could not be used for this call (down, slow, breaker open, bad reply).
+#[derive(Debug, thiserror::Error)]
+#[error("cache unavailable: {0}")]
+pub struct CacheUnavailable(pub String);
+
+/// Consecutive failures that open the breaker, and how long it then stays open.
+const BREAKER_THRESHOLD: u32 = 3;
+const BREAKER_COOL_DOWN_MS: i64 = 1_000;
+
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+    breaker: Arc<Breaker>,
+}
+
+#[derive(Default)]
+struct Breaker {
+    consecutive_failures: AtomicU32,
+    open_until_ms: AtomicI64,
+}
+
+impl RedisStore {
+    /// Connects lazily: the app starts without Redis and the connection manager
+    /// reconnects by itself once Redis is back.
+    pub fn new(url: &str, timeout: Duration, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url)
+            .map_err(|e| anyhow::anyhow!("REDIS_URL {url:?} is not usable: {e}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(100));
+        let conn = client.get_connection_manager_lazy(config)?;
+        Ok(Self {
+            conn,
+            timeout,
+            metrics,
+            breaker: Arc::default(),
+        })
+    }
+
+    /// Whether the breaker is currently skipping Redis.
+    pub fn circuit_open(&self) -> bool {
+        self.breaker.open_until_ms.load(Ordering::Relaxed) > now_ms()
+    }
+
+    /// Runs one command with the timeout and the breaker.
+    pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CacheUnavailable> {
+        self.guarded(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await
+    }
+
+    /// Runs a pipeline (optionally atomic: `MULTI`/`EXEC`) the same way.
+    pub async fn pipe<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, CacheUnavailable> {
+        self.guarded(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .await
+    }
+
+    async fn guarded<T, F, Fut>(&self, f: F) -> Result<T, CacheUnavailable>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        if self.circuit_open() {
+            return Err(CacheUnavailable("circuit breaker open".into()));
+        }
+        let result = tokio::time::timeout(self.timeout, f(self.conn.clone())).await;
+        match result {
+            Ok(Ok(v)) => {
+                self.on_success();
+                Ok(v)
+            }
+            Ok(Err(e)) => Err(self.on_failure(e.to_string())),
+            Err(_) => Err(self.on_failure(format!("timed out after {:?}", self.timeout))),
+        }
+    }
+
+    fn on_success(&self) {
+        if self.breaker.consecutive_failures.swap(0, Ordering::Relaxed) >= BREAKER_THRESHOLD {
+            log::info!("redis is answering again; circuit breaker closed");
+        }
+        self.metrics.set_circuit_open(false);
+    }
+
+    fn on_failure(&self, cause: String) -> CacheUnavailable {
+        self.metrics.redis_error();
+        let failures = self
+            .breaker
+            .consecutive_failures
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        if failures >= BREAKER_THRESHOLD {
+            self.breaker
+                .open_until_ms
+                .store(now_ms() + BREAKER_COOL_DOWN_MS, Ordering::Relaxed);
+            self.metrics.set_circuit_open(true);
+            if failures == BREAKER_THRESHOLD {
+                log::warn!(
+                    "redis failed {failures} times in a row ({cause}); skipping it for {BREAKER_COOL_DOWN_MS} ms at a time"
+                );
+            }
+        } else {
+            log::warn!("redis command failed, bypassing the cache: {cause}");
+        }
+        CacheUnavailable(cause)
+    }
+}

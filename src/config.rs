@@ -1,0 +1,145 @@
+//! Settings read from the environment (and `.env`, loaded by `main`), with the
+//! defaults of the product contract. Tests build `Settings` directly.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// Everything the application needs to start. One value, passed down; no globals.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub database_url: String,
+    pub redis_url: String,
+    pub bind: String,
+    pub cache_key_prefix: String,
+    /// How long a cached page is fresh (`PAGE_CACHE_TTL`).
+    pub page_cache_ttl: Duration,
+    /// How long the `all_properties` query cache is fresh (`QUERY_CACHE_TTL`).
+    pub query_cache_ttl: Duration,
+    /// How long an expired entry is kept to be served while it is refreshed or while
+    /// PostgreSQL is down (`CACHE_GRACE`; zero turns grace off).
+    pub cache_grace: Duration,
+    /// Upper bound for any single Redis command, so a hung Redis cannot hang requests.
+    pub redis_timeout: Duration,
+    /// How long a request waits for a PostgreSQL connection from the pool.
+    pub db_timeout: Duration,
+    pub db_pool_size: u32,
+    /// Key for signing and encrypting session cookies (`SECRET_KEY`, at least 64 bytes).
+    pub secret_key: Option<String>,
+    /// Mark session cookies `Secure` (set when served behind HTTPS).
+    pub cookie_secure: bool,
+    pub admin_username: Option<String>,
+    pub admin_password: Option<String>,
+    /// Number of HTTP worker threads (`WORKERS`, default: one per core).
+    pub workers: Option<usize>,
+}
+
+impl Settings {
+    pub const DEFAULT_DATABASE_URL: &'static str =
+        "postgres://postgres@127.0.0.1:5432/property_listings";
+    pub const DEFAULT_REDIS_URL: &'static str = "redis://127.0.0.1:6379/0";
+
+    /// Reads the environment. A value that is present but malformed is an error, never
+    /// silently replaced by the default.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let prefix = env_or("CACHE_KEY_PREFIX", "property_listings");
+        validate_prefix(&prefix)?;
+        Ok(Self {
+            database_url: env_or("DATABASE_URL", Self::DEFAULT_DATABASE_URL),
+            redis_url: env_or("REDIS_URL", Self::DEFAULT_REDIS_URL),
+            bind: env_or("BIND", "127.0.0.1:8000"),
+            cache_key_prefix: prefix,
+            page_cache_ttl: Duration::from_secs(env_u64("PAGE_CACHE_TTL", 900)?),
+            query_cache_ttl: Duration::from_secs(env_u64("QUERY_CACHE_TTL", 3600)?),
+            cache_grace: Duration::from_secs(env_u64("CACHE_GRACE", 3600)?),
+            redis_timeout: Duration::from_millis(env_u64("REDIS_TIMEOUT_MS", 250)?),
+            db_timeout: Duration::from_millis(env_u64("DB_TIMEOUT_MS", 2000)?),
+            db_pool_size: u32::try_from(env_u64("DB_POOL_SIZE", 10)?)
+                .context("DB_POOL_SIZE is too large")?,
+            secret_key: non_empty(std::env::var("SECRET_KEY").ok()),
+            cookie_secure: env_bool("COOKIE_SECURE")?,
+            admin_username: non_empty(std::env::var("ADMIN_USERNAME").ok()),
+            admin_password: non_empty(std::env::var("ADMIN_PASSWORD").ok()),
+            workers: match std::env::var("WORKERS") {
+                Ok(v) => Some(v.parse().context("WORKERS must be a whole number")?),
+                Err(_) => None,
+            },
+        })
+    }
+
+    /// Settings for a local run against the default services (used by tests as a base).
+    pub fn local_defaults() -> Self {
+        Self {
+            database_url: Self::DEFAULT_DATABASE_URL.into(),
+            redis_url: Self::DEFAULT_REDIS_URL.into(),
+            bind: "127.0.0.1:0".into(),
+            cache_key_prefix: "property_listings".into(),
+            page_cache_ttl: Duration::from_secs(900),
+            query_cache_ttl: Duration::from_secs(3600),
+            cache_grace: Duration::from_secs(3600),
+            redis_timeout: Duration::from_millis(250),
+            db_timeout: Duration::from_millis(2000),
+            db_pool_size: 4,
+            secret_key: None,
+            cookie_secure: false,
+            admin_username: None,
+            admin_password: None,
+            workers: Some(2),
+        }
+    }
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.trim().is_empty())
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    non_empty(std::env::var(name).ok()).unwrap_or_else(|| default.to_string())
+}
+
+fn env_u64(name: &str, default: u64) -> anyhow::Result<u64> {
+    match non_empty(std::env::var(name).ok()) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .with_context(|| format!("{name} must be a whole number of seconds/ms, got {v:?}")),
+    }
+}
+
+fn env_bool(name: &str) -> anyhow::Result<bool> {
+    match non_empty(std::env::var(name).ok())
+        .as_deref()
+        .map(str::trim)
+    {
+        None | Some("0" | "false" | "no" | "off") => Ok(false),
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        Some(other) => bail!("{name} must be true or false, got {other:?}"),
+    }
+}
+
+/// A prefix becomes the first segment of every Redis key: keep it to characters that
+/// cannot collide with our `:` separator or with glob patterns used by `cache clear`.
+pub fn validate_prefix(prefix: &str) -> anyhow::Result<()> {
+    if prefix.is_empty()
+        || !prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        bail!("CACHE_KEY_PREFIX must be non-empty and use only letters, digits, '_', '-' or '.'");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_prefix;
+
+    #[test]
+    fn a_prefix_with_glob_characters_is_refused() {
+        assert!(validate_prefix("property_listings").is_ok());
+        assert!(validate_prefix("a*b").is_err());
+        assert!(validate_prefix("a:b").is_err());
+        assert!(validate_prefix("").is_err());
+    }
+}

@@ -1,0 +1,8 @@
+//! Values parsed from raw user input. A value of one of these types is valid by
+//! construction: forms and query strings hold `String`s, and `parse` is the only door.
+
+mod price;
+mod text;
+
+pub use price::Price;
+pub use text::{Description, Location, Title};

@@ -1,0 +1,169 @@
+//! The one application error type and how it becomes a response.
+//!
+//! Which error goes where: handlers and models return `AppError`; HTML routes let it
+//! render the error page (`ResponseError for AppError`), JSON routes wrap it in
+//! `ApiError`, which renders the same status as JSON. Causes of 500s and 503s are
+//! logged, never shown. Cache (Redis) failures never reach this type: the cache layer
+//! turns them into misses.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use askama::Template;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("not found")]
+    NotFound,
+    /// A query parameter with a value we cannot use: the message names it.
+    #[error("invalid value for `{param}`: {message}")]
+    BadRequest { param: String, message: String },
+    #[error("forbidden")]
+    Forbidden,
+    /// PostgreSQL (or another dependency we cannot do without) is unreachable.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl AppError {
+    pub fn bad_param(param: &str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            param: param.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn title_and_message(&self) -> (&'static str, String) {
+        match self {
+            Self::NotFound => (
+                "Page not found",
+                "The page you asked for does not exist or has been removed.".into(),
+            ),
+            Self::BadRequest { param, message } => (
+                "Bad request",
+                format!("The value of the `{param}` parameter is not valid: {message}."),
+            ),
+            Self::Forbidden => (
+                "Forbidden",
+                "You are not allowed to do that. Reload the form and try again.".into(),
+            ),
+            Self::Unavailable(_) => (
+                "Temporarily unavailable",
+                "The listings database is not reachable right now. Please try again in a moment."
+                    .into(),
+            ),
+            Self::Internal(_) => (
+                "Something went wrong",
+                "An unexpected error occurred. It has been logged.".into(),
+            ),
+        }
+    }
+
+    fn log(&self) {
+        match self {
+            Self::Unavailable(cause) => log::warn!("503: {cause}"),
+            Self::Internal(cause) => log::error!("500: {cause:#}"),
+            _ => {}
+        }
+    }
+}
+
+impl From<diesel::result::Error> for AppError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match e {
+            Error::NotFound => Self::NotFound,
+            Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                info,
+            ) => Self::Unavailable(info.message().to_string()),
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "errors/error.html")]
+pub struct ErrorPage {
+    pub status: u16,
+    pub title: String,
+    pub message: String,
+}
+
+impl ResponseError for AppError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.log();
+        let status = self.status_code();
+        let (title, message) = self.title_and_message();
+        let page = ErrorPage {
+            status: status.as_u16(),
+            title: title.into(),
+            message,
+        };
+        let body = page.render().unwrap_or_else(|e| {
+            log::error!("rendering the error page failed: {e}");
+            format!("{} {}", status.as_u16(), title)
+        });
+        let mut res = HttpResponse::build(status);
+        res.insert_header((
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        ))
+        .insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            res.insert_header(("Retry-After", "5"));
+        }
+        res.body(body)
+    }
+}
+
+/// `AppError` for JSON endpoints: same status, body `{"error": "...", "status": N}`.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ApiError(#[from] pub AppError);
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.0.status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.0.log();
+        let status = self.status_code();
+        let error = match &self.0 {
+            AppError::BadRequest { param, message } => {
+                format!("invalid value for `{param}`: {message}")
+            }
+            other => other.title_and_message().0.to_lowercase(),
+        };
+        let mut body = serde_json::json!({ "error": error, "status": status.as_u16() });
+        if let AppError::BadRequest { param, .. } = &self.0 {
+            body["parameter"] = serde_json::Value::String(param.clone());
+        }
+        HttpResponse::build(status)
+            .insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")))
+            .json(body)
+    }
+}
+
+/// Renders an Askama template into an HTML 200 response; a rendering failure is a 500.
+pub fn render_html<T: Template>(template: &T) -> Result<HttpResponse, AppError> {
+    let body = template
+        .render()
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("rendering template: {e}")))?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(body))
+}

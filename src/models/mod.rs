@@ -1,0 +1,6 @@
+//! Diesel models (each owns its queries), the model-hook seam, and the repository that
+//! is the one write path for listings.
+
+pub mod hooks;
+pub mod property;
+pub mod repository;

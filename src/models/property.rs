@@ -1,0 +1,252 @@
+//! The `properties` table: the row type, insert and update structs, and every query on
+//! it. Handlers never touch `schema::properties`; they call these functions.
+
+use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Description, Location, Price, Title};
+use crate::schema::properties;
+
+#[derive(Clone, Debug, PartialEq, Queryable, Selectable, Serialize, Deserialize)]
+#[diesel(table_name = properties)]
+#[diesel(check_for_backend(Pg))]
+pub struct Property {
+    pub id: i64,
+    pub title: String,
+    pub description: String,
+    pub price: Decimal,
+    pub location: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Property {
+    pub fn price(&self) -> Price {
+        Price::from_db(self.price)
+    }
+}
+
+/// A validated listing ready to be written (insert or full update). Its fields can only
+/// be built from the domain types, so whatever reaches SQL is already valid.
+#[derive(Clone, Debug, Insertable, AsChangeset)]
+#[diesel(table_name = properties)]
+pub struct PropertyData {
+    title: String,
+    description: String,
+    price: Decimal,
+    location: String,
+}
+
+impl PropertyData {
+    pub fn new(title: Title, description: Description, price: Price, location: Location) -> Self {
+        Self {
+            title: title.into_inner(),
+            description: description.into_inner(),
+            price: price.value(),
+            location: location.into_inner(),
+        }
+    }
+
+    pub fn title(&self) -> &str {
+        &self.title
+    }
+}
+
+/// Filters of the listing pages; `None` means "not filtered on".
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PropertyFilter {
+    pub q: Option<String>,
+    pub location: Option<String>,
+    pub min_price: Option<Price>,
+    pub max_price: Option<Price>,
+}
+
+impl PropertyFilter {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Sort {
+    #[default]
+    Newest,
+    PriceAsc,
+    PriceDesc,
+}
+
+impl Sort {
+    pub const ALL: [Sort; 3] = [Sort::Newest, Sort::PriceAsc, Sort::PriceDesc];
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "newest" => Some(Self::Newest),
+            "price_asc" => Some(Self::PriceAsc),
+            "price_desc" => Some(Self::PriceDesc),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Newest => "newest",
+            Self::PriceAsc => "price_asc",
+            Self::PriceDesc => "price_desc",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Newest => "Newest first",
+            Self::PriceAsc => "Price: low to high",
+            Self::PriceDesc => "Price: high to low",
+        }
+    }
+
+    /// Orders properties in memory exactly as `Property::search` orders them in SQL.
+    pub fn sort_refs(self, rows: &mut [&Property]) {
+        match self {
+            Self::Newest => rows.sort_by_key(|p| std::cmp::Reverse((p.created_at, p.id))),
+            Self::PriceAsc => rows.sort_by(|a, b| {
+                a.price
+                    .cmp(&b.price)
+                    .then((b.created_at, b.id).cmp(&(a.created_at, a.id)))
+            }),
+            Self::PriceDesc => rows.sort_by(|a, b| {
+                b.price
+                    .cmp(&a.price)
+                    .then((b.created_at, b.id).cmp(&(a.created_at, a.id)))
+            }),
+        }
+    }
+}
+
+/// Escapes `%`, `_` and `\` so user text matches literally inside `ILIKE '%…%'`.
+fn like_pattern(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+type Boxed<'a> = properties::BoxedQuery<'a, Pg>;
+
+fn filtered(filter: &PropertyFilter) -> Boxed<'static> {
+    use crate::schema::properties::dsl::*;
+    let mut query = properties.into_boxed();
+    if let Some(q) = &filter.q {
+        let pattern = like_pattern(q);
+        query = query.filter(
+            title
+                .ilike(pattern.clone())
+                .or(description.ilike(pattern.clone()))
+                .or(location.ilike(pattern)),
+        );
+    }
+    if let Some(l) = &filter.location {
+        query = query.filter(location.ilike(like_pattern(l)));
+    }
+    if let Some(min) = filter.min_price {
+        query = query.filter(price.ge(min.value()));
+    }
+    if let Some(max) = filter.max_price {
+        query = query.filter(price.le(max.value()));
+    }
+    query
+}
+
+impl Property {
+    pub fn find(conn: &mut PgConnection, property_id: i64) -> QueryResult<Option<Property>> {
+        properties::table
+            .find(property_id)
+            .select(Property::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    pub fn all_newest_first(conn: &mut PgConnection) -> QueryResult<Vec<Property>> {
+        use crate::schema::properties::dsl::*;
+        properties
+            .select(Property::as_select())
+            .order((created_at.desc(), id.desc()))
+            .load(conn)
+    }
+
+    /// One page of matching properties and the total number of matches.
+    pub fn search(
+        conn: &mut PgConnection,
+        filter: &PropertyFilter,
+        sort: Sort,
+        limit: i64,
+        offset: i64,
+    ) -> QueryResult<(Vec<Property>, i64)> {
+        use crate::schema::properties::dsl::*;
+        let count: i64 = filtered(filter).count().get_result(conn)?;
+        let query = filtered(filter).select(Property::as_select());
+        let query = match sort {
+            Sort::Newest => query.order((created_at.desc(), id.desc())),
+            Sort::PriceAsc => query.order((price.asc(), created_at.desc(), id.desc())),
+            Sort::PriceDesc => query.order((price.desc(), created_at.desc(), id.desc())),
+        };
+        let rows = query.limit(limit).offset(offset).load(conn)?;
+        Ok((rows, count))
+    }
+
+    pub fn count(conn: &mut PgConnection) -> QueryResult<i64> {
+        properties::table.count().get_result(conn)
+    }
+
+    pub fn insert(conn: &mut PgConnection, data: &PropertyData) -> QueryResult<Property> {
+        diesel::insert_into(properties::table)
+            .values(data)
+            .returning(Property::as_returning())
+            .get_result(conn)
+    }
+
+    pub fn insert_many(
+        conn: &mut PgConnection,
+        data: &[PropertyData],
+    ) -> QueryResult<Vec<Property>> {
+        diesel::insert_into(properties::table)
+            .values(data)
+            .returning(Property::as_returning())
+            .get_results(conn)
+    }
+
+    pub fn update(
+        conn: &mut PgConnection,
+        property_id: i64,
+        data: &PropertyData,
+    ) -> QueryResult<Option<Property>> {
+        diesel::update(properties::table.find(property_id))
+            .set(data)
+            .returning(Property::as_returning())
+            .get_result(conn)
+            .optional()
+    }
+
+    pub fn delete(conn: &mut PgConnection, property_id: i64) -> QueryResult<Option<Property>> {
+        diesel::delete(properties::table.find(property_id))
+            .returning(Property::as_returning())
+            .get_result(conn)
+            .optional()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::like_pattern;
+
+    #[test]
+    fn like_wildcards_in_user_text_match_literally() {
+        assert_eq!(like_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
+    }
+}

@@ -1,0 +1,42 @@
+//! The JSON API: the same listing query as the HTML list, and one property by id.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Serialize;
+
+use super::listing::{ListQuery, fetch_page};
+use super::properties::parse_id;
+use super::views::PropertyJson;
+use crate::error::{ApiError, AppError};
+use crate::state::AppState;
+
+#[derive(Serialize)]
+struct ListJson {
+    count: usize,
+    page: usize,
+    num_pages: usize,
+    results: Vec<PropertyJson>,
+}
+
+pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let query = ListQuery::parse(req.query_string())?;
+    let result = fetch_page(&state, &query).await?;
+    Ok(HttpResponse::Ok().json(ListJson {
+        count: result.count,
+        page: result.page,
+        num_pages: result.num_pages,
+        results: result.rows.iter().map(PropertyJson::from).collect(),
+    }))
+}
+
+pub async fn detail(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&path)?;
+    state
+        .cache
+        .metrics()
+        .db_load(crate::cache::metrics::Layer::Page);
+    let property = state.properties.get(id).await?.ok_or(AppError::NotFound)?;
+    Ok(HttpResponse::Ok().json(PropertyJson::from(&property)))
+}

@@ -1,0 +1,228 @@
+//! The listing query shared by the HTML list and the JSON API: parsing the query string
+//! (a bad value is a 400 naming the parameter) and fetching one page of results —
+//! through the query cache when unfiltered, from PostgreSQL when filtered.
+
+use crate::cache::metrics::Layer;
+use crate::cache::query::get_all_properties;
+use crate::domain::Price;
+use crate::error::AppError;
+use crate::models::property::{Property, PropertyFilter, Sort};
+use crate::state::AppState;
+
+pub const PAGE_SIZE: usize = 20;
+const MAX_Q_CHARS: usize = 200;
+const MAX_LOCATION_CHARS: usize = 100;
+
+/// A parsed listing query. Raw values are kept for re-filling the search form.
+#[derive(Clone, Debug, Default)]
+pub struct ListQuery {
+    pub filter: PropertyFilter,
+    pub sort: Sort,
+    pub page: usize,
+    pub raw: RawListQuery,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RawListQuery {
+    pub q: String,
+    pub location: String,
+    pub min_price: String,
+    pub max_price: String,
+    pub sort: String,
+}
+
+impl ListQuery {
+    /// Parses the known parameters (first occurrence wins; empty means absent);
+    /// unknown parameters are ignored.
+    pub fn parse(query_string: &str) -> Result<Self, AppError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query_string)
+            .map_err(|_| AppError::bad_param("query", "the query string is malformed"))?;
+        let get = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let text = |name: &str, max: usize| -> Result<Option<String>, AppError> {
+            match get(name) {
+                Some(v) if v.chars().count() > max => Err(AppError::bad_param(
+                    name,
+                    format!("at most {max} characters"),
+                )),
+                Some(v) if v.chars().any(char::is_control) => Err(AppError::bad_param(
+                    name,
+                    "control characters are not allowed",
+                )),
+                other => Ok(other),
+            }
+        };
+        let price = |name: &str| -> Result<Option<Price>, AppError> {
+            get(name)
+                .map(|v| Price::parse(&v).map_err(|m| AppError::bad_param(name, m)))
+                .transpose()
+        };
+        let page = match get("page") {
+            None => 1,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=1_000_000).contains(&n) => n,
+                _ => return Err(AppError::bad_param("page", "a page number from 1 up")),
+            },
+        };
+        let sort = match get("sort") {
+            None => Sort::default(),
+            Some(v) => Sort::parse(&v).ok_or_else(|| {
+                AppError::bad_param("sort", "one of newest, price_asc, price_desc")
+            })?,
+        };
+        let filter = PropertyFilter {
+            q: text("q", MAX_Q_CHARS)?,
+            location: text("location", MAX_LOCATION_CHARS)?,
+            min_price: price("min_price")?,
+            max_price: price("max_price")?,
+        };
+        if let (Some(min), Some(max)) = (filter.min_price, filter.max_price)
+            && min > max
+        {
+            return Err(AppError::bad_param(
+                "max_price",
+                "must not be lower than min_price",
+            ));
+        }
+        Ok(Self {
+            raw: RawListQuery {
+                q: filter.q.clone().unwrap_or_default(),
+                location: filter.location.clone().unwrap_or_default(),
+                min_price: get("min_price").unwrap_or_default(),
+                max_price: get("max_price").unwrap_or_default(),
+                sort: get("sort").unwrap_or_default(),
+            },
+            filter,
+            sort,
+            page,
+        })
+    }
+
+    /// The query string for another page of the same search (for pagination links).
+    pub fn url_for_page(&self, path: &str, page: usize) -> String {
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        for (name, value) in [
+            ("q", &self.raw.q),
+            ("location", &self.raw.location),
+            ("min_price", &self.raw.min_price),
+            ("max_price", &self.raw.max_price),
+            ("sort", &self.raw.sort),
+        ] {
+            if !value.is_empty() {
+                pairs.push((name, value.clone()));
+            }
+        }
+        if page > 1 {
+            pairs.push(("page", page.to_string()));
+        }
+        if pairs.is_empty() {
+            return path.to_string();
+        }
+        format!(
+            "{path}?{}",
+            serde_urlencoded::to_string(&pairs).unwrap_or_default()
+        )
+    }
+}
+
+/// One page of results.
+pub struct ResultPage {
+    pub rows: Vec<Property>,
+    pub count: usize,
+    pub page: usize,
+    pub num_pages: usize,
+}
+
+/// Fetches the page asked for. Page 1 always exists; a page past the end is a 404.
+pub async fn fetch_page(state: &AppState, query: &ListQuery) -> Result<ResultPage, AppError> {
+    let offset = (query.page - 1) * PAGE_SIZE;
+    let (rows, count) = if query.filter.is_empty() {
+        let all = get_all_properties(state).await?;
+        let count = all.len();
+        let rows = if query.sort == Sort::Newest {
+            all.iter().skip(offset).take(PAGE_SIZE).cloned().collect()
+        } else {
+            let mut sorted: Vec<&Property> = all.iter().collect();
+            query.sort.sort_refs(&mut sorted);
+            sorted
+                .into_iter()
+                .skip(offset)
+                .take(PAGE_SIZE)
+                .cloned()
+                .collect()
+        };
+        (rows, count)
+    } else {
+        state.cache.metrics().db_load(Layer::Page);
+        let (rows, count) = state
+            .properties
+            .list(
+                query.filter.clone(),
+                query.sort,
+                PAGE_SIZE as i64,
+                offset as i64,
+            )
+            .await?;
+        (rows, usize::try_from(count).unwrap_or(0))
+    };
+    let num_pages = count.div_ceil(PAGE_SIZE).max(1);
+    if query.page > num_pages {
+        return Err(AppError::NotFound);
+    }
+    Ok(ResultPage {
+        rows,
+        count,
+        page: query.page,
+        num_pages,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn param_of(qs: &str) -> String {
+        match ListQuery::parse(qs) {
+            Err(AppError::BadRequest { param, .. }) => param,
+            other => panic!("{qs}: expected a bad request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_bad_value_names_its_parameter() {
+        assert_eq!(param_of("page=0"), "page");
+        assert_eq!(param_of("page=abc"), "page");
+        assert_eq!(param_of("page=-1"), "page");
+        assert_eq!(param_of("sort=cheapest"), "sort");
+        assert_eq!(param_of("min_price=abc"), "min_price");
+        assert_eq!(param_of("max_price=1e5"), "max_price");
+        assert_eq!(param_of("min_price=10&max_price=5"), "max_price");
+        assert_eq!(param_of(&format!("q={}", "x".repeat(201))), "q");
+    }
+
+    #[test]
+    fn empty_and_unknown_parameters_are_ignored() {
+        let q = ListQuery::parse("q=&location=&sort=&page=&utm_source=x").unwrap();
+        assert!(q.filter.is_empty());
+        assert_eq!(q.page, 1);
+        assert_eq!(q.sort, Sort::Newest);
+    }
+
+    #[test]
+    fn pagination_links_keep_the_filters() {
+        let q = ListQuery::parse("q=loft&sort=price_asc&page=2").unwrap();
+        assert_eq!(
+            q.url_for_page("/properties/", 3),
+            "/properties/?q=loft&sort=price_asc&page=3"
+        );
+        assert_eq!(
+            q.url_for_page("/properties/", 1),
+            "/properties/?q=loft&sort=price_asc"
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! The public HTML pages: the listing grid with search, filters and pagination, and the
+//! detail page. Both are page-cached by `cache::page`.
+
+use actix_web::http::header::LOCATION;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+
+use super::listing::{ListQuery, fetch_page};
+use super::views::PropertyView;
+use crate::error::{AppError, render_html};
+use crate::models::property::Sort;
+use crate::state::AppState;
+
+pub struct SortOption {
+    pub value: &'static str,
+    pub label: &'static str,
+    pub selected: bool,
+}
+
+pub struct FilterView {
+    pub q: String,
+    pub location: String,
+    pub min_price: String,
+    pub max_price: String,
+    pub sort: String,
+}
+
+pub struct PageLink {
+    pub number: u32,
+    pub url: String,
+    pub current: bool,
+}
+
+#[derive(Template)]
+#[template(path = "properties/list.html")]
+pub struct ListPage {
+    pub properties: Vec<PropertyView>,
+    pub count: i64,
+    pub page: u32,
+    pub num_pages: u32,
+    pub filters: FilterView,
+    pub sort_options: Vec<SortOption>,
+    pub prev_url: Option<String>,
+    pub next_url: Option<String>,
+    pub page_links: Vec<PageLink>,
+    pub filtered: bool,
+}
+
+#[derive(Template)]
+#[template(path = "properties/detail.html")]
+pub struct DetailPage {
+    pub property: PropertyView,
+}
+
+pub async fn index() -> HttpResponse {
+    redirect("/properties/")
+}
+
+pub fn redirect(to: &str) -> HttpResponse {
+    HttpResponse::Found()
+        .insert_header((LOCATION, to.to_string()))
+        .finish()
+}
+
+pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    let query = ListQuery::parse(req.query_string())?;
+    let result = fetch_page(&state, &query).await?;
+    let now = chrono::Utc::now();
+    let path = "/properties/";
+    let first = result.page.saturating_sub(3).max(1);
+    let last = (result.page + 3).min(result.num_pages);
+    let page = ListPage {
+        properties: result
+            .rows
+            .iter()
+            .map(|p| PropertyView::new(p, now))
+            .collect(),
+        count: result.count as i64,
+        page: result.page as u32,
+        num_pages: result.num_pages as u32,
+        filters: FilterView {
+            q: query.raw.q.clone(),
+            location: query.raw.location.clone(),
+            min_price: query.raw.min_price.clone(),
+            max_price: query.raw.max_price.clone(),
+            sort: query.sort.as_str().to_string(),
+        },
+        sort_options: Sort::ALL
+            .iter()
+            .map(|s| SortOption {
+                value: s.as_str(),
+                label: s.label(),
+                selected: *s == query.sort,
+            })
+            .collect(),
+        prev_url: (result.page > 1).then(|| query.url_for_page(path, result.page - 1)),
+        next_url: (result.page < result.num_pages)
+            .then(|| query.url_for_page(path, result.page + 1)),
+        page_links: (first..=last)
+            .map(|n| PageLink {
+                number: n as u32,
+                url: query.url_for_page(path, n),
+                current: n == result.page,
+            })
+            .collect(),
+        filtered: !query.filter.is_empty(),
+    };
+    render_html(&page)
+}
+
+/// Parses a path id; anything but a positive integer is simply "not found".
+pub fn parse_id(raw: &str) -> Result<i64, AppError> {
+    match raw.parse::<i64>() {
+        Ok(id) if id > 0 => Ok(id),
+        _ => Err(AppError::NotFound),
+    }
+}
+
+pub async fn detail(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let id = parse_id(&path)?;
+    state
+        .cache
+        .metrics()
+        .db_load(crate::cache::metrics::Layer::Page);
+    let property = state.properties.get(id).await?.ok_or(AppError::NotFound)?;
+    render_html(&DetailPage {
+        property: PropertyView::new(&property, chrono::Utc::now()),
+    })
+}

@@ -1,0 +1,89 @@
+//! Building the application: one `Application::build(settings)` used by `serve` and by
+//! the tests (with `BIND=127.0.0.1:0`), and `build_state`, which the CLI commands that
+//! write (seed) share, so their writes run the same hooks.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::middleware::{Logger, from_fn};
+use actix_web::{App, HttpServer, web};
+
+use crate::cache::Cache;
+use crate::cache::invalidation::CacheInvalidation;
+use crate::cache::metrics::Metrics;
+use crate::cache::page::page_cache;
+use crate::config::Settings;
+use crate::db;
+use crate::models::repository::PropertyRepository;
+use crate::routes;
+use crate::state::AppState;
+
+/// Creates the database if needed, migrates, and wires pool, cache and hooks.
+pub fn build_state(settings: Settings) -> anyhow::Result<AppState> {
+    db::prepare_database(&settings.database_url)?;
+    let pool = db::build_pool(
+        &settings.database_url,
+        settings.db_pool_size,
+        settings.db_timeout,
+    );
+    let metrics = Arc::new(Metrics::new());
+    let cache = Cache::new(&settings, metrics)?;
+    let properties = PropertyRepository::new(
+        pool.clone(),
+        vec![Arc::new(CacheInvalidation::new(cache.clone()))],
+    );
+    Ok(AppState {
+        settings,
+        db: pool,
+        cache,
+        properties,
+    })
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(&settings.bind)
+            .map_err(|e| anyhow::anyhow!("binding {}: {e}", settings.bind))?;
+        let port = listener.local_addr()?.port();
+        let workers = settings.workers;
+        let state = web::Data::new(build_state(settings)?);
+        state.cache.spawn_invalidation_retrier();
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(page_cache))
+                .wrap(Logger::new(r#"%a "%r" %s %b %{X-Cache}o %Dms"#))
+                .app_data(app_state.clone())
+                .configure(routes::config)
+        })
+        .shutdown_timeout(10)
+        .listen(listener)?;
+        if let Some(n) = workers {
+            server = server.workers(n.max(1));
+        }
+        Ok(Self {
+            port,
+            server: server.run(),
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

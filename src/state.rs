@@ -1,0 +1,13 @@
+//! The one piece of shared state every handler gets (`web::Data<AppState>`).
+
+use crate::cache::Cache;
+use crate::config::Settings;
+use crate::db::PgPool;
+use crate::models::repository::PropertyRepository;
+
+pub struct AppState {
+    pub settings: Settings,
+    pub db: PgPool,
+    pub cache: Cache,
+    pub properties: PropertyRepository,
+}
