@@ -1,7 +1,7 @@
 //! Entry point: parse the command line, set up logging, dispatch.
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use property_listings::cache::metrics::get_redis_cache_metrics;
 use property_listings::cli::{CacheAction, Cli, Command};
 use property_listings::config::Settings;
@@ -11,7 +11,10 @@ use property_listings::{db, seed};
 fn main() -> std::process::ExitCode {
     let _ = dotenvy::dotenv();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let runtime = actix_web::rt::System::new();
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -20,6 +23,22 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `--help`/`--version` print and succeed; any bad argument prints the error and the
+/// usage line, and exits with status 2.
+fn usage_error(e: clap::Error) -> std::process::ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return std::process::ExitCode::SUCCESS;
+    }
+    let message = e.render().to_string();
+    eprint!("{message}");
+    if !message.contains("Usage:") {
+        eprintln!("\n{}", Cli::command().render_usage());
+    }
+    std::process::ExitCode::from(2)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

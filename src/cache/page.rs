@@ -29,6 +29,11 @@ use crate::state::AppState;
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
+/// Marks a response built from stale data (the query cache served an expired entry
+/// because PostgreSQL is down): it is sent with `X-Cache: STALE` and never stored.
+#[derive(Clone, Copy, Debug)]
+pub struct BuiltFromStaleData;
+
 /// The middleware. Wraps the whole app: non-cacheable requests are marked `BYPASS`.
 pub async fn page_cache(
     req: ServiceRequest,
@@ -126,6 +131,10 @@ async fn cached(
             metrics.lookup(Layer::Page, Outcome::Stale);
             let response = from_entry(res.request(), &entry, Outcome::Stale);
             Ok((res.into_response(response), Outcome::Stale))
+        }
+        (StatusCode::OK, _) if res.response().extensions().contains::<BuiltFromStaleData>() => {
+            metrics.lookup(Layer::Page, Outcome::Stale);
+            Ok((res.map_into_boxed_body(), Outcome::Stale))
         }
         (StatusCode::OK, _) if storable(&res) => {
             metrics.lookup(Layer::Page, Outcome::Miss);

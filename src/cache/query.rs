@@ -13,11 +13,20 @@ use crate::error::AppError;
 use crate::models::property::Property;
 use crate::state::AppState;
 
+/// Whether the rows are current or an expired entry served because PostgreSQL is down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Served {
+    Current,
+    Stale,
+}
+
 /// Every property, newest first: from Redis when a current entry exists, otherwise from
 /// PostgreSQL (and then stored). Redis trouble means a database read, never an error;
 /// PostgreSQL trouble is answered with a current-generation entry past its TTL if one is
 /// still within grace.
-pub async fn get_all_properties(state: &AppState) -> Result<Arc<Vec<Property>>, AppError> {
+pub async fn get_all_properties(
+    state: &AppState,
+) -> Result<(Arc<Vec<Property>>, Served), AppError> {
     let cache = &state.cache;
     let metrics = cache.metrics();
     let key = cache.keys().all_properties();
@@ -25,7 +34,7 @@ pub async fn get_all_properties(state: &AppState) -> Result<Arc<Vec<Property>>, 
         Ok(lookup) => lookup,
         Err(_) => {
             metrics.lookup(Layer::Query, Outcome::Bypass);
-            return load(&state.db, state).await;
+            return Ok((load(&state.db, state).await?, Served::Current));
         }
     };
     let mut stale = None;
@@ -36,7 +45,7 @@ pub async fn get_all_properties(state: &AppState) -> Result<Arc<Vec<Property>>, 
         ) {
             (Freshness::Fresh, Some(rows)) => {
                 metrics.lookup(Layer::Query, Outcome::Hit);
-                return Ok(Arc::new(rows));
+                return Ok((Arc::new(rows), Served::Current));
             }
             (Freshness::Expired, Some(rows)) => stale = Some(rows),
             (_, None) => log::warn!("unreadable {key} entry ignored"),
@@ -59,12 +68,12 @@ pub async fn get_all_properties(state: &AppState) -> Result<Arc<Vec<Property>>, 
                 }
                 Err(e) => log::error!("serialising all_properties: {e}"),
             }
-            Ok(rows)
+            Ok((rows, Served::Current))
         }
         Err(AppError::Unavailable(cause)) if stale.is_some() => {
             log::warn!("database unavailable ({cause}); serving all_properties within grace");
             metrics.lookup(Layer::Query, Outcome::Stale);
-            Ok(Arc::new(stale.unwrap_or_default()))
+            Ok((Arc::new(stale.unwrap_or_default()), Served::Stale))
         }
         Err(e) => Err(e),
     }

@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::listing::{ListQuery, fetch_page};
 use super::properties::parse_id;
 use super::views::PropertyJson;
+use crate::cache::page::BuiltFromStaleData;
 use crate::error::{ApiError, AppError};
 use crate::state::AppState;
 
@@ -20,12 +21,16 @@ struct ListJson {
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let query = ListQuery::parse(req.query_string())?;
     let result = fetch_page(&state, &query).await?;
-    Ok(HttpResponse::Ok().json(ListJson {
+    let mut res = HttpResponse::Ok().json(ListJson {
         count: result.count,
         page: result.page,
         num_pages: result.num_pages,
         results: result.rows.iter().map(PropertyJson::from).collect(),
-    }))
+    });
+    if result.stale {
+        res.extensions_mut().insert(BuiltFromStaleData);
+    }
+    Ok(res)
 }
 
 pub async fn detail(

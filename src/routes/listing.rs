@@ -3,7 +3,7 @@
 //! through the query cache when unfiltered, from PostgreSQL when filtered.
 
 use crate::cache::metrics::Layer;
-use crate::cache::query::get_all_properties;
+use crate::cache::query::{Served, get_all_properties};
 use crate::domain::Price;
 use crate::error::AppError;
 use crate::models::property::{Property, PropertyFilter, Sort};
@@ -136,13 +136,17 @@ pub struct ResultPage {
     pub count: usize,
     pub page: usize,
     pub num_pages: usize,
+    /// Built from a query-cache entry past its TTL because PostgreSQL is down.
+    pub stale: bool,
 }
 
 /// Fetches the page asked for. Page 1 always exists; a page past the end is a 404.
 pub async fn fetch_page(state: &AppState, query: &ListQuery) -> Result<ResultPage, AppError> {
     let offset = (query.page - 1) * PAGE_SIZE;
+    let mut stale = false;
     let (rows, count) = if query.filter.is_empty() {
-        let all = get_all_properties(state).await?;
+        let (all, freshness) = get_all_properties(state).await?;
+        stale = freshness == Served::Stale;
         let count = all.len();
         let rows = if query.sort == Sort::Newest {
             all.iter().skip(offset).take(PAGE_SIZE).cloned().collect()
@@ -179,6 +183,7 @@ pub async fn fetch_page(state: &AppState, query: &ListQuery) -> Result<ResultPag
         count,
         page: query.page,
         num_pages,
+        stale,
     })
 }
 

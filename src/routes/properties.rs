@@ -7,6 +7,7 @@ use askama::Template;
 
 use super::listing::{ListQuery, fetch_page};
 use super::views::PropertyView;
+use crate::cache::page::BuiltFromStaleData;
 use crate::error::{AppError, render_html};
 use crate::models::property::Sort;
 use crate::state::AppState;
@@ -105,7 +106,11 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
             .collect(),
         filtered: !query.filter.is_empty(),
     };
-    render_html(&page)
+    let mut res = render_html(&page)?;
+    if result.stale {
+        res.extensions_mut().insert(BuiltFromStaleData);
+    }
+    Ok(res)
 }
 
 /// Parses a path id; anything but a positive integer is simply "not found".

@@ -1,0 +1,350 @@
+//! Test support: `spawn_app` starts the real application (the same `Application::build`
+//! that `serve` uses) on a random port, against its own freshly created PostgreSQL
+//! database and its own Redis key prefix; dropping the `TestApp` removes both.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use actix_web::web::Data;
+use diesel::prelude::*;
+use property_listings::config::Settings;
+use property_listings::domain::{Description, Location, Price, Title};
+use property_listings::models::property::{Property, PropertyData};
+use property_listings::startup::Application;
+use property_listings::state::AppState;
+
+pub const SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+const TEST_DB_PREFIX: &str = "pl_test_";
+
+pub struct TestApp {
+    pub address: String,
+    pub settings: Settings,
+    pub state: Data<AppState>,
+    /// Keeps cookies, never follows redirects (tests look at the 303s themselves).
+    pub client: reqwest::Client,
+    pub db_name: String,
+    pub prefix: String,
+    redis: redis::Client,
+    /// Whether this app owns (and must drop) its database and keys.
+    owner: bool,
+}
+
+pub fn random_suffix() -> String {
+    let bytes: [u8; 6] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Removes databases left behind by an earlier, killed run (once per test process).
+fn sweep_leftover_databases() {
+    static SWEEP: Once = Once::new();
+    SWEEP.call_once(|| {
+        let Ok(mut conn) = PgConnection::establish(SERVER_URL) else {
+            return;
+        };
+        #[derive(QueryableByName)]
+        struct Name {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            datname: String,
+        }
+        let names: Vec<Name> = diesel::sql_query(format!(
+            "SELECT datname FROM pg_database WHERE datname LIKE '{TEST_DB_PREFIX}%' \
+             AND (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = pg_database.datname) = 0"
+        ))
+        .load(&mut conn)
+        .unwrap_or_default();
+        for n in names {
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", n.datname))
+                .execute(&mut conn);
+        }
+    });
+}
+
+/// Settings for a fresh test: own database name, own prefix, defaults otherwise.
+pub fn test_settings() -> Settings {
+    let suffix = random_suffix();
+    let mut s = Settings::local_defaults();
+    s.database_url = format!("postgres://postgres@127.0.0.1:5432/{TEST_DB_PREFIX}{suffix}");
+    s.redis_url = REDIS_URL.into();
+    s.cache_key_prefix = format!("pl_test_{suffix}");
+    s.bind = "127.0.0.1:0".into();
+    s.workers = Some(2);
+    s.db_pool_size = 4;
+    s
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts the app with `customise` applied to fresh test settings.
+pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = test_settings();
+    customise(&mut settings);
+    start(settings, true).await
+}
+
+/// A second instance sharing `other`'s database, Redis and prefix (it owns nothing).
+pub async fn spawn_instance_like(other: &TestApp) -> TestApp {
+    let mut settings = other.settings.clone();
+    settings.bind = "127.0.0.1:0".into();
+    start(settings, false).await
+}
+
+async fn start(settings: Settings, owner: bool) -> TestApp {
+    sweep_leftover_databases();
+    let app = Application::build(settings.clone())
+        .await
+        .expect("the application starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state();
+    tokio::spawn(app.run_until_stopped());
+    let db_name = settings
+        .database_url
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    TestApp {
+        address,
+        client: client(),
+        db_name,
+        prefix: settings.cache_key_prefix.clone(),
+        redis: redis::Client::open(REDIS_URL).expect("redis url"),
+        settings,
+        state,
+        owner,
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// A GET from a fresh, cookie-less client (an anonymous visitor).
+    pub async fn get_anonymous(&self, path: &str) -> reqwest::Response {
+        client()
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let res = self.get_anonymous(path).await;
+        assert_eq!(res.status(), 200, "GET {path}");
+        res.json().await.expect("json body")
+    }
+
+    /// Inserts a property through the repository (so the hooks run).
+    pub async fn insert(&self, title: &str, price: &str, location: &str) -> Property {
+        self.state
+            .properties
+            .insert(property_data(title, price, location, "A test listing."))
+            .await
+            .expect("insert")
+    }
+
+    pub async fn insert_many(&self, n: usize) -> Vec<Property> {
+        let data = (0..n)
+            .map(|i| {
+                property_data(
+                    &format!("Listing {i}"),
+                    &format!("{}", 1000 + i),
+                    "Testville",
+                    "",
+                )
+            })
+            .collect();
+        self.state
+            .properties
+            .insert_many(data)
+            .await
+            .expect("insert many")
+    }
+
+    pub fn redis(&self) -> redis::Connection {
+        self.redis.get_connection().expect("redis connection")
+    }
+
+    /// Every key under this app's prefix, with its remaining TTL in ms (-1: none).
+    pub fn keys(&self) -> BTreeMap<String, i64> {
+        let mut conn = self.redis();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query(&mut conn)
+            .expect("KEYS");
+        keys.into_iter()
+            .map(|k| {
+                let ttl: i64 = redis::cmd("PTTL").arg(&k).query(&mut conn).expect("PTTL");
+                (k, ttl)
+            })
+            .collect()
+    }
+
+    pub fn page_keys(&self) -> Vec<String> {
+        let page = format!("{}:page:", self.prefix);
+        self.keys()
+            .into_keys()
+            .filter(|k| k.starts_with(&page))
+            .collect()
+    }
+
+    pub fn db(&self) -> PgConnection {
+        PgConnection::establish(&self.settings.database_url).expect("test database")
+    }
+
+    pub fn count_rows(&self) -> i64 {
+        Property::count(&mut self.db()).expect("count")
+    }
+
+    /// Cuts PostgreSQL off for this app for good: drops its database (killing the
+    /// pool's connections), so every later query fails as if the server were down.
+    pub fn drop_database(&self) {
+        drop_database(&self.db_name);
+    }
+}
+
+pub fn property_data(title: &str, price: &str, location: &str, description: &str) -> PropertyData {
+    PropertyData::new(
+        Title::parse(title).expect("title"),
+        Description::parse(description).expect("description"),
+        Price::parse(price).expect("price"),
+        Location::parse(location).expect("location"),
+    )
+}
+
+fn drop_database(name: &str) {
+    if let Ok(mut conn) = PgConnection::establish(SERVER_URL) {
+        let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .execute(&mut conn);
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if !self.owner {
+            return;
+        }
+        drop_database(&self.db_name);
+        if let Ok(mut conn) = self.redis.get_connection() {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}:*", self.prefix))
+                .query(&mut conn)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
+            }
+        }
+    }
+}
+
+pub fn header<'a>(res: &'a reqwest::Response, name: &str) -> &'a str {
+    res.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A private Redis server on a free port, for tests that need exact server-wide
+/// numbers or that stop/restart Redis. Killed on drop.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Child,
+}
+
+impl PrivateRedis {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Self {
+        Self::spawn(free_port(), extra)
+    }
+
+    /// Starts (again) on a given port, e.g. after the previous server was dropped.
+    pub fn start_on(port: u16) -> Self {
+        Self::spawn(port, &[])
+    }
+
+    fn spawn(port: u16, extra: &[&str]) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        let redis = Self { port, child };
+        redis.wait_until_up();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .expect("private redis")
+    }
+
+    fn wait_until_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if redis::Client::open(self.url())
+                .and_then(|c| c.get_connection())
+                .is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("private redis on port {} did not start", self.port);
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

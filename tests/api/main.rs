@@ -1,0 +1,11 @@
+//! One integration-test binary (each extra `tests/*.rs` is another slow link).
+//! Every test starts the real app against the real PostgreSQL and Redis.
+
+mod cli;
+mod faults;
+mod helpers;
+mod invalidation;
+mod metrics;
+mod page_cache;
+mod pages;
+mod query_cache;

@@ -1,0 +1,239 @@
+//! The page cache: HIT/MISS/BYPASS, TTLs, ETags, bounded keys, grace.
+
+use std::time::Duration;
+
+use crate::helpers::{header, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn the_first_visit_misses_and_the_next_one_hits_with_the_same_body() {
+    let app = spawn_app().await;
+    app.insert("Loft", "100", "Austin, TX").await;
+
+    let first = app.get_anonymous("/properties/").await;
+    let first_cache = header(&first, "x-cache").to_string();
+    let first_body = first.text().await.unwrap();
+    let second = app.get_anonymous("/properties/").await;
+
+    assert_eq!(first_cache, "MISS");
+    assert_eq!(header(&second, "x-cache"), "HIT");
+    assert_eq!(header(&second, "cache-control"), "no-cache");
+    assert!(header(&second, "content-type").starts_with("text/html"));
+    assert_eq!(second.text().await.unwrap(), first_body);
+}
+
+#[tokio::test]
+async fn every_public_page_and_api_route_is_cached() {
+    let app = spawn_app().await;
+    let p = app.insert("Loft", "100", "Austin, TX").await;
+    for path in [
+        "/properties/".to_string(),
+        format!("/properties/{}/", p.id),
+        "/api/properties/".into(),
+        format!("/api/properties/{}/", p.id),
+    ] {
+        assert_eq!(
+            header(&app.get_anonymous(&path).await, "x-cache"),
+            "MISS",
+            "{path}"
+        );
+        let hit = app.get_anonymous(&path).await;
+        assert_eq!(header(&hit, "x-cache"), "HIT", "{path}");
+        if path.starts_with("/api/") {
+            assert!(header(&hit, "content-type").starts_with("application/json"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_cached_page_lives_for_its_ttl_plus_grace_in_redis() {
+    let app = spawn_app_with(|s| {
+        s.page_cache_ttl = Duration::from_secs(900);
+        s.cache_grace = Duration::from_secs(100);
+    })
+    .await;
+    app.get_anonymous("/properties/").await;
+
+    let keys = app.keys();
+    let ttl = keys[&format!("{}:page:/properties/", app.prefix)];
+    assert!((990_000..=1_000_000).contains(&ttl), "page key PTTL {ttl}");
+}
+
+#[tokio::test]
+async fn a_matching_if_none_match_gets_304_without_a_body() {
+    let app = spawn_app().await;
+    let miss = app.get_anonymous("/properties/").await;
+    let etag = header(&miss, "etag").to_string();
+    assert!(etag.starts_with('"'), "strong etag: {etag}");
+
+    let res = app
+        .client
+        .get(app.url("/properties/"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    let other = app
+        .client
+        .get(app.url("/properties/"))
+        .header("if-none-match", "\"something-else\"")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(res.status(), 304);
+    assert_eq!(header(&res, "etag"), etag);
+    assert_eq!(header(&res, "x-cache"), "HIT");
+    assert!(res.bytes().await.unwrap().is_empty());
+    assert_eq!(other.status(), 200);
+}
+
+#[tokio::test]
+async fn unknown_query_parameters_add_no_keys() {
+    let app = spawn_app().await;
+    app.get_anonymous("/properties/?sort=price_asc").await;
+    let before = app.page_keys();
+
+    for i in 0..50 {
+        let res = app
+            .get_anonymous(&format!(
+                "/properties/?utm_{i}=x{i}&sort=price_asc&fbclid={i}"
+            ))
+            .await;
+        assert_eq!(header(&res, "x-cache"), "HIT");
+    }
+
+    assert_eq!(app.page_keys(), before);
+}
+
+#[tokio::test]
+async fn errors_are_never_stored() {
+    let app = spawn_app().await;
+    for path in [
+        "/properties/?page=2",
+        "/properties/?sort=bogus",
+        "/properties/77/",
+        "/api/properties/77/",
+    ] {
+        let first = app.get_anonymous(path).await;
+        assert!(first.status().is_client_error(), "{path}");
+        let again = app.get_anonymous(path).await;
+        assert_ne!(header(&again, "x-cache"), "HIT", "{path}");
+    }
+    assert!(app.page_keys().is_empty(), "{:?}", app.page_keys());
+}
+
+#[tokio::test]
+async fn a_request_with_a_session_cookie_bypasses_the_cache() {
+    let app = spawn_app().await;
+    app.get_anonymous("/properties/").await;
+
+    let res = app
+        .client
+        .get(app.url("/properties/"))
+        .header("cookie", "pl_session=anything")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(header(&res, "x-cache"), "BYPASS");
+}
+
+#[tokio::test]
+async fn non_cacheable_routes_say_bypass_and_are_not_stored() {
+    let app = spawn_app().await;
+    for path in ["/healthz", "/api/cache/metrics", "/cache/", "/metrics"] {
+        let res = app.get_anonymous(path).await;
+        assert_eq!(header(&res, "x-cache"), "BYPASS", "{path}");
+    }
+    assert!(app.page_keys().is_empty());
+}
+
+#[tokio::test]
+async fn an_expired_page_is_served_stale_while_another_request_refreshes_it() {
+    let app = spawn_app_with(|s| {
+        s.page_cache_ttl = Duration::from_millis(300);
+        s.cache_grace = Duration::from_secs(60);
+    })
+    .await;
+    app.get_anonymous("/properties/").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Another request is refreshing it right now: it holds the refresh lock.
+    let key = format!("{}:page:/properties/", app.prefix);
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}:lock:{key}", app.prefix))
+        .arg(1)
+        .arg("PX")
+        .arg(5000)
+        .query(&mut app.redis())
+        .unwrap();
+
+    let res = app.get_anonymous("/properties/").await;
+
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-cache"), "STALE");
+    assert!(header(&res, "age").parse::<u64>().is_ok());
+}
+
+#[tokio::test]
+async fn an_expired_page_is_refreshed_by_the_request_that_gets_the_lock() {
+    let app = spawn_app_with(|s| {
+        s.page_cache_ttl = Duration::from_millis(300);
+        s.cache_grace = Duration::from_secs(60);
+    })
+    .await;
+    app.get_anonymous("/properties/").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    let refresh = app.get_anonymous("/properties/").await;
+    let after = app.get_anonymous("/properties/").await;
+
+    assert_eq!(header(&refresh, "x-cache"), "MISS");
+    assert_eq!(header(&after, "x-cache"), "HIT");
+}
+
+#[tokio::test]
+async fn a_hit_needs_no_database_and_other_pages_get_503_when_it_is_gone() {
+    let app = spawn_app().await;
+    let p = app.insert("Loft", "100", "Austin, TX").await;
+    app.get_anonymous("/properties/").await;
+
+    app.drop_database();
+    let hit = app.get_anonymous("/properties/").await;
+    let uncached = app.get_anonymous(&format!("/properties/{}/", p.id)).await;
+    let health = app.get_anonymous("/healthz").await;
+
+    assert_eq!(hit.status(), 200);
+    assert_eq!(header(&hit, "x-cache"), "HIT");
+    assert!(hit.text().await.unwrap().contains("Loft"));
+    assert_eq!(uncached.status(), 503);
+    assert!(
+        !uncached
+            .text()
+            .await
+            .unwrap()
+            .to_lowercase()
+            .contains("diesel")
+    );
+    assert_eq!(health.status(), 503);
+}
+
+#[tokio::test]
+async fn an_expired_page_is_served_stale_while_the_database_is_down() {
+    let app = spawn_app_with(|s| {
+        s.page_cache_ttl = Duration::from_millis(300);
+        s.query_cache_ttl = Duration::from_millis(300);
+        s.cache_grace = Duration::from_secs(60);
+        s.db_timeout = Duration::from_millis(500);
+    })
+    .await;
+    app.insert("Loft", "100", "Austin, TX").await;
+    app.get_anonymous("/properties/").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    app.drop_database();
+    let res = app.get_anonymous("/properties/").await;
+
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-cache"), "STALE");
+    assert!(res.text().await.unwrap().contains("Loft"));
+}

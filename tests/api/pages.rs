@@ -1,0 +1,223 @@
+//! The public pages and the JSON API, as a visitor uses them.
+
+use crate::helpers::{header, spawn_app};
+
+#[tokio::test]
+async fn the_root_redirects_to_the_listing_page() {
+    let app = spawn_app().await;
+    let res = app.get("/").await;
+    assert!(res.status().is_redirection());
+    assert_eq!(header(&res, "location"), "/properties/");
+}
+
+#[tokio::test]
+async fn an_empty_site_says_there_are_no_listings_yet() {
+    let app = spawn_app().await;
+    let res = app.get("/properties/").await;
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("No listings yet"));
+}
+
+#[tokio::test]
+async fn the_list_shows_the_newest_listing_first_with_its_formatted_price() {
+    let app = spawn_app().await;
+    app.insert("Old Cottage", "250000", "Boise, ID").await;
+    app.insert("New Penthouse", "1234567.5", "Miami, FL").await;
+
+    let body = app.get("/properties/").await.text().await.unwrap();
+
+    let new = body.find("New Penthouse").expect("new listing shown");
+    let old = body.find("Old Cottage").expect("old listing shown");
+    assert!(new < old, "newest first");
+    assert!(
+        body.contains("1,234,567.50"),
+        "price with separators and two decimals"
+    );
+}
+
+#[tokio::test]
+async fn listings_are_paginated_twenty_a_page_and_a_page_past_the_end_is_404() {
+    let app = spawn_app().await;
+    app.insert_many(45).await;
+
+    let page1 = app.get_json("/api/properties/").await;
+    let page3 = app.get_json("/api/properties/?page=3").await;
+    let past = app.get_anonymous("/api/properties/?page=4").await;
+    let past_html = app.get_anonymous("/properties/?page=4").await;
+
+    assert_eq!(page1["count"], 45);
+    assert_eq!(page1["num_pages"], 3);
+    assert_eq!(page1["results"].as_array().unwrap().len(), 20);
+    assert_eq!(page3["page"], 3);
+    assert_eq!(page3["results"].as_array().unwrap().len(), 5);
+    assert_eq!(past.status(), 404);
+    assert_eq!(past_html.status(), 404);
+}
+
+#[tokio::test]
+async fn page_one_exists_even_when_nothing_matches() {
+    let app = spawn_app().await;
+    let json = app.get_json("/api/properties/?q=nothing-like-this").await;
+    assert_eq!(json["count"], 0);
+    assert_eq!(json["num_pages"], 1);
+    let html = app.get("/properties/?q=nothing-like-this").await;
+    assert_eq!(html.status(), 200);
+    assert!(html.text().await.unwrap().contains("No listings match"));
+}
+
+#[tokio::test]
+async fn search_and_filters_narrow_the_results() {
+    let app = spawn_app().await;
+    app.insert("Sunny Loft", "300000", "Austin, TX").await;
+    app.insert("Dark Basement", "90000", "Austin, TX").await;
+    app.insert("Harbour View 100% Sun", "800000", "Seattle, WA")
+        .await;
+
+    let titles = |json: serde_json::Value| -> Vec<String> {
+        json["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["title"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        titles(app.get_json("/api/properties/?q=SUNNY").await),
+        ["Sunny Loft"]
+    );
+    assert_eq!(
+        titles(
+            app.get_json("/api/properties/?location=austin&sort=price_asc")
+                .await
+        ),
+        ["Dark Basement", "Sunny Loft"]
+    );
+    assert_eq!(
+        titles(
+            app.get_json("/api/properties/?min_price=100000&max_price=500000")
+                .await
+        ),
+        ["Sunny Loft"]
+    );
+    assert_eq!(
+        titles(app.get_json("/api/properties/?sort=price_desc").await),
+        ["Harbour View 100% Sun", "Sunny Loft", "Dark Basement"]
+    );
+    // `%` in the search text is a literal, not a wildcard.
+    assert_eq!(
+        titles(app.get_json("/api/properties/?q=100%25").await),
+        ["Harbour View 100% Sun"]
+    );
+}
+
+#[tokio::test]
+async fn a_bad_query_value_is_a_400_naming_the_parameter() {
+    let app = spawn_app().await;
+    for (query, param) in [
+        ("page=0", "page"),
+        ("page=two", "page"),
+        ("sort=cheapest", "sort"),
+        ("min_price=abc", "min_price"),
+        ("max_price=-1", "max_price"),
+        ("min_price=1.234", "min_price"),
+        ("min_price=500&max_price=100", "max_price"),
+    ] {
+        let html = app.get_anonymous(&format!("/properties/?{query}")).await;
+        assert_eq!(html.status(), 400, "{query}");
+        assert!(
+            html.text().await.unwrap().contains(param),
+            "{query} names {param}"
+        );
+
+        let json = app
+            .get_anonymous(&format!("/api/properties/?{query}"))
+            .await;
+        assert_eq!(json.status(), 400, "{query}");
+        let body: serde_json::Value = json.json().await.unwrap();
+        assert_eq!(body["parameter"], param, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn the_detail_page_shows_one_listing_and_unknown_ids_are_404() {
+    let app = spawn_app().await;
+    let p = app.insert("Garden Flat", "1250", "Denver, CO").await;
+
+    let ok = app.get(&format!("/properties/{}/", p.id)).await;
+    assert_eq!(ok.status(), 200);
+    let body = ok.text().await.unwrap();
+    assert!(body.contains("Garden Flat") && body.contains("1,250.00"));
+
+    for path in [
+        "/properties/999999/",
+        "/properties/abc/",
+        "/properties/-1/",
+        "/nope",
+    ] {
+        let res = app.get_anonymous(path).await;
+        assert_eq!(res.status(), 404, "{path}");
+        assert!(
+            header(&res, "content-type").starts_with("text/html"),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_api_shows_prices_as_decimal_strings_and_dates_as_rfc3339() {
+    let app = spawn_app().await;
+    let p = app.insert("Tiny House", "1250", "Boise, ID").await;
+
+    let one = app.get_json(&format!("/api/properties/{}/", p.id)).await;
+    let missing = app.get_anonymous("/api/properties/424242/").await;
+
+    assert_eq!(one["id"], p.id);
+    assert_eq!(one["price"], "1250.00");
+    assert_eq!(one["location"], "Boise, ID");
+    let created = one["created_at"].as_str().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(created).is_ok(),
+        "{created}"
+    );
+    assert_eq!(missing.status(), 404);
+    let body: serde_json::Value = missing.json().await.unwrap();
+    assert_eq!(body["status"], 404);
+}
+
+#[tokio::test]
+async fn html_escapes_what_users_typed() {
+    let app = spawn_app().await;
+    let p = app
+        .insert("<script>alert(1)</script>", "1", "Here & there")
+        .await;
+    let body = app
+        .get(&format!("/properties/{}/", p.id))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!body.contains("<script>alert(1)</script>"));
+    assert!(body.contains("&#60;script&#62;") || body.contains("&lt;script&gt;"));
+}
+
+#[tokio::test]
+async fn health_reports_database_and_cache() {
+    let app = spawn_app().await;
+    let res = app.get("/healthz").await;
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["database"], "ok");
+    assert_eq!(body["cache"], "ok");
+}
+
+#[tokio::test]
+async fn static_files_and_the_dashboard_are_served() {
+    let app = spawn_app().await;
+    let css = app.get("/static/css/site.css").await;
+    assert_eq!(css.status(), 200);
+    assert!(header(&css, "content-type").starts_with("text/css"));
+    let dashboard = app.get("/cache/").await;
+    assert_eq!(dashboard.status(), 200);
+    assert!(dashboard.text().await.unwrap().contains(&app.prefix));
+}
