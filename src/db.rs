@@ -39,7 +39,8 @@ where
     T: Send + 'static,
 {
     let pool = pool.clone();
-    actix_web::web::block(move || {
+    let started = std::time::Instant::now();
+    let result = actix_web::web::block(move || {
         let mut conn = pool
             .get()
             .map_err(|e| AppError::Unavailable(format!("database connection: {e}")))?;
@@ -50,8 +51,9 @@ where
             other => other,
         }
     })
-    .await
-    .map_err(|e| AppError::Internal(anyhow::anyhow!("blocking task failed: {e}")))?
+    .await;
+    crate::timing::record(crate::timing::Kind::Db, started.elapsed());
+    result.map_err(|e| AppError::Internal(anyhow::anyhow!("blocking task failed: {e}")))?
 }
 
 /// Applies every pending embedded migration.

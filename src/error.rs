@@ -7,7 +7,7 @@
 //! turns them into misses.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, LOCATION};
 use actix_web::{HttpResponse, ResponseError};
 use askama::Template;
 
@@ -20,6 +20,13 @@ pub enum AppError {
     BadRequest { param: String, message: String },
     #[error("forbidden")]
     Forbidden,
+    /// An admin page asked for without a signed-in admin: redirect to sign-in.
+    #[error("sign-in required")]
+    LoginRequired { next: String },
+    #[error("too many attempts")]
+    TooManyRequests { retry_after_secs: u64 },
+    #[error("request body too large")]
+    PayloadTooLarge,
     /// PostgreSQL (or another dependency we cannot do without) is unreachable.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -48,6 +55,18 @@ impl AppError {
             Self::Forbidden => (
                 "Forbidden",
                 "You are not allowed to do that. Reload the form and try again.".into(),
+            ),
+            Self::LoginRequired { .. } => ("Sign-in required", "Please sign in.".into()),
+            Self::TooManyRequests { retry_after_secs } => (
+                "Too many attempts",
+                format!(
+                    "Too many failed sign-ins. Try again in {} minutes.",
+                    retry_after_secs.div_ceil(60)
+                ),
+            ),
+            Self::PayloadTooLarge => (
+                "Request too large",
+                "The submitted form is larger than 64 KiB.".into(),
             ),
             Self::Unavailable(_) => (
                 "Temporarily unavailable",
@@ -98,6 +117,9 @@ impl ResponseError for AppError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::LoginRequired { .. } => StatusCode::SEE_OTHER,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -106,6 +128,13 @@ impl ResponseError for AppError {
     fn error_response(&self) -> HttpResponse {
         self.log();
         let status = self.status_code();
+        if let Self::LoginRequired { next } = self {
+            let query = serde_urlencoded::to_string([("next", next.as_str())]).unwrap_or_default();
+            return HttpResponse::SeeOther()
+                .insert_header((LOCATION, format!("/admin/login?{query}")))
+                .insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")))
+                .finish();
+        }
         let (title, message) = self.title_and_message();
         let page = ErrorPage {
             status: status.as_u16(),
@@ -122,8 +151,14 @@ impl ResponseError for AppError {
             HeaderValue::from_static("text/html; charset=utf-8"),
         ))
         .insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")));
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            res.insert_header(("Retry-After", "5"));
+        match self {
+            Self::Unavailable(_) => {
+                res.insert_header(("Retry-After", "5"));
+            }
+            Self::TooManyRequests { retry_after_secs } => {
+                res.insert_header(("Retry-After", retry_after_secs.to_string()));
+            }
+            _ => {}
         }
         res.body(body)
     }
@@ -160,8 +195,7 @@ impl ResponseError for ApiError {
 
 /// Renders an Askama template into an HTML 200 response; a rendering failure is a 500.
 pub fn render_html<T: Template>(template: &T) -> Result<HttpResponse, AppError> {
-    let body = template
-        .render()
+    let body = crate::timing::timed(crate::timing::Kind::Render, || template.render())
         .map_err(|e| AppError::Internal(anyhow::anyhow!("rendering template: {e}")))?;
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")

@@ -14,3 +14,4 @@ pub mod schema;
 pub mod seed;
 pub mod startup;
 pub mod state;
+pub mod timing;

@@ -5,7 +5,12 @@ use clap::{CommandFactory, Parser};
 use property_listings::cache::metrics::get_redis_cache_metrics;
 use property_listings::cli::{CacheAction, Cli, Command};
 use property_listings::config::Settings;
-use property_listings::startup::{Application, build_state};
+use std::sync::Arc;
+
+use property_listings::auth::password;
+use property_listings::cache::Cache;
+use property_listings::cache::metrics::Metrics;
+use property_listings::startup::{Application, build_state, create_admin};
 use property_listings::{db, seed};
 
 fn main() -> std::process::ExitCode {
@@ -23,6 +28,33 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `GET /api/cache/metrics` from a server listening on `bind` (plain HTTP/1.0, short
+/// timeouts); `None` when nothing usable answers.
+fn server_metrics(bind: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::Duration;
+    let mut addr: SocketAddr = bind.parse().ok()?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET /api/cache/metrics HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status_ok = head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200");
+    let json: serde_json::Value = serde_json::from_str(body).ok()?;
+    (status_ok && json.get("keyspace_hits").is_some())
+        .then(|| serde_json::to_string_pretty(&json).ok())
+        .flatten()
 }
 
 /// `--help`/`--version` print and succeed; any bad argument prints the error and the
@@ -67,23 +99,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("seeded {written} listings");
         }
         Command::CreateAdmin { username } => {
-            anyhow::bail!("create-admin {username}: admin accounts are not available yet");
+            let password = match settings.admin_password.clone() {
+                Some(p) => p,
+                None => rpassword::prompt_password(format!("Password for {username}: "))
+                    .context("reading the password (set ADMIN_PASSWORD when not on a terminal)")?,
+            };
+            password::check_new_password(&password).map_err(anyhow::Error::msg)?;
+            let state = build_state(settings)?;
+            if create_admin(&state.db, &username, &password)? {
+                println!("created admin {username:?}");
+            } else {
+                anyhow::bail!("an admin named {username:?} already exists");
+            }
         }
         Command::Cache { action } => {
-            let state = build_state(settings)?;
+            // Only Redis is needed here: these work while PostgreSQL is down.
+            let cache = Cache::new(&settings, Arc::new(Metrics::new()))?;
             match action {
                 CacheAction::Metrics => {
-                    let metrics = get_redis_cache_metrics(&state.cache)
+                    // The per-layer counters live in the serving process: ask it when
+                    // it answers on BIND, else report Redis' numbers alone.
+                    if let Some(json) = server_metrics(&settings.bind) {
+                        println!("{json}");
+                        return Ok(());
+                    }
+                    eprintln!(
+                        "note: no server answered on {}; the app counters below are this command's own (zero)",
+                        settings.bind
+                    );
+                    let metrics = get_redis_cache_metrics(&cache)
                         .await
                         .map_err(|(e, _)| anyhow::anyhow!(e))
                         .context("reading cache metrics")?;
                     println!("{}", serde_json::to_string_pretty(&metrics)?);
                 }
                 CacheAction::Clear => {
-                    let deleted = state.cache.clear().await.context("clearing the cache")?;
+                    let deleted = cache.clear().await.context("clearing the cache")?;
                     println!(
-                        "deleted {deleted} keys under {}:",
-                        state.cache.keys().prefix()
+                        "cleared the cache layers under {}: ({deleted} keys)",
+                        cache.keys().prefix()
                     );
                 }
             }

@@ -1,6 +1,16 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    admin_users (id) {
+        id -> Int8,
+        #[max_length = 150]
+        username -> Varchar,
+        password_hash -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     properties (id) {
         id -> Int8,
         #[max_length = 200]
@@ -12,3 +22,5 @@ diesel::table! {
         created_at -> Timestamptz,
     }
 }
+
+diesel::allow_tables_to_appear_in_same_query!(admin_users, properties,);

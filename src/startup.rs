@@ -9,12 +9,15 @@ use actix_web::dev::Server;
 use actix_web::middleware::{Logger, from_fn};
 use actix_web::{App, HttpServer, web};
 
+use crate::auth::throttle::LoginThrottle;
+use crate::auth::{self, password};
 use crate::cache::Cache;
 use crate::cache::invalidation::CacheInvalidation;
 use crate::cache::metrics::Metrics;
 use crate::cache::page::page_cache;
 use crate::config::Settings;
 use crate::db;
+use crate::models::admin_user::AdminUser;
 use crate::models::repository::PropertyRepository;
 use crate::routes;
 use crate::state::AppState;
@@ -38,7 +41,36 @@ pub fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         db: pool,
         cache,
         properties,
+        login_throttle: LoginThrottle::default(),
     })
+}
+
+/// Creates the admin named by `ADMIN_USERNAME`/`ADMIN_PASSWORD` if it does not exist yet
+/// (an existing admin, and its password, are never changed).
+pub fn ensure_configured_admin(state: &AppState) -> anyhow::Result<()> {
+    let (Some(username), Some(password)) = (
+        state.settings.admin_username.as_deref(),
+        state.settings.admin_password.as_deref(),
+    ) else {
+        return Ok(());
+    };
+    match create_admin(&state.db, username, password)? {
+        true => log::info!("created admin {username:?} from ADMIN_USERNAME"),
+        false => log::info!("admin {username:?} already exists; left unchanged"),
+    }
+    Ok(())
+}
+
+/// Validates and creates an admin; `Ok(false)` when the user name is taken.
+pub fn create_admin(pool: &db::PgPool, username: &str, password: &str) -> anyhow::Result<bool> {
+    password::check_username(username).map_err(anyhow::Error::msg)?;
+    password::check_new_password(password).map_err(anyhow::Error::msg)?;
+    let mut conn = pool.get()?;
+    if AdminUser::find_by_username(&mut conn, username)?.is_some() {
+        return Ok(false);
+    }
+    let hash = password::hash(password)?;
+    Ok(AdminUser::create_if_missing(&mut conn, username, &hash)?)
 }
 
 pub struct Application {
@@ -53,14 +85,20 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("binding {}: {e}", settings.bind))?;
         let port = listener.local_addr()?.port();
         let workers = settings.workers;
+        let key = auth::session_key(settings.secret_key.as_deref())?;
+        let cookie_secure = settings.cookie_secure;
         let state = web::Data::new(build_state(settings)?);
+        ensure_configured_admin(&state)?;
         state.cache.spawn_invalidation_retrier();
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(page_cache))
+                // Outside the page cache, so it can tell signed-in admins apart.
+                .wrap(auth::session_middleware(key.clone(), cookie_secure))
                 .wrap(Logger::new(r#"%a "%r" %s %b %{X-Cache}o %Dms"#))
                 .app_data(app_state.clone())
+                .configure(routes::admin::config)
                 .configure(routes::config)
         })
         .shutdown_timeout(10)

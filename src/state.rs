@@ -1,5 +1,6 @@
 //! The one piece of shared state every handler gets (`web::Data<AppState>`).
 
+use crate::auth::throttle::LoginThrottle;
 use crate::cache::Cache;
 use crate::config::Settings;
 use crate::db::PgPool;
@@ -10,4 +11,5 @@ pub struct AppState {
     pub db: PgPool,
     pub cache: Cache,
     pub properties: PropertyRepository,
+    pub login_throttle: LoginThrottle,
 }

@@ -1,5 +1,209 @@
-//! Admin authentication: sessions, CSRF, the admin guard.
+//! Admin authentication: the signed and encrypted cookie session, the CSRF token kept
+//! in it, the `Admin` extractor that guards `/admin/`, and sign-in throttling.
 
-/// Name of the session cookie. Its presence marks a request as not anonymous, so the
-/// page cache never serves or stores it.
+pub mod password;
+pub mod throttle;
+
+use std::future::{Ready, ready};
+
+use actix_session::config::{BrowserSession, CookieContentSecurity};
+use actix_session::storage::CookieSessionStore;
+use actix_session::{Session, SessionExt, SessionMiddleware};
+use actix_web::cookie::{Key, SameSite};
+use actix_web::dev::Payload;
+use actix_web::http::Method;
+use actix_web::{FromRequest, HttpRequest};
+use subtle::ConstantTimeEq;
+
+use crate::error::AppError;
+
+/// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "pl_session";
+/// How long a sign-in lasts, whatever the browser keeps.
+pub const SESSION_MAX_AGE_SECS: i64 = 12 * 3600;
+
+const ADMIN_ID: &str = "admin_id";
+const ADMIN_NAME: &str = "admin_name";
+const SIGNED_IN_AT: &str = "signed_in_at";
+const CSRF: &str = "csrf";
+const FLASH: &str = "flash";
+
+/// The cookie key from `SECRET_KEY` (at least 32 bytes, stretched to a signing and an
+/// encryption key), or a random one for this process only.
+pub fn session_key(secret: Option<&str>) -> anyhow::Result<Key> {
+    match secret {
+        Some(s) if s.len() >= 32 => Ok(Key::derive_from(s.as_bytes())),
+        Some(_) => anyhow::bail!(
+            "SECRET_KEY must be at least 32 bytes (64 random hex characters recommended)"
+        ),
+        None => {
+            log::warn!(
+                "SECRET_KEY is not set: using a random key, so sessions end when this process \
+                 stops and are not shared with other instances"
+            );
+            Ok(Key::generate())
+        }
+    }
+}
+
+/// The session middleware: an encrypted cookie (so any number of instances can serve a
+/// signed-in admin), HttpOnly, SameSite=Lax, Secure when configured for HTTPS.
+pub fn session_middleware(key: Key, secure: bool) -> SessionMiddleware<CookieSessionStore> {
+    SessionMiddleware::builder(CookieSessionStore::default(), key)
+        .cookie_name(SESSION_COOKIE.to_string())
+        .cookie_http_only(true)
+        .cookie_same_site(SameSite::Lax)
+        .cookie_secure(secure)
+        .cookie_content_security(CookieContentSecurity::Private)
+        .session_lifecycle(BrowserSession::default())
+        .build()
+}
+
+/// A signed-in admin, as stored in the session.
+#[derive(Clone, Debug)]
+pub struct Admin {
+    pub id: i64,
+    pub username: String,
+}
+
+/// The signed-in admin of this session, if the sign-in has not expired.
+pub fn current_admin(session: &Session) -> Option<Admin> {
+    let id = session.get::<i64>(ADMIN_ID).ok().flatten()?;
+    let username = session.get::<String>(ADMIN_NAME).ok().flatten()?;
+    let at = session.get::<i64>(SIGNED_IN_AT).ok().flatten()?;
+    let age = chrono::Utc::now().timestamp() - at;
+    (0..SESSION_MAX_AGE_SECS)
+        .contains(&age)
+        .then_some(Admin { id, username })
+}
+
+/// Whether the request carries a session of a signed-in admin (the page cache
+/// bypasses those).
+pub fn is_signed_in(req: &HttpRequest) -> bool {
+    req.cookie(SESSION_COOKIE).is_some() && current_admin(&req.get_session()).is_some()
+}
+
+/// Starts a signed-in session: nothing kept from before (no fixation), a new CSRF
+/// token, a renewed cookie.
+pub fn sign_in(session: &Session, id: i64, username: &str) -> Result<(), AppError> {
+    session.clear();
+    let insert = |k: &str, v: serde_json::Value| {
+        session
+            .insert(k, v)
+            .map_err(|e| AppError::Internal(anyhow::anyhow!("session: {e}")))
+    };
+    insert(ADMIN_ID, id.into())?;
+    insert(ADMIN_NAME, username.into())?;
+    insert(SIGNED_IN_AT, chrono::Utc::now().timestamp().into())?;
+    insert(CSRF, new_token().into())?;
+    session.renew();
+    Ok(())
+}
+
+pub fn sign_out(session: &Session) {
+    session.purge();
+}
+
+/// The session's CSRF token, created on first use.
+pub fn csrf_token(session: &Session) -> Result<String, AppError> {
+    if let Ok(Some(token)) = session.get::<String>(CSRF) {
+        return Ok(token);
+    }
+    let token = new_token();
+    session
+        .insert(CSRF, &token)
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("session: {e}")))?;
+    Ok(token)
+}
+
+/// Checks a submitted token against the session's, in constant time.
+pub fn check_csrf(session: &Session, submitted: &str) -> Result<(), AppError> {
+    let expected = session.get::<String>(CSRF).ok().flatten();
+    match expected {
+        Some(expected)
+            if !submitted.is_empty()
+                && bool::from(expected.as_bytes().ct_eq(submitted.as_bytes())) =>
+        {
+            Ok(())
+        }
+        _ => {
+            log::warn!("refused a POST with a missing or wrong CSRF token");
+            Err(AppError::Forbidden)
+        }
+    }
+}
+
+/// A one-time message shown on the next admin page (post/redirect/get).
+pub fn set_flash(session: &Session, message: &str) {
+    let _ = session.insert(FLASH, message);
+}
+
+pub fn take_flash(session: &Session) -> Option<String> {
+    session.remove_as::<String>(FLASH).and_then(Result::ok)
+}
+
+fn new_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Extractor for admin-only handlers: a GET without a signed-in admin is redirected to
+/// the sign-in page (and back afterwards); any other method gets 403.
+impl FromRequest for Admin {
+    type Error = AppError;
+    type Future = Ready<Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let session = req.get_session();
+        ready(match current_admin(&session) {
+            Some(admin) => Ok(admin),
+            None if req.method() == Method::GET || req.method() == Method::HEAD => {
+                let next = match req.query_string() {
+                    "" => req.path().to_string(),
+                    q => format!("{}?{q}", req.path()),
+                };
+                Err(AppError::LoginRequired { next })
+            }
+            None => Err(AppError::Forbidden),
+        })
+    }
+}
+
+/// `next` after sign-in: only a local path, never another site (`//evil`, `/\evil`,
+/// `https://…`); anything else falls back to `/admin/`.
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.starts_with("/\\")
+                && !n.chars().any(|c| c.is_control() || c == '\\') =>
+        {
+            n.to_string()
+        }
+        _ => "/admin/".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn next_is_limited_to_local_paths() {
+        assert_eq!(
+            safe_next(Some("/admin/properties/new")),
+            "/admin/properties/new"
+        );
+        for evil in [
+            "//evil.example",
+            "https://evil.example",
+            "/\\evil.example",
+            "evil",
+            "/\t/evil",
+        ] {
+            assert_eq!(safe_next(Some(evil)), "/admin/", "{evil}");
+        }
+        assert_eq!(safe_next(None), "/admin/");
+    }
+}

@@ -31,6 +31,19 @@ impl ModelHooks for CacheInvalidation {
         self.invalidate("insert", property).boxed()
     }
 
+    /// One invalidation covers the whole batch.
+    fn after_insert_many<'a>(&'a self, properties: &'a [Property]) -> BoxFuture<'a, ()> {
+        async move {
+            if self.cache.invalidate().await {
+                log::debug!(
+                    "cache invalidated after inserting {} properties",
+                    properties.len()
+                );
+            }
+        }
+        .boxed()
+    }
+
     fn after_update<'a>(&'a self, property: &'a Property) -> BoxFuture<'a, ()> {
         self.invalidate("update", property).boxed()
     }

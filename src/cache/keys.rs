@@ -22,7 +22,7 @@ impl Keys {
     }
 
     /// The current cache generation: a random token, replaced after every write.
-    /// Every cached entry carries the token it was built under (see `generation.rs`).
+    /// Every cached entry carries the token it was built under (see the `cache` module docs).
     pub fn generation(&self) -> String {
         format!("{}:generation", self.prefix)
     }
@@ -47,8 +47,17 @@ impl Keys {
         format!("{}:login_failures:{client}:{username}", self.prefix)
     }
 
-    /// `SCAN MATCH` pattern for every key of this app (prefixes cannot hold glob
-    /// characters: `config::validate_prefix`).
+    /// `SCAN MATCH` patterns of the cache layers' own keys (prefixes cannot hold glob
+    /// characters: `config::validate_prefix`). Sign-in throttling counters are not cache
+    /// and are left alone by `cache clear`.
+    pub fn cache_patterns(&self) -> [String; 2] {
+        [
+            format!("{}:page:*", self.prefix),
+            format!("{}:lock:*", self.prefix),
+        ]
+    }
+
+    /// `SCAN MATCH` pattern of every key of this app (for the dashboard's key list).
     pub fn all_pattern(&self) -> String {
         format!("{}:*", self.prefix)
     }
@@ -83,6 +92,7 @@ pub fn normalised_url(path: &str, query: &str) -> Option<String> {
     for name in known {
         if let Some((_, v)) = pairs.iter().find(|(k, _)| k == name)
             && !v.trim().is_empty()
+            && !is_default(name, v.trim())
         {
             kept.push((name, v.trim()));
         }
@@ -92,6 +102,12 @@ pub fn normalised_url(path: &str, query: &str) -> Option<String> {
     }
     let query = serde_urlencoded::to_string(&kept).ok()?;
     Some(format!("{path}?{query}"))
+}
+
+/// Defaults spelled out (`sort=newest`, `page=1`, as the search form submits them)
+/// name the same page as leaving them out.
+fn is_default(name: &str, value: &str) -> bool {
+    matches!((name, value), ("sort", "newest") | ("page", "1"))
 }
 
 #[cfg(test)]
@@ -111,10 +127,18 @@ mod tests {
     }
 
     #[test]
+    fn spelled_out_defaults_are_the_same_as_absent_ones() {
+        assert_eq!(
+            normalised_url("/properties/", "sort=newest&page=1").as_deref(),
+            Some("/properties/")
+        );
+    }
+
+    #[test]
     fn empty_values_are_the_same_as_absent_ones() {
         assert_eq!(
-            normalised_url("/properties/", "q=&location=&sort=newest").as_deref(),
-            Some("/properties/?sort=newest")
+            normalised_url("/properties/", "q=&location=&sort=price_asc").as_deref(),
+            Some("/properties/?sort=price_asc")
         );
     }
 

@@ -296,34 +296,46 @@ impl Cache {
             .ok_or_else(|| CacheUnavailable("INFO stats has no keyspace fields".into()))
     }
 
-    /// Deletes every key of this app (and only those): `SCAN MATCH PREFIX:*` + `UNLINK`.
+    /// Empties this app's cache layers, and nothing else: a new generation (which makes
+    /// every entry unreachable at once), then `SCAN` + `UNLINK` of the page entries and
+    /// refresh locks under this prefix. Never `FLUSHALL`/`FLUSHDB`.
     pub async fn clear(&self) -> Result<u64, CacheUnavailable> {
-        let mut cursor: u64 = 0;
-        let mut deleted = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .inner
-                .store
-                .query(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(self.keys().all_pattern())
-                        .arg("COUNT")
-                        .arg(500),
-                )
-                .await?;
-            if !keys.is_empty() {
-                deleted += self
+        let mut deleted: u64 = self
+            .inner
+            .store
+            .query(
+                redis::cmd("UNLINK")
+                    .arg(self.keys().generation())
+                    .arg(self.keys().all_properties()),
+            )
+            .await?;
+        for pattern in self.keys().cache_patterns() {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = self
                     .inner
                     .store
-                    .query::<u64>(redis::cmd("UNLINK").arg(&keys))
+                    .query(
+                        redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(&pattern)
+                            .arg("COUNT")
+                            .arg(500),
+                    )
                     .await?;
+                if !keys.is_empty() {
+                    deleted += self
+                        .inner
+                        .store
+                        .query::<u64>(redis::cmd("UNLINK").arg(&keys))
+                        .await?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
         }
         self.inner.metrics.invalidation();
         Ok(deleted)

@@ -1,7 +1,9 @@
 //! The page cache — the seed's `cache_page(60 * 15)` as actix middleware, in the two
 //! halves of Django's cache middleware: before the handler, look the normalised URL up
 //! (one `MGET` of generation + entry) and answer a hit without running the handler;
-//! after it, store an anonymous 200 response that sets no cookie.
+//! after it, store an anonymous 200 response that sets no cookie. Requests of signed-in
+//! admins (and any with an `Authorization` header) bypass the cache entirely; a visitor
+//! whose cookie holds only a CSRF token is still anonymous.
 //!
 //! Every response gets `X-Cache` (`HIT`, `MISS`, `STALE` or `BYPASS`); cacheable ones
 //! also get a strong `ETag` (a matching `If-None-Match` gets 304) and
@@ -9,6 +11,7 @@
 
 use std::time::Instant;
 
+use actix_session::{SessionExt, SessionStatus};
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{
@@ -23,8 +26,9 @@ use super::entry::{Entry, now_ms};
 use super::keys::normalised_url;
 use super::metrics::{Layer, Outcome};
 use super::{Cache, Freshness};
-use crate::auth::SESSION_COOKIE;
+use crate::auth;
 use crate::state::AppState;
+use crate::timing;
 
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
@@ -45,19 +49,20 @@ pub async fn page_cache(
     };
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
     let cache_key = cache_key_for(&req, &state.cache);
-    let (mut res, outcome) = match cache_key {
-        None => (pass_through(req, next).await?, Outcome::Bypass),
-        Some(key) => cached(req, next, &state.cache, &key).await?,
-    };
+    let (result, timings) = timing::scope(async {
+        match cache_key {
+            None => pass_through(req, next).await.map(|r| (r, Outcome::Bypass)),
+            Some(key) => cached(req, next, &state.cache, &key).await,
+        }
+    })
+    .await;
+    let (mut res, outcome) = result?;
     if matches!(outcome, Outcome::Bypass) && cache_key_for_counting(&res) {
         state.cache.metrics().lookup(Layer::Page, Outcome::Bypass);
     }
     let elapsed = started.elapsed();
     set_header(&mut res, X_CACHE, outcome.as_header());
-    if !res.headers().contains_key(SERVER_TIMING) {
-        let timing = format!("app;dur={:.2}", elapsed.as_secs_f64() * 1e3);
-        set_header(&mut res, SERVER_TIMING, &timing);
-    }
+    set_header(&mut res, SERVER_TIMING, &timings.header(elapsed));
     state
         .cache
         .metrics()
@@ -77,7 +82,7 @@ fn cache_key_for(req: &ServiceRequest, cache: &Cache) -> Option<String> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return None;
     }
-    if req.cookie(SESSION_COOKIE).is_some() || req.headers().contains_key("authorization") {
+    if req.headers().contains_key("authorization") || auth::is_signed_in(req.request()) {
         return None;
     }
     let url = normalised_url(req.path(), req.query_string())?;
@@ -153,10 +158,12 @@ async fn cached(
     result
 }
 
-/// Only a plain 200 that sets no cookie and does not opt out of caching is stored.
+/// Only a plain 200 that sets no cookie (nor will: the session is untouched) and does
+/// not opt out of caching is stored.
 fn storable<B>(res: &ServiceResponse<B>) -> bool {
     let headers = res.headers();
-    !headers.contains_key(SET_COOKIE)
+    res.request().get_session().status() == SessionStatus::Unchanged
+        && !headers.contains_key(SET_COOKIE)
         && !headers
             .get(CACHE_CONTROL)
             .and_then(|v| v.to_str().ok())

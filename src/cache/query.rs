@@ -13,7 +13,8 @@ use crate::error::AppError;
 use crate::models::property::Property;
 use crate::state::AppState;
 
-/// Whether the rows are current or an expired entry served because PostgreSQL is down.
+/// Whether the rows are fresh, or an expired entry of the current generation (served
+/// while another request refreshes it, or because PostgreSQL is down).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Served {
     Current,
@@ -21,9 +22,9 @@ pub enum Served {
 }
 
 /// Every property, newest first: from Redis when a current entry exists, otherwise from
-/// PostgreSQL (and then stored). Redis trouble means a database read, never an error;
-/// PostgreSQL trouble is answered with a current-generation entry past its TTL if one is
-/// still within grace.
+/// PostgreSQL (and then stored). Redis trouble means a database read, never an error.
+/// An expired entry of the current generation (within grace) is used while another
+/// request refreshes it, or when PostgreSQL is down.
 pub async fn get_all_properties(
     state: &AppState,
 ) -> Result<(Arc<Vec<Property>>, Served), AppError> {
@@ -38,6 +39,7 @@ pub async fn get_all_properties(
         }
     };
     let mut stale = None;
+    let mut refreshing = false;
     if let Some(entry) = lookup.entry {
         match (
             cache.freshness(&entry, cache.query_ttl()),
@@ -47,11 +49,20 @@ pub async fn get_all_properties(
                 metrics.lookup(Layer::Query, Outcome::Hit);
                 return Ok((Arc::new(rows), Served::Current));
             }
-            (Freshness::Expired, Some(rows)) => stale = Some(rows),
+            (Freshness::Expired, Some(rows)) => {
+                // Stale-while-revalidate: one request reloads, the others use the
+                // expired rows of the current generation meanwhile.
+                if !cache.try_refresh_lock(&key).await {
+                    metrics.lookup(Layer::Query, Outcome::Stale);
+                    return Ok((Arc::new(rows), Served::Stale));
+                }
+                refreshing = true;
+                stale = Some(rows);
+            }
             (_, None) => log::warn!("unreadable {key} entry ignored"),
         }
     }
-    match load(&state.db, state).await {
+    let result = match load(&state.db, state).await {
         Ok(rows) => {
             metrics.lookup(Layer::Query, Outcome::Miss);
             match serde_json::to_vec(rows.as_ref()) {
@@ -70,13 +81,19 @@ pub async fn get_all_properties(
             }
             Ok((rows, Served::Current))
         }
+        // Stale-if-error: PostgreSQL is down; the current generation's rows within
+        // grace are better than an error.
         Err(AppError::Unavailable(cause)) if stale.is_some() => {
             log::warn!("database unavailable ({cause}); serving all_properties within grace");
             metrics.lookup(Layer::Query, Outcome::Stale);
             Ok((Arc::new(stale.unwrap_or_default()), Served::Stale))
         }
         Err(e) => Err(e),
+    };
+    if refreshing {
+        cache.release_refresh_lock(&key).await;
     }
+    result
 }
 
 async fn load(pool: &PgPool, state: &AppState) -> Result<Arc<Vec<Property>>, AppError> {

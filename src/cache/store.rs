@@ -82,7 +82,9 @@ impl RedisStore {
         if self.circuit_open() {
             return Err(CacheUnavailable("circuit breaker open".into()));
         }
+        let started = std::time::Instant::now();
         let result = tokio::time::timeout(self.timeout, f(self.conn.clone())).await;
+        crate::timing::record(crate::timing::Kind::Cache, started.elapsed());
         match result {
             Ok(Ok(v)) => {
                 self.on_success();

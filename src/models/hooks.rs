@@ -10,6 +10,17 @@ use super::property::Property;
 
 pub trait ModelHooks: Send + Sync {
     fn after_insert<'a>(&'a self, property: &'a Property) -> BoxFuture<'a, ()>;
+
+    /// After a batch committed in one transaction (`seed`). By default, once per row;
+    /// a hook whose work does not depend on the row may do it once.
+    fn after_insert_many<'a>(&'a self, properties: &'a [Property]) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            for property in properties {
+                self.after_insert(property).await;
+            }
+        })
+    }
+
     fn after_update<'a>(&'a self, property: &'a Property) -> BoxFuture<'a, ()>;
     fn after_delete<'a>(&'a self, property: &'a Property) -> BoxFuture<'a, ()>;
 }

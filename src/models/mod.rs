@@ -1,6 +1,7 @@
 //! Diesel models (each owns its queries), the model-hook seam, and the repository that
 //! is the one write path for listings.
 
+pub mod admin_user;
 pub mod hooks;
 pub mod property;
 pub mod repository;

@@ -1,5 +1,6 @@
 //! Every route, registered in one place (`config`).
 
+pub mod admin;
 pub mod api;
 pub mod cache;
 pub mod health;

@@ -36,9 +36,17 @@ async fn seed_writes_listings_through_the_hooks() {
 }
 
 #[tokio::test]
-async fn cache_clear_deletes_this_apps_keys_only() {
+async fn cache_clear_empties_the_cache_layers_only() {
     let app = spawn_app().await;
     app.get_anonymous("/properties/").await;
+    let throttle = format!("{}:login_failures:127.0.0.1:someone", app.prefix);
+    let _: () = redis::cmd("SET")
+        .arg(&throttle)
+        .arg(3)
+        .arg("EX")
+        .arg(60)
+        .query(&mut app.redis())
+        .unwrap();
     let foreign = format!("{}_other:keep", app.prefix);
     let _: () = redis::cmd("SET")
         .arg(&foreign)
@@ -55,7 +63,12 @@ async fn cache_clear_deletes_this_apps_keys_only() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(app.keys().is_empty(), "{:?}", app.keys());
+    let left: Vec<String> = app.keys().into_keys().collect();
+    assert_eq!(
+        left,
+        [throttle],
+        "only the sign-in throttle counter is left"
+    );
     let kept: Option<String> = redis::cmd("GET")
         .arg(&foreign)
         .query(&mut app.redis())
@@ -109,4 +122,68 @@ async fn a_bad_argument_prints_usage_and_fails() {
             "{args:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn cache_metrics_shows_the_running_servers_counters() {
+    let app = spawn_app().await;
+    app.get_anonymous("/properties/").await;
+    app.get_anonymous("/properties/").await;
+    let bind = app.address.trim_start_matches("http://").to_string();
+
+    let out = tokio::task::spawn_blocking({
+        let settings = app.settings.clone();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_property-listings"))
+                .args(["cache", "metrics"])
+                .env("DATABASE_URL", &settings.database_url)
+                .env("REDIS_URL", &settings.redis_url)
+                .env("CACHE_KEY_PREFIX", &settings.cache_key_prefix)
+                .env("BIND", bind)
+                .output()
+                .expect("the binary runs")
+        }
+    })
+    .await
+    .unwrap();
+
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json on stdout");
+    assert_eq!(json["app"]["page"]["hits"], 1);
+    assert_eq!(json["app"]["page"]["misses"], 1);
+}
+
+#[tokio::test]
+async fn create_admin_refuses_a_short_password_and_creates_a_good_one() {
+    let app = spawn_app().await;
+    let run_with = |password: &str| {
+        Command::new(env!("CARGO_BIN_EXE_property-listings"))
+            .args(["create-admin", "carol"])
+            .env("DATABASE_URL", &app.settings.database_url)
+            .env("REDIS_URL", &app.settings.redis_url)
+            .env("CACHE_KEY_PREFIX", &app.settings.cache_key_prefix)
+            .env("ADMIN_PASSWORD", password)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("the binary runs")
+    };
+
+    let short = run_with("short");
+    let good = run_with("a long enough password");
+    let again = run_with("a long enough password");
+
+    assert!(!short.status.success());
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    assert!(
+        !again.status.success(),
+        "an existing admin is not overwritten"
+    );
 }

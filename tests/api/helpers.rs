@@ -73,7 +73,21 @@ pub fn test_settings() -> Settings {
     s.bind = "127.0.0.1:0".into();
     s.workers = Some(2);
     s.db_pool_size = 4;
+    s.secret_key = Some(format!(
+        "test-secret-key-{suffix}-0123456789abcdef0123456789abcdef"
+    ));
     s
+}
+
+pub const ADMIN_USER: &str = "manager";
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
+/// The value of the hidden `csrf_token` field in a page.
+pub fn csrf_token_in(html: &str) -> String {
+    let marker = "name=\"csrf_token\" value=\"";
+    let start = html.find(marker).expect("page has a csrf_token field") + marker.len();
+    let end = html[start..].find('"').expect("closing quote") + start;
+    html[start..end].to_string()
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -149,6 +163,45 @@ impl TestApp {
             .send()
             .await
             .expect("request sent")
+    }
+
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        let body = serde_urlencoded::to_string(form).expect("form encodes");
+        self.client
+            .post(self.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// The CSRF token of this client's session, read from a form page.
+    pub async fn csrf_token(&self, form_path: &str) -> String {
+        let html = self.get(form_path).await.text().await.expect("body");
+        csrf_token_in(&html)
+    }
+
+    /// Creates the test admin (if needed) and signs this app's client in.
+    pub async fn sign_in(&self) {
+        self.create_admin(ADMIN_USER, ADMIN_PASSWORD);
+        let token = self.csrf_token("/admin/login").await;
+        let res = self
+            .post_form(
+                "/admin/login",
+                &[
+                    ("username", ADMIN_USER),
+                    ("password", ADMIN_PASSWORD),
+                    ("csrf_token", &token),
+                ],
+            )
+            .await;
+        assert_eq!(res.status(), 303, "sign-in succeeds");
+    }
+
+    pub fn create_admin(&self, username: &str, password: &str) {
+        property_listings::startup::create_admin(&self.state.db, username, password)
+            .expect("admin created");
     }
 
     pub async fn get_json(&self, path: &str) -> serde_json::Value {

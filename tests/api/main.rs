@@ -1,6 +1,7 @@
 //! One integration-test binary (each extra `tests/*.rs` is another slow link).
 //! Every test starts the real app against the real PostgreSQL and Redis.
 
+mod admin;
 mod cli;
 mod faults;
 mod helpers;

@@ -52,7 +52,7 @@ async fn the_app_counts_page_and_query_hits_misses_and_bypasses() {
     app.get_anonymous("/api/properties/").await; // page miss, query hit
     app.client
         .get(app.url("/properties/"))
-        .header("cookie", "pl_session=x")
+        .header("authorization", "Bearer x")
         .send()
         .await
         .unwrap(); // page bypass, query hit

@@ -123,19 +123,36 @@ async fn errors_are_never_stored() {
 }
 
 #[tokio::test]
-async fn a_request_with_a_session_cookie_bypasses_the_cache() {
+async fn a_request_with_credentials_bypasses_the_cache() {
     let app = spawn_app().await;
     app.get_anonymous("/properties/").await;
 
     let res = app
         .client
         .get(app.url("/properties/"))
-        .header("cookie", "pl_session=anything")
+        .header("authorization", "Basic dXNlcjpwYXNz")
         .send()
         .await
         .unwrap();
 
     assert_eq!(header(&res, "x-cache"), "BYPASS");
+}
+
+#[tokio::test]
+async fn a_forged_session_cookie_is_just_an_anonymous_visitor() {
+    let app = spawn_app().await;
+    app.get_anonymous("/properties/").await;
+
+    let res = app
+        .client
+        .get(app.url("/properties/"))
+        .header("cookie", "pl_session=forged")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(header(&res, "x-cache"), "HIT");
+    assert!(res.headers().get("set-cookie").is_none());
 }
 
 #[tokio::test]

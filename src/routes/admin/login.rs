@@ -1,0 +1,170 @@
+//! Sign-in and sign-out. One generic error for an unknown user or a wrong password
+//! (an unknown user costs the same Argon2 work), throttled after repeated failures.
+
+use actix_session::Session;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+
+use super::{admin_page, see_other};
+use crate::auth::{self, password};
+use crate::error::AppError;
+use crate::models::admin_user::AdminUser;
+use crate::state::AppState;
+
+const GENERIC_ERROR: &str = "Invalid user name or password.";
+
+#[derive(Template)]
+#[template(path = "admin/login.html")]
+pub struct LoginPage {
+    pub csrf_token: String,
+    pub username: String,
+    pub next: String,
+    pub error: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    next: String,
+}
+
+pub async fn login_form(
+    session: Session,
+    query: web::Query<NextQuery>,
+) -> Result<HttpResponse, AppError> {
+    let next = auth::safe_next(query.next.as_deref());
+    if auth::current_admin(&session).is_some() {
+        return Ok(see_other(&next));
+    }
+    admin_page(
+        StatusCode::OK,
+        &LoginPage {
+            csrf_token: auth::csrf_token(&session)?,
+            username: String::new(),
+            next,
+            error: None,
+        },
+    )
+}
+
+pub async fn login(
+    req: HttpRequest,
+    session: Session,
+    state: web::Data<AppState>,
+    form: web::Form<LoginForm>,
+) -> Result<HttpResponse, AppError> {
+    auth::check_csrf(&session, &form.csrf_token)?;
+    let form = form.into_inner();
+    let next = auth::safe_next(Some(&form.next));
+    let username = form.username.trim().to_string();
+    let client = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let again = |status: StatusCode, error: String| -> Result<HttpResponse, AppError> {
+        admin_page(
+            status,
+            &LoginPage {
+                csrf_token: auth::csrf_token(&session)?,
+                username: username.clone(),
+                next: next.clone(),
+                error: Some(error),
+            },
+        )
+    };
+
+    if let Some(wait) = state
+        .login_throttle
+        .blocked_for(&state.cache, &client, &username)
+        .await
+    {
+        let mut res = again(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "Too many failed sign-ins. Try again in {} minute(s).",
+                wait.div_ceil(60)
+            ),
+        )?;
+        res.headers_mut()
+            .insert(actix_web::http::header::RETRY_AFTER, wait.into());
+        return Ok(res);
+    }
+
+    let lookup = {
+        let username = username.clone();
+        crate::db::run(&state.db, move |conn| {
+            Ok(AdminUser::find_by_username(conn, &username)?)
+        })
+        .await
+    };
+    let user = match lookup {
+        Ok(user) => user,
+        Err(AppError::Unavailable(_)) => {
+            return again(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The database is not reachable right now. Please try again in a moment.".into(),
+            );
+        }
+        Err(e) => return Err(e),
+    };
+    let password = form.password;
+    let verified = web::block(move || match user {
+        Some(user) if password::verify(&password, &user.password_hash) => Some(user),
+        Some(_) => None,
+        None => {
+            password::verify_dummy(&password);
+            None
+        }
+    })
+    .await
+    .map_err(|e| AppError::Internal(anyhow::anyhow!("password check: {e}")))?;
+
+    match verified {
+        Some(user) => {
+            state
+                .login_throttle
+                .reset(&state.cache, &client, &username)
+                .await;
+            auth::sign_in(&session, user.id, &user.username)?;
+            log::info!("admin {:?} signed in from {client}", user.username);
+            Ok(see_other(&next))
+        }
+        None => {
+            state
+                .login_throttle
+                .record_failure(&state.cache, &client, &username)
+                .await;
+            log::warn!("failed sign-in for {username:?} from {client}");
+            again(StatusCode::OK, GENERIC_ERROR.into())
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CsrfOnly {
+    #[serde(default)]
+    csrf_token: String,
+}
+
+pub async fn logout(
+    _admin: auth::Admin,
+    session: Session,
+    form: web::Form<CsrfOnly>,
+) -> Result<HttpResponse, AppError> {
+    auth::check_csrf(&session, &form.csrf_token)?;
+    auth::sign_out(&session);
+    Ok(see_other("/admin/login"))
+}

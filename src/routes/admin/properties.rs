@@ -1,0 +1,366 @@
+//! The listing forms: create, edit, delete-with-confirmation, and the admin list. Input
+//! is parsed into domain types; invalid input comes back as 422 with every value kept and
+//! one message per bad field; nothing is written unless everything is valid. Writes go
+//! through the repository, so the cache hooks run as for any other writer.
+
+use actix_session::Session;
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+
+use super::{admin_page, see_other};
+use crate::auth::{self, Admin};
+use crate::domain::{Description, Location, Price, Title};
+use crate::error::AppError;
+use crate::models::property::{Property, PropertyData, PropertyFilter, Sort};
+use crate::routes::properties::parse_id;
+use crate::state::AppState;
+
+const ADMIN_PAGE_SIZE: usize = 50;
+const DB_DOWN: &str =
+    "The database is not reachable right now, so nothing was saved. Please try again in a moment.";
+
+/// The raw strings of a submitted listing form.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct PropertyForm {
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub price: String,
+    #[serde(default)]
+    pub location: String,
+    #[serde(default)]
+    pub csrf_token: String,
+}
+
+/// One message per bad field.
+#[derive(Clone, Debug, Default)]
+pub struct FieldErrors {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub price: Option<String>,
+    pub location: Option<String>,
+}
+
+impl TryFrom<&PropertyForm> for PropertyData {
+    type Error = FieldErrors;
+
+    fn try_from(form: &PropertyForm) -> Result<Self, FieldErrors> {
+        let title = Title::parse(&form.title);
+        let description = Description::parse(&form.description);
+        let price = Price::parse(&form.price);
+        let location = Location::parse(&form.location);
+        match (title, description, price, location) {
+            (Ok(t), Ok(d), Ok(p), Ok(l)) => Ok(PropertyData::new(t, d, p, l)),
+            (t, d, p, l) => Err(FieldErrors {
+                title: t.err(),
+                description: d.err(),
+                price: p.err(),
+                location: l.err(),
+            }),
+        }
+    }
+}
+
+impl PropertyForm {
+    fn from_property(p: &Property) -> Self {
+        Self {
+            title: p.title.clone(),
+            description: p.description.clone(),
+            price: p.price().to_string(),
+            location: p.location.clone(),
+            csrf_token: String::new(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin/form.html")]
+pub struct FormPage {
+    pub admin_name: String,
+    pub csrf_token: String,
+    pub heading: String,
+    pub action: String,
+    pub submit_label: &'static str,
+    pub values: PropertyForm,
+    pub errors: FieldErrors,
+    pub form_error: Option<String>,
+}
+
+pub struct AdminRow {
+    pub id: i64,
+    pub title: String,
+    pub price: String,
+    pub location: String,
+    pub created_date: String,
+    pub url: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/index.html")]
+pub struct IndexPage {
+    pub admin_name: String,
+    pub csrf_token: String,
+    pub flash: Option<String>,
+    pub rows: Vec<AdminRow>,
+    pub count: i64,
+    pub page: u32,
+    pub num_pages: u32,
+    pub prev_url: Option<String>,
+    pub next_url: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "admin/delete.html")]
+pub struct DeletePage {
+    pub admin_name: String,
+    pub csrf_token: String,
+    pub row: AdminRow,
+    pub form_error: Option<String>,
+}
+
+fn row(p: &Property) -> AdminRow {
+    AdminRow {
+        id: p.id,
+        title: p.title.clone(),
+        price: p.price().display(),
+        location: p.location.clone(),
+        created_date: p.created_at.format("%-d %b %Y %H:%M").to_string(),
+        url: format!("/properties/{}/", p.id),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct PageQuery {
+    page: Option<String>,
+}
+
+pub async fn index(
+    admin: Admin,
+    session: Session,
+    state: web::Data<AppState>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, AppError> {
+    let page = match query.page.as_deref().filter(|p| !p.is_empty()) {
+        None => 1,
+        Some(p) => p
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n >= 1 && *n <= 1_000_000)
+            .ok_or_else(|| AppError::bad_param("page", "a page number from 1 up"))?,
+    };
+    let (rows, count) = state
+        .properties
+        .list(
+            PropertyFilter::default(),
+            Sort::Newest,
+            ADMIN_PAGE_SIZE as i64,
+            ((page - 1) * ADMIN_PAGE_SIZE) as i64,
+        )
+        .await?;
+    let num_pages = (count.max(0) as usize).div_ceil(ADMIN_PAGE_SIZE).max(1);
+    if page > num_pages {
+        return Err(AppError::NotFound);
+    }
+    let url = |n: usize| format!("/admin/?page={n}");
+    admin_page(
+        StatusCode::OK,
+        &IndexPage {
+            admin_name: admin.username,
+            csrf_token: auth::csrf_token(&session)?,
+            flash: auth::take_flash(&session),
+            rows: rows.iter().map(row).collect(),
+            count,
+            page: page as u32,
+            num_pages: num_pages as u32,
+            prev_url: (page > 1).then(|| url(page - 1)),
+            next_url: (page < num_pages).then(|| url(page + 1)),
+        },
+    )
+}
+
+fn form_page(
+    admin: &Admin,
+    session: &Session,
+    id: Option<i64>,
+    values: PropertyForm,
+    errors: FieldErrors,
+    form_error: Option<String>,
+) -> Result<FormPage, AppError> {
+    let (heading, action, submit_label) = match id {
+        None => (
+            "New listing".to_string(),
+            "/admin/properties/new".to_string(),
+            "Create listing",
+        ),
+        Some(id) => (
+            format!("Edit listing #{id}"),
+            format!("/admin/properties/{id}/edit"),
+            "Save changes",
+        ),
+    };
+    Ok(FormPage {
+        admin_name: admin.username.clone(),
+        csrf_token: auth::csrf_token(session)?,
+        heading,
+        action,
+        submit_label,
+        values,
+        errors,
+        form_error,
+    })
+}
+
+pub async fn new_form(admin: Admin, session: Session) -> Result<HttpResponse, AppError> {
+    let page = form_page(
+        &admin,
+        &session,
+        None,
+        PropertyForm::default(),
+        FieldErrors::default(),
+        None,
+    )?;
+    admin_page(StatusCode::OK, &page)
+}
+
+/// Validates and writes a submitted form (insert when `id` is `None`).
+async fn save(
+    admin: Admin,
+    session: Session,
+    state: web::Data<AppState>,
+    id: Option<i64>,
+    form: PropertyForm,
+) -> Result<HttpResponse, AppError> {
+    auth::check_csrf(&session, &form.csrf_token)?;
+    let data = match PropertyData::try_from(&form) {
+        Ok(data) => data,
+        Err(errors) => {
+            let page = form_page(
+                &admin,
+                &session,
+                id,
+                form,
+                errors,
+                Some("Please correct the fields marked below; nothing was saved.".into()),
+            )?;
+            return admin_page(StatusCode::UNPROCESSABLE_ENTITY, &page);
+        }
+    };
+    let written = match id {
+        None => state.properties.insert(data).await.map(Some),
+        Some(id) => state.properties.update(id, data).await,
+    };
+    match written {
+        Ok(Some(p)) => {
+            let verb = if id.is_none() { "created" } else { "saved" };
+            auth::set_flash(&session, &format!("Listing “{}” {verb}.", p.title));
+            log::info!("admin {:?} {verb} property {}", admin.username, p.id);
+            Ok(see_other("/admin/"))
+        }
+        Ok(None) => Err(AppError::NotFound),
+        Err(AppError::Unavailable(cause)) => {
+            log::warn!("form not saved, database unavailable: {cause}");
+            let page = form_page(
+                &admin,
+                &session,
+                id,
+                form,
+                FieldErrors::default(),
+                Some(DB_DOWN.into()),
+            )?;
+            admin_page(StatusCode::SERVICE_UNAVAILABLE, &page)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn create(
+    admin: Admin,
+    session: Session,
+    state: web::Data<AppState>,
+    form: web::Form<PropertyForm>,
+) -> Result<HttpResponse, AppError> {
+    save(admin, session, state, None, form.into_inner()).await
+}
+
+async fn load(state: &AppState, id: i64) -> Result<Property, AppError> {
+    state.properties.get(id).await?.ok_or(AppError::NotFound)
+}
+
+pub async fn edit_form(
+    admin: Admin,
+    session: Session,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = parse_id(&path)?;
+    let property = load(&state, id).await?;
+    let page = form_page(
+        &admin,
+        &session,
+        Some(id),
+        PropertyForm::from_property(&property),
+        FieldErrors::default(),
+        None,
+    )?;
+    admin_page(StatusCode::OK, &page)
+}
+
+pub async fn update(
+    admin: Admin,
+    session: Session,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    form: web::Form<PropertyForm>,
+) -> Result<HttpResponse, AppError> {
+    let id = parse_id(&path)?;
+    save(admin, session, state, Some(id), form.into_inner()).await
+}
+
+pub async fn delete_form(
+    admin: Admin,
+    session: Session,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = parse_id(&path)?;
+    let property = load(&state, id).await?;
+    admin_page(
+        StatusCode::OK,
+        &DeletePage {
+            admin_name: admin.username,
+            csrf_token: auth::csrf_token(&session)?,
+            row: row(&property),
+            form_error: None,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct DeleteForm {
+    #[serde(default)]
+    csrf_token: String,
+}
+
+pub async fn delete(
+    admin: Admin,
+    session: Session,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    form: web::Form<DeleteForm>,
+) -> Result<HttpResponse, AppError> {
+    auth::check_csrf(&session, &form.csrf_token)?;
+    let id = parse_id(&path)?;
+    match state.properties.delete(id).await {
+        Ok(Some(p)) => {
+            auth::set_flash(&session, &format!("Listing “{}” deleted.", p.title));
+            log::info!("admin {:?} deleted property {}", admin.username, p.id);
+            Ok(see_other("/admin/"))
+        }
+        Ok(None) => Err(AppError::NotFound),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,643 @@
+//! The admin area, as a listing manager (and an attacker) uses it through the forms.
+
+use std::time::Duration;
+
+use crate::helpers::{
+    ADMIN_PASSWORD, ADMIN_USER, TestApp, client, csrf_token_in, header, spawn_app, spawn_app_with,
+    spawn_instance_like,
+};
+
+fn listing<'a>(
+    title: &'a str,
+    price: &'a str,
+    location: &'a str,
+    token: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("title", title),
+        ("description", "Bright rooms, quiet street."),
+        ("price", price),
+        ("location", location),
+        ("csrf_token", token),
+    ]
+}
+
+async fn signed_in_app() -> TestApp {
+    let app = spawn_app().await;
+    app.sign_in().await;
+    app
+}
+
+#[tokio::test]
+async fn admin_pages_redirect_anonymous_visitors_to_sign_in() {
+    let app = spawn_app().await;
+    let p = app.insert("Loft", "1", "A").await;
+    for path in [
+        "/admin/".to_string(),
+        "/admin/properties/new".into(),
+        format!("/admin/properties/{}/edit", p.id),
+        format!("/admin/properties/{}/delete", p.id),
+    ] {
+        let res = app.get_anonymous(&path).await;
+        assert_eq!(res.status(), 303, "{path}");
+        let location = header(&res, "location");
+        assert!(
+            location.starts_with("/admin/login?next="),
+            "{path} → {location}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn admin_posts_without_a_session_are_forbidden_and_write_nothing() {
+    let app = spawn_app().await;
+    let p = app.insert("Loft", "1", "A").await;
+    let token = app.csrf_token("/admin/login").await; // a real token, but no sign-in
+    for path in [
+        "/admin/properties/new".to_string(),
+        format!("/admin/properties/{}/edit", p.id),
+        format!("/admin/properties/{}/delete", p.id),
+        "/admin/logout".into(),
+    ] {
+        let res = app
+            .post_form(&path, &listing("Hacked", "1", "X", &token))
+            .await;
+        assert_eq!(res.status(), 403, "{path}");
+    }
+    assert_eq!(app.count_rows(), 1);
+    assert_eq!(
+        app.get_json(&format!("/api/properties/{}/", p.id)).await["title"],
+        "Loft"
+    );
+}
+
+#[tokio::test]
+async fn signing_in_sets_a_protected_cookie_and_lands_on_the_admin_list() {
+    let app = spawn_app().await;
+    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
+    let token = app.csrf_token("/admin/login").await;
+
+    let res = app
+        .post_form(
+            "/admin/login",
+            &[
+                ("username", ADMIN_USER),
+                ("password", ADMIN_PASSWORD),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
+
+    assert_eq!(res.status(), 303);
+    assert_eq!(header(&res, "location"), "/admin/");
+    let cookie = header(&res, "set-cookie").to_string();
+    assert!(cookie.starts_with("pl_session="), "{cookie}");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Lax"), "{cookie}");
+    assert!(
+        !cookie.contains("Secure"),
+        "plain HTTP by default: {cookie}"
+    );
+    let admin = app.get("/admin/").await;
+    assert_eq!(admin.status(), 200);
+    assert_eq!(header(&admin, "cache-control"), "no-store");
+    assert!(admin.text().await.unwrap().contains(ADMIN_USER));
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_secure_when_configured_for_https() {
+    let app = spawn_app_with(|s| s.cookie_secure = true).await;
+    let res = app.get("/admin/login").await;
+    assert!(header(&res, "set-cookie").contains("Secure"));
+}
+
+#[tokio::test]
+async fn a_wrong_password_and_an_unknown_user_get_the_same_generic_error() {
+    let app = spawn_app().await;
+    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
+    let token = app.csrf_token("/admin/login").await;
+
+    let mut bodies = Vec::new();
+    for (user, password) in [(ADMIN_USER, "wrong password!!"), ("nobody", ADMIN_PASSWORD)] {
+        let res = app
+            .post_form(
+                "/admin/login",
+                &[
+                    ("username", user),
+                    ("password", password),
+                    ("csrf_token", &token),
+                ],
+            )
+            .await;
+        assert_eq!(res.status(), 200);
+        let body = res.text().await.unwrap();
+        assert!(body.contains("Invalid user name or password."));
+        bodies.push(body.replace(user, "USER"));
+    }
+
+    assert_eq!(bodies[0], bodies[1], "no user enumeration");
+    assert_eq!(app.get("/admin/").await.status(), 303, "still signed out");
+}
+
+#[tokio::test]
+async fn sign_in_without_the_csrf_token_is_forbidden() {
+    let app = spawn_app().await;
+    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
+    app.get("/admin/login").await;
+    for token in ["", "forged-token"] {
+        let res = app
+            .post_form(
+                "/admin/login",
+                &[
+                    ("username", ADMIN_USER),
+                    ("password", ADMIN_PASSWORD),
+                    ("csrf_token", token),
+                ],
+            )
+            .await;
+        assert_eq!(res.status(), 403, "token {token:?}");
+    }
+    assert_eq!(app.get("/admin/").await.status(), 303);
+}
+
+#[tokio::test]
+async fn sign_in_returns_to_a_local_next_page_but_never_to_another_site() {
+    let app = spawn_app().await;
+    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
+    for (next, expected) in [
+        ("/admin/properties/new", "/admin/properties/new"),
+        ("//evil.example/", "/admin/"),
+        ("https://evil.example/", "/admin/"),
+        ("/\\evil.example", "/admin/"),
+    ] {
+        let fresh = crate::helpers::client();
+        let html = fresh
+            .get(app.url("/admin/login"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let token = csrf_token_in(&html);
+        let body = serde_urlencoded::to_string([
+            ("username", ADMIN_USER),
+            ("password", ADMIN_PASSWORD),
+            ("csrf_token", &token),
+            ("next", next),
+        ])
+        .unwrap();
+        let res = fresh
+            .post(app.url("/admin/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 303);
+        assert_eq!(header(&res, "location"), expected, "next={next}");
+    }
+}
+
+#[tokio::test]
+async fn repeated_failed_sign_ins_are_refused_for_a_while() {
+    let app = spawn_app().await;
+    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
+    let token = app.csrf_token("/admin/login").await;
+    for _ in 0..5 {
+        let res = app
+            .post_form(
+                "/admin/login",
+                &[
+                    ("username", ADMIN_USER),
+                    ("password", "not the password"),
+                    ("csrf_token", &token),
+                ],
+            )
+            .await;
+        assert_eq!(res.status(), 200);
+    }
+
+    let blocked = app
+        .post_form(
+            "/admin/login",
+            &[
+                ("username", ADMIN_USER),
+                ("password", ADMIN_PASSWORD),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
+
+    assert_eq!(blocked.status(), 429);
+    assert!(header(&blocked, "retry-after").parse::<u64>().unwrap() > 0);
+    let key = format!("{}:login_failures:127.0.0.1:{ADMIN_USER}", app.prefix);
+    let ttl = app.keys()[&key];
+    assert!(ttl > 0, "the throttle counter expires");
+}
+
+#[tokio::test]
+async fn a_listing_created_through_the_form_shows_on_the_very_next_anonymous_request() {
+    let app = signed_in_app().await;
+    // Warm the caches an anonymous visitor would hit.
+    app.get_anonymous("/properties/").await;
+    app.get_anonymous("/api/properties/").await;
+    let token = app.csrf_token("/admin/properties/new").await;
+
+    let res = app
+        .post_form(
+            "/admin/properties/new",
+            &listing("Canal House", "450000.50", "Amsterdam", &token),
+        )
+        .await;
+
+    assert_eq!(res.status(), 303);
+    assert_eq!(header(&res, "location"), "/admin/");
+    let api = app.get_json("/api/properties/").await;
+    assert_eq!(api["count"], 1);
+    assert_eq!(api["results"][0]["price"], "450000.50");
+    let id = api["results"][0]["id"].as_i64().unwrap();
+    assert!(
+        app.get_anonymous("/properties/")
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains("Canal House")
+    );
+    let detail = app
+        .get_anonymous(&format!("/properties/{id}/"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(detail.contains("450,000.50"));
+    // The flash message is shown once.
+    let admin = app.get("/admin/").await.text().await.unwrap();
+    assert!(admin.contains("Canal House") && admin.contains("created"));
+    let again = app.get("/admin/").await.text().await.unwrap();
+    assert!(!again.contains("id=\"flash\""));
+}
+
+#[tokio::test]
+async fn each_invalid_field_is_a_422_with_the_values_kept_and_nothing_written() {
+    let app = signed_in_app().await;
+    let token = app.csrf_token("/admin/properties/new").await;
+    let long_title = "t".repeat(201);
+    let long_location = "l".repeat(101);
+    let cases: Vec<(&str, &str, &str, &str)> = vec![
+        ("", "100", "Here", "title"),
+        ("   ", "100", "Here", "title"),
+        (&long_title, "100", "Here", "title"),
+        ("Ok", "100", "", "location"),
+        ("Ok", "100", &long_location, "location"),
+        ("Ok", "", "Here", "price"),
+        ("Ok", "NaN", "Here", "price"),
+        ("Ok", "1e5", "Here", "price"),
+        ("Ok", "-1", "Here", "price"),
+        ("Ok", "1.234", "Here", "price"),
+        ("Ok", "abc", "Here", "price"),
+        ("Ok", "100000000", "Here", "price"),
+    ];
+    for (title, price, location, field) in cases {
+        let res = app
+            .post_form(
+                "/admin/properties/new",
+                &listing(title, price, location, &token),
+            )
+            .await;
+        assert_eq!(
+            res.status(),
+            422,
+            "{field}: {title:?} {price:?} {location:?}"
+        );
+        let body = res.text().await.unwrap();
+        assert!(
+            body.contains(&format!("id=\"{field}-error\"")),
+            "a message for {field}"
+        );
+        let kept = if field == "price" {
+            price
+        } else {
+            "Bright rooms, quiet street."
+        };
+        assert!(body.contains(kept), "submitted value {kept:?} kept");
+    }
+    assert_eq!(app.count_rows(), 0);
+}
+
+#[tokio::test]
+async fn two_bad_fields_get_one_message_each() {
+    let app = signed_in_app().await;
+    let token = app.csrf_token("/admin/properties/new").await;
+    let res = app
+        .post_form("/admin/properties/new", &listing("", "abc", "Here", &token))
+        .await;
+    assert_eq!(res.status(), 422);
+    let body = res.text().await.unwrap();
+    assert_eq!(body.matches("class=\"field-error\"").count(), 2);
+}
+
+#[tokio::test]
+async fn a_missing_or_forged_csrf_token_is_forbidden_and_writes_nothing() {
+    let app = signed_in_app().await;
+    let p = app.insert("Loft", "1", "A").await;
+    for token in ["", "0000", "forged"] {
+        for path in [
+            "/admin/properties/new".to_string(),
+            format!("/admin/properties/{}/edit", p.id),
+            format!("/admin/properties/{}/delete", p.id),
+        ] {
+            let res = app
+                .post_form(&path, &listing("Changed", "2", "B", token))
+                .await;
+            assert_eq!(res.status(), 403, "{path} with {token:?}");
+        }
+    }
+    assert_eq!(app.count_rows(), 1);
+    assert_eq!(
+        app.get_json(&format!("/api/properties/{}/", p.id)).await["title"],
+        "Loft"
+    );
+}
+
+#[tokio::test]
+async fn an_edit_through_the_form_shows_on_the_next_anonymous_request() {
+    let app = signed_in_app().await;
+    let p = app.insert("Loft", "100", "A").await;
+    let detail = format!("/properties/{}/", p.id);
+    let api = format!("/api/properties/{}/", p.id);
+    for path in [&detail, &api, &"/properties/".to_string()] {
+        app.get_anonymous(path).await;
+    }
+    let form = app
+        .get(&format!("/admin/properties/{}/edit", p.id))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        form.contains("value=\"100.00\""),
+        "the form shows the current price"
+    );
+    let token = csrf_token_in(&form);
+
+    let res = app
+        .post_form(
+            &format!("/admin/properties/{}/edit", p.id),
+            &listing("Loft Deluxe", "199.99", "A", &token),
+        )
+        .await;
+
+    assert_eq!(res.status(), 303);
+    assert_eq!(app.get_json(&api).await["price"], "199.99");
+    assert!(
+        app.get_anonymous(&detail)
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains("Loft Deluxe")
+    );
+    assert!(
+        app.get_anonymous("/properties/")
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains("199.99")
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_edit_changes_nothing() {
+    let app = signed_in_app().await;
+    let p = app.insert("Loft", "100", "A").await;
+    let token = app
+        .csrf_token(&format!("/admin/properties/{}/edit", p.id))
+        .await;
+    let res = app
+        .post_form(
+            &format!("/admin/properties/{}/edit", p.id),
+            &listing("Loft", "1.234", "A", &token),
+        )
+        .await;
+    assert_eq!(res.status(), 422);
+    assert_eq!(
+        app.get_json(&format!("/api/properties/{}/", p.id)).await["price"],
+        "100.00"
+    );
+}
+
+#[tokio::test]
+async fn deleting_asks_first_then_removes_the_listing_everywhere() {
+    let app = signed_in_app().await;
+    let p = app.insert("Doomed Shack", "1", "A").await;
+    let detail = format!("/properties/{}/", p.id);
+    app.get_anonymous(&detail).await;
+
+    let confirm = app.get(&format!("/admin/properties/{}/delete", p.id)).await;
+    assert_eq!(confirm.status(), 200);
+    let html = confirm.text().await.unwrap();
+    assert!(html.contains("Doomed Shack"));
+    assert_eq!(app.count_rows(), 1, "asking writes nothing");
+
+    let res = app
+        .post_form(
+            &format!("/admin/properties/{}/delete", p.id),
+            &[("csrf_token", &csrf_token_in(&html))],
+        )
+        .await;
+
+    assert_eq!(res.status(), 303);
+    assert_eq!(app.count_rows(), 0);
+    assert_eq!(app.get_anonymous(&detail).await.status(), 404);
+}
+
+#[tokio::test]
+async fn editing_or_deleting_a_missing_listing_is_404() {
+    let app = signed_in_app().await;
+    let token = app.csrf_token("/admin/properties/new").await;
+    assert_eq!(app.get("/admin/properties/9999/edit").await.status(), 404);
+    assert_eq!(app.get("/admin/properties/abc/delete").await.status(), 404);
+    let res = app
+        .post_form(
+            "/admin/properties/9999/edit",
+            &listing("X", "1", "Y", &token),
+        )
+        .await;
+    assert_eq!(res.status(), 404);
+    let res = app
+        .post_form("/admin/properties/9999/delete", &[("csrf_token", &token)])
+        .await;
+    assert_eq!(res.status(), 404);
+    assert_eq!(app.count_rows(), 0);
+}
+
+#[tokio::test]
+async fn a_body_over_64_kib_is_refused_with_413() {
+    let app = signed_in_app().await;
+    let token = app.csrf_token("/admin/properties/new").await;
+    let huge = "x".repeat(70 * 1024);
+    let res = app
+        .post_form(
+            "/admin/properties/new",
+            &[
+                ("title", "Big"),
+                ("description", &huge),
+                ("price", "1"),
+                ("location", "A"),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 413);
+    assert_eq!(app.count_rows(), 0);
+}
+
+#[tokio::test]
+async fn a_signed_in_admin_bypasses_the_page_cache_and_leaves_nothing_in_it() {
+    let app = signed_in_app().await;
+    app.insert("Loft", "1", "A").await;
+
+    let admin_view = app.get("/properties/").await;
+    assert_eq!(header(&admin_view, "x-cache"), "BYPASS");
+    assert!(
+        app.page_keys().is_empty(),
+        "an admin's request is not stored"
+    );
+
+    let visitor = app.get_anonymous("/properties/").await;
+    assert_eq!(header(&visitor, "x-cache"), "MISS");
+    let body = visitor.text().await.unwrap();
+    assert!(
+        !body.contains(ADMIN_USER) && !body.contains("Sign out") && !body.contains("csrf_token")
+    );
+}
+
+#[tokio::test]
+async fn a_visitor_who_only_opened_the_sign_in_page_still_gets_cached_pages() {
+    let app = spawn_app().await;
+    app.get("/admin/login").await; // now carries a session cookie with a CSRF token
+    app.get("/properties/").await;
+    let res = app.get("/properties/").await;
+    assert_eq!(header(&res, "x-cache"), "HIT");
+}
+
+#[tokio::test]
+async fn signing_out_ends_the_session() {
+    let app = signed_in_app().await;
+    let token = app.csrf_token("/admin/").await;
+    let forged = app
+        .post_form("/admin/logout", &[("csrf_token", "forged")])
+        .await;
+    assert_eq!(forged.status(), 403);
+
+    let res = app
+        .post_form("/admin/logout", &[("csrf_token", &token)])
+        .await;
+
+    assert_eq!(res.status(), 303);
+    assert_eq!(app.get("/admin/").await.status(), 303);
+}
+
+#[tokio::test]
+async fn a_session_signed_in_on_one_instance_works_on_another() {
+    let a = spawn_app().await;
+    let b = spawn_instance_like(&a).await;
+    a.sign_in().await;
+
+    // The same cookie jar, now talking to instance B.
+    let res = a
+        .client
+        .get(b.url("/admin/properties/new"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let token = csrf_token_in(&res.text().await.unwrap());
+    let body = serde_urlencoded::to_string(listing("Via B", "5", "B", &token)).unwrap();
+    let created = a
+        .client
+        .post(b.url("/admin/properties/new"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 303);
+    assert_eq!(
+        a.get_json("/api/properties/").await["results"][0]["title"],
+        "Via B"
+    );
+}
+
+#[tokio::test]
+async fn a_form_submitted_while_the_database_is_down_comes_back_with_its_values() {
+    let app = spawn_app_with(|s| s.db_timeout = Duration::from_millis(500)).await;
+    app.sign_in().await;
+    let token = app.csrf_token("/admin/properties/new").await;
+    app.drop_database();
+
+    let res = app
+        .post_form(
+            "/admin/properties/new",
+            &listing("Unsaved Villa", "10", "Nowhere", &token),
+        )
+        .await;
+
+    assert_eq!(res.status(), 503);
+    let body = res.text().await.unwrap();
+    assert!(body.contains("Unsaved Villa") && body.contains("nothing was saved"));
+}
+
+#[tokio::test]
+async fn the_configured_admin_is_created_at_start_and_never_overwritten() {
+    let first = spawn_app_with(|s| {
+        s.admin_username = Some("boss".into());
+        s.admin_password = Some("first password 123".into());
+    })
+    .await;
+    let mut settings = first.settings.clone();
+    settings.admin_password = Some("second password 456".into());
+    settings.bind = "127.0.0.1:0".into();
+    let app = property_listings::startup::Application::build(settings)
+        .await
+        .unwrap();
+    let port = app.port();
+    tokio::spawn(app.run_until_stopped());
+
+    let c = client();
+    let login = |password: &'static str| {
+        let c = c.clone();
+        async move {
+            let html = c
+                .get(format!("http://127.0.0.1:{port}/admin/login"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let body = serde_urlencoded::to_string([
+                ("username", "boss"),
+                ("password", password),
+                ("csrf_token", &csrf_token_in(&html)),
+            ])
+            .unwrap();
+            c.post(format!("http://127.0.0.1:{port}/admin/login"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(
+        login("second password 456").await,
+        200,
+        "the second password was not applied"
+    );
+    assert_eq!(login("first password 123").await, 303);
+}
