@@ -26,6 +26,7 @@
 //! fresh generation afterwards (another instance may have written during that outage).
 
 pub mod entry;
+pub mod flight;
 pub mod invalidation;
 pub mod keys;
 pub mod metrics;
@@ -45,6 +46,8 @@ use metrics::Metrics;
 pub use store::{CacheUnavailable, RedisStore};
 
 use crate::config::Settings;
+use crate::models::property::Property;
+use flight::SingleFlight;
 
 /// How long the refresh lock of an expired entry is held at most.
 const REFRESH_LOCK_MS: u64 = 10_000;
@@ -62,6 +65,8 @@ struct Inner {
     query_ttl: Duration,
     grace: Duration,
     invalidation_pending: AtomicBool,
+    page_flights: SingleFlight<Option<Entry>>,
+    query_flights: SingleFlight<Option<Arc<Vec<Property>>>>,
 }
 
 /// The result of a generation-checked lookup.
@@ -94,6 +99,8 @@ impl Cache {
                 // Start from a fresh generation: entries written before this process
                 // started may predate writes made while no instance could reach Redis.
                 invalidation_pending: AtomicBool::new(true),
+                page_flights: SingleFlight::default(),
+                query_flights: SingleFlight::default(),
             }),
         })
     }
@@ -108,6 +115,14 @@ impl Cache {
 
     pub fn store(&self) -> &RedisStore {
         &self.inner.store
+    }
+
+    pub fn page_flights(&self) -> &SingleFlight<Option<Entry>> {
+        &self.inner.page_flights
+    }
+
+    pub fn query_flights(&self) -> &SingleFlight<Option<Arc<Vec<Property>>>> {
+        &self.inner.query_flights
     }
 
     pub fn page_ttl(&self) -> Duration {

@@ -96,9 +96,9 @@ async fn pass_through(
     Ok(next.call(req).await?.map_into_boxed_body())
 }
 
-async fn cached(
+async fn cached<B: MessageBody + 'static>(
     req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
+    next: Next<B>,
     cache: &Cache,
     key: &str,
 ) -> Result<(ServiceResponse<BoxBody>, Outcome), actix_web::Error> {
@@ -107,55 +107,109 @@ async fn cached(
         Ok(lookup) => lookup,
         Err(_) => return Ok((pass_through(req, next).await?, Outcome::Bypass)),
     };
-    let mut stale = None;
     if let Some(entry) = lookup.entry {
-        match cache.freshness(&entry, cache.page_ttl()) {
+        return match cache.freshness(&entry, cache.page_ttl()) {
             Freshness::Fresh => {
                 metrics.lookup(Layer::Page, Outcome::Hit);
                 let res = from_entry(req.request(), &entry, Outcome::Hit);
-                return Ok((req.into_response(res), Outcome::Hit));
+                Ok((req.into_response(res), Outcome::Hit))
+            }
+            // Stale-while-revalidate: one request (of any instance) refreshes, the others
+            // get the expired entry meanwhile.
+            Freshness::Expired if !cache.try_refresh_lock(key).await => {
+                metrics.lookup(Layer::Page, Outcome::Stale);
+                let res = from_entry(req.request(), &entry, Outcome::Stale);
+                Ok((req.into_response(res), Outcome::Stale))
             }
             Freshness::Expired => {
-                // Stale-while-revalidate: one request refreshes, the others get it stale.
-                if !cache.try_refresh_lock(key).await {
-                    metrics.lookup(Layer::Page, Outcome::Stale);
-                    let res = from_entry(req.request(), &entry, Outcome::Stale);
-                    return Ok((req.into_response(res), Outcome::Stale));
-                }
-                stale = Some(entry);
+                let result = fill(req, next, cache, key, &lookup.generation, Some(entry)).await;
+                cache.release_refresh_lock(key).await;
+                result.map(|(res, outcome, _)| (res, outcome))
             }
-        }
+        };
     }
 
+    // A plain miss: requests of this instance that miss the same key together share one
+    // render (single-flight); the leader checks Redis once more first, since a flight
+    // that ended a moment ago may have stored the entry already.
+    let mut mine = Some((req, next));
+    let mut leader_result = None;
+    let (shared, _role) = cache
+        .page_flights()
+        .run(key, || async {
+            let (req, next) = mine.take().expect("the leader runs with its own request");
+            if let Ok(again) = cache.lookup(key).await
+                && let Some(entry) = again.entry
+                && cache.freshness(&entry, cache.page_ttl()) == Freshness::Fresh
+            {
+                metrics.lookup(Layer::Page, Outcome::Hit);
+                let res = from_entry(req.request(), &entry, Outcome::Hit);
+                leader_result = Some(Ok((req.into_response(res), Outcome::Hit)));
+                return Some(entry);
+            }
+            let result = fill(req, next, cache, key, &lookup.generation, None).await;
+            let (result, stored) = match result {
+                Ok((res, outcome, stored)) => (Ok((res, outcome)), stored),
+                Err(e) => (Err(e), None),
+            };
+            leader_result = Some(result);
+            stored
+        })
+        .await;
+    if let Some(result) = leader_result {
+        return result;
+    }
+    match (shared, mine) {
+        // Another request rendered and stored it while this one waited.
+        (Some(entry), Some((req, _))) => {
+            metrics.lookup(Layer::Page, Outcome::Hit);
+            let res = from_entry(req.request(), &entry, Outcome::Hit);
+            Ok((req.into_response(res), Outcome::Hit))
+        }
+        // Its result was not storable (an error page, say): render this one ourselves.
+        (None, Some((req, next))) => fill(req, next, cache, key, &lookup.generation, None)
+            .await
+            .map(|(res, outcome, _)| (res, outcome)),
+        (_, None) => Err(actix_web::error::ErrorInternalServerError(
+            "single-flight lost its request",
+        )),
+    }
+}
+
+/// Runs the handler and stores a storable 200 under `generation`; with `stale` (an
+/// expired entry being refreshed), a 503 from the handler is answered with it instead.
+async fn fill<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+    cache: &Cache,
+    key: &str,
+    generation: &str,
+    stale: Option<Entry>,
+) -> Result<(ServiceResponse<BoxBody>, Outcome, Option<Entry>), actix_web::Error> {
+    let metrics = cache.metrics();
     let res = next.call(req).await?;
-    let refreshing = stale.is_some();
-    let result = match (res.status(), stale) {
+    match (res.status(), stale) {
         // Stale-if-error: the database is down; a current-generation copy within grace
         // is better than an error page.
         (StatusCode::SERVICE_UNAVAILABLE, Some(entry)) => {
             metrics.lookup(Layer::Page, Outcome::Stale);
             let response = from_entry(res.request(), &entry, Outcome::Stale);
-            Ok((res.into_response(response), Outcome::Stale))
+            Ok((res.into_response(response), Outcome::Stale, None))
         }
         (StatusCode::OK, _) if res.response().extensions().contains::<BuiltFromStaleData>() => {
             metrics.lookup(Layer::Page, Outcome::Stale);
-            Ok((res.map_into_boxed_body(), Outcome::Stale))
+            Ok((res.map_into_boxed_body(), Outcome::Stale, None))
         }
         (StatusCode::OK, _) if storable(&res) => {
             metrics.lookup(Layer::Page, Outcome::Miss);
-            store_and_respond(res, cache, key, &lookup.generation)
-                .await
-                .map(|r| (r, Outcome::Miss))
+            let (res, entry) = store_and_respond(res, cache, key, generation).await?;
+            Ok((res, Outcome::Miss, entry))
         }
         _ => {
             metrics.lookup(Layer::Page, Outcome::Miss);
-            Ok((res.map_into_boxed_body(), Outcome::Miss))
+            Ok((res.map_into_boxed_body(), Outcome::Miss, None))
         }
-    };
-    if refreshing {
-        cache.release_refresh_lock(key).await;
     }
-    result
 }
 
 /// Only a plain 200 that sets no cookie (nor will: the session is untouched) and does
@@ -170,12 +224,14 @@ fn storable<B>(res: &ServiceResponse<B>) -> bool {
             .is_some_and(|v| v.contains("no-store") || v.contains("private"))
 }
 
+/// Stores the body and answers from the stored entry; the entry is returned when it
+/// reached Redis (for requests waiting on this one).
 async fn store_and_respond(
     res: ServiceResponse<impl MessageBody + 'static>,
     cache: &Cache,
     key: &str,
     generation: &str,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+) -> Result<(ServiceResponse<BoxBody>, Option<Entry>), actix_web::Error> {
     let (req, response) = res.into_parts();
     let content_type = response
         .headers()
@@ -186,7 +242,7 @@ async fn store_and_respond(
     let body = actix_web::body::to_bytes(response.into_body())
         .await
         .map_err(|e| actix_web::error::ErrorInternalServerError(e.into().to_string()))?;
-    let entry = match cache
+    let (entry, stored) = match cache
         .put(
             key,
             generation,
@@ -196,17 +252,20 @@ async fn store_and_respond(
         )
         .await
     {
-        Ok(entry) => entry,
-        Err(_) => Entry {
-            generation: generation.to_string(),
-            stored_at_ms: now_ms(),
-            etag: super::entry::etag_for(&body),
-            content_type,
-            body,
-        },
+        Ok(entry) => (entry, true),
+        Err(_) => (
+            Entry {
+                generation: generation.to_string(),
+                stored_at_ms: now_ms(),
+                etag: super::entry::etag_for(&body),
+                content_type,
+                body,
+            },
+            false,
+        ),
     };
     let response = from_entry(&req, &entry, Outcome::Miss);
-    Ok(ServiceResponse::new(req, response))
+    Ok((ServiceResponse::new(req, response), stored.then_some(entry)))
 }
 
 /// Builds the response for an entry, or a 304 when the client already has it.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use actix_web::web::Bytes;
 
 use super::Freshness;
+use super::flight::Role;
 use super::metrics::{Layer, Outcome};
 use crate::db::PgPool;
 use crate::error::AppError;
@@ -62,23 +63,30 @@ pub async fn get_all_properties(
             (_, None) => log::warn!("unreadable {key} entry ignored"),
         }
     }
-    let result = match load(&state.db, state).await {
+    if !refreshing {
+        // A plain miss: concurrent misses of this instance share one load.
+        let (shared, role) = cache
+            .query_flights()
+            .run(&key, || async {
+                load_and_store(state, &key, &lookup.generation).await.ok()
+            })
+            .await;
+        match (shared, role) {
+            (Some(rows), Role::Leader) => {
+                metrics.lookup(Layer::Query, Outcome::Miss);
+                return Ok((rows, Served::Current));
+            }
+            (Some(rows), Role::Follower) => {
+                metrics.lookup(Layer::Query, Outcome::Hit);
+                return Ok((rows, Served::Current));
+            }
+            // The shared load failed: try once more for this request, to get its error.
+            (None, _) => {}
+        }
+    }
+    let result = match load_and_store(state, &key, &lookup.generation).await {
         Ok(rows) => {
             metrics.lookup(Layer::Query, Outcome::Miss);
-            match serde_json::to_vec(rows.as_ref()) {
-                Ok(json) => {
-                    let _ = cache
-                        .put(
-                            &key,
-                            &lookup.generation,
-                            "application/json",
-                            Bytes::from(json),
-                            cache.query_ttl(),
-                        )
-                        .await;
-                }
-                Err(e) => log::error!("serialising all_properties: {e}"),
-            }
             Ok((rows, Served::Current))
         }
         // Stale-if-error: PostgreSQL is down; the current generation's rows within
@@ -94,6 +102,31 @@ pub async fn get_all_properties(
         cache.release_refresh_lock(&key).await;
     }
     result
+}
+
+/// Loads every property from PostgreSQL and stores it under `generation`.
+async fn load_and_store(
+    state: &AppState,
+    key: &str,
+    generation: &str,
+) -> Result<Arc<Vec<Property>>, AppError> {
+    let cache = &state.cache;
+    let rows = load(&state.db, state).await?;
+    match serde_json::to_vec(rows.as_ref()) {
+        Ok(json) => {
+            let _ = cache
+                .put(
+                    key,
+                    generation,
+                    "application/json",
+                    Bytes::from(json),
+                    cache.query_ttl(),
+                )
+                .await;
+        }
+        Err(e) => log::error!("serialising all_properties: {e}"),
+    }
+    Ok(rows)
 }
 
 async fn load(pool: &PgPool, state: &AppState) -> Result<Arc<Vec<Property>>, AppError> {
