@@ -73,6 +73,19 @@ pub fn create_admin(pool: &db::PgPool, username: &str, password: &str) -> anyhow
     Ok(AdminUser::create_if_missing(&mut conn, username, &hash)?)
 }
 
+/// Logs the metrics summary once a minute (as the seed's metrics function does when
+/// it is called), so a plain log shows how the cache is doing.
+fn spawn_metrics_logger(cache: crate::cache::Cache) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let _ = crate::cache::metrics::get_redis_cache_metrics(&cache).await;
+        }
+    });
+}
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -90,6 +103,7 @@ impl Application {
         let state = web::Data::new(build_state(settings)?);
         ensure_configured_admin(&state)?;
         state.cache.spawn_invalidation_retrier();
+        spawn_metrics_logger(state.cache.clone());
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
