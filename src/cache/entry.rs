@@ -1,61 +1,189 @@
-//! The byte layout of one cached entry (a page body or a query result):
-//! `v1\n<generation>\n<stored_at_ms>\n<etag>\n<content_type>\n<body>`.
-//! The header is tiny and parsed without copying the body.
+//! The byte layout of one cached entry (a page body or a query result), with the body
+//! stored pre-compressed too, so a hit never compresses:
+//! `v2\n<generation>\n<stored_at_ms>\n<etag>\n<content_type>\n<n> <g> <b>\n` followed by
+//! the identity body (n bytes), its gzip form (g bytes, 0 = none) and its brotli form.
+//! The header is tiny and parsed without copying the bodies.
+
+use std::io::Write;
 
 use actix_web::web::Bytes;
+
+/// Bodies smaller than this are not worth compressing.
+const COMPRESS_MIN_BYTES: usize = 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub generation: String,
     /// Unix time in milliseconds when the entry was built.
     pub stored_at_ms: i64,
+    /// The strong ETag of the identity body; encoded variants add a suffix.
     pub etag: String,
     pub content_type: String,
     pub body: Bytes,
+    pub gzip: Option<Bytes>,
+    pub brotli: Option<Bytes>,
+}
+
+/// A content coding the client accepts and we store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Coding {
+    Identity,
+    Gzip,
+    Brotli,
+}
+
+impl Coding {
+    pub fn header(self) -> Option<&'static str> {
+        match self {
+            Self::Identity => None,
+            Self::Gzip => Some("gzip"),
+            Self::Brotli => Some("br"),
+        }
+    }
+
+    /// The best coding an `Accept-Encoding` value allows: brotli, then gzip, then none.
+    pub fn negotiate(accept_encoding: Option<&str>) -> Self {
+        let Some(accept) = accept_encoding else {
+            return Self::Identity;
+        };
+        let accepts = |name: &str| {
+            accept.split(',').any(|part| {
+                let mut pieces = part.split(';');
+                let token = pieces.next().unwrap_or("").trim();
+                let refused = pieces.any(|p| {
+                    p.trim()
+                        .strip_prefix("q=")
+                        .and_then(|q| q.trim().parse::<f32>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                });
+                (token.eq_ignore_ascii_case(name) || token == "*") && !refused
+            })
+        };
+        if accepts("br") {
+            Self::Brotli
+        } else if accepts("gzip") {
+            Self::Gzip
+        } else {
+            Self::Identity
+        }
+    }
 }
 
 impl Entry {
+    /// Builds an entry, compressing the body when it is text worth compressing.
+    pub fn build(generation: &str, content_type: &str, body: Bytes) -> Self {
+        let compressible = body.len() >= COMPRESS_MIN_BYTES
+            && (content_type.starts_with("text/") || content_type.contains("json"));
+        let (gzip, brotli) = if compressible {
+            (gzip(&body), brotli(&body))
+        } else {
+            (None, None)
+        };
+        Self {
+            generation: generation.to_string(),
+            stored_at_ms: now_ms(),
+            etag: etag_for(&body),
+            content_type: content_type.to_string(),
+            body,
+            gzip,
+            brotli,
+        }
+    }
+
+    /// The body and ETag for a coding (identity when that coding is not stored).
+    pub fn variant(&self, coding: Coding) -> (Coding, &Bytes, String) {
+        let tagged = |suffix: &str| format!("{}.{suffix}\"", self.etag.trim_end_matches('"'));
+        match coding {
+            Coding::Brotli if self.brotli.is_some() => (
+                Coding::Brotli,
+                self.brotli.as_ref().unwrap_or(&self.body),
+                tagged("br"),
+            ),
+            Coding::Gzip if self.gzip.is_some() => (
+                Coding::Gzip,
+                self.gzip.as_ref().unwrap_or(&self.body),
+                tagged("gz"),
+            ),
+            _ => (Coding::Identity, &self.body, self.etag.clone()),
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.body.len() + 96);
-        out.extend_from_slice(b"v1\n");
+        let len = |b: &Option<Bytes>| b.as_ref().map_or(0, Bytes::len);
+        let mut out = Vec::with_capacity(
+            self.body.len() + len(&self.gzip) + len(&self.brotli) + 128,
+        );
+        out.extend_from_slice(b"v2\n");
         for part in [
             self.generation.as_str(),
             &self.stored_at_ms.to_string(),
             self.etag.as_str(),
             self.content_type.as_str(),
+            &format!("{} {} {}", self.body.len(), len(&self.gzip), len(&self.brotli)),
         ] {
             out.extend_from_slice(part.as_bytes());
             out.push(b'\n');
         }
         out.extend_from_slice(&self.body);
+        for variant in [&self.gzip, &self.brotli].into_iter().flatten() {
+            out.extend_from_slice(variant);
+        }
         out
     }
 
     /// `None` for anything that is not a well-formed entry (treated as a miss).
     pub fn decode(raw: Vec<u8>) -> Option<Self> {
         let raw = Bytes::from(raw);
-        let mut fields = [""; 5];
+        let mut fields = [""; 6];
         let mut pos = 0;
         for field in &mut fields {
             let end = raw[pos..].iter().position(|&b| b == b'\n')? + pos;
             *field = std::str::from_utf8(&raw[pos..end]).ok()?;
             pos = end + 1;
         }
-        if fields[0] != "v1" {
+        if fields[0] != "v2" {
             return None;
         }
+        let mut lens = fields[5].split(' ').map(|n| n.parse::<usize>().ok());
+        let (n, g, b) = (lens.next()??, lens.next()??, lens.next()??);
+        if pos.checked_add(n)?.checked_add(g)?.checked_add(b)? != raw.len() {
+            return None;
+        }
+        let piece = |from: usize, len: usize| (len > 0).then(|| raw.slice(from..from + len));
         Some(Self {
             generation: fields[1].to_string(),
             stored_at_ms: fields[2].parse().ok()?,
             etag: fields[3].to_string(),
             content_type: fields[4].to_string(),
-            body: raw.slice(pos..),
+            body: raw.slice(pos..pos + n),
+            gzip: piece(pos + n, g),
+            brotli: piece(pos + n + g, b),
         })
     }
 
     pub fn age_ms(&self, now_ms: i64) -> i64 {
         (now_ms - self.stored_at_ms).max(0)
     }
+}
+
+fn gzip(body: &[u8]) -> Option<Bytes> {
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::new(6),
+    );
+    encoder.write_all(body).ok()?;
+    encoder.finish().ok().map(Bytes::from)
+}
+
+fn brotli(body: &[u8]) -> Option<Bytes> {
+    let mut out = Vec::with_capacity(body.len() / 4);
+    let params = brotli::enc::BrotliEncoderParams {
+        quality: 5,
+        lgwin: 22,
+        ..Default::default()
+    };
+    brotli::BrotliCompress(&mut &body[..], &mut out, &params).ok()?;
+    Some(Bytes::from(out))
 }
 
 /// A strong ETag from the body: identical bodies get identical tags on every
@@ -81,20 +209,46 @@ mod tests {
 
     #[test]
     fn an_entry_survives_encoding_including_newlines_in_the_body() {
-        let entry = Entry {
-            generation: "abc".into(),
-            stored_at_ms: 1_700_000_000_000,
-            etag: etag_for(b"x\ny"),
-            content_type: "text/html; charset=utf-8".into(),
-            body: Bytes::from_static(b"<p>\nhello\n</p>"),
-        };
-        assert_eq!(Entry::decode(entry.encode()), Some(entry));
+        let small = Entry::build("abc", "text/html; charset=utf-8", Bytes::from_static(b"<p>\nhi\n</p>"));
+        assert_eq!(small.gzip, None, "too small to compress");
+        assert_eq!(Entry::decode(small.encode()), Some(small));
+        let page = "<li>listing\n</li>".repeat(200);
+        let large = Entry::build("abc", "text/html; charset=utf-8", Bytes::from(page));
+        assert!(large.gzip.is_some() && large.brotli.is_some());
+        assert_eq!(Entry::decode(large.encode()), Some(large));
+    }
+
+    #[test]
+    fn stored_variants_decompress_to_the_body() {
+        use std::io::Read;
+        let page = "<li>listing\n</li>".repeat(200);
+        let entry = Entry::build("g", "application/json", Bytes::from(page.clone()));
+        let (coding, gz, gz_tag) = entry.variant(Coding::Gzip);
+        assert_eq!(coding, Coding::Gzip);
+        let mut out = String::new();
+        flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut out).unwrap();
+        assert_eq!(out, page);
+        let (_, br, br_tag) = entry.variant(Coding::Brotli);
+        let mut out = Vec::new();
+        brotli::BrotliDecompress(&mut &br[..], &mut out).unwrap();
+        assert_eq!(out, page.as_bytes());
+        assert!(gz_tag != br_tag && gz_tag != entry.etag && gz_tag.ends_with(".gz\""));
+    }
+
+    #[test]
+    fn the_best_accepted_coding_is_chosen() {
+        assert_eq!(Coding::negotiate(None), Coding::Identity);
+        assert_eq!(Coding::negotiate(Some("gzip, deflate, br")), Coding::Brotli);
+        assert_eq!(Coding::negotiate(Some("gzip")), Coding::Gzip);
+        assert_eq!(Coding::negotiate(Some("br;q=0, gzip")), Coding::Gzip);
+        assert_eq!(Coding::negotiate(Some("identity")), Coding::Identity);
     }
 
     #[test]
     fn garbage_is_not_an_entry() {
         assert_eq!(Entry::decode(b"hello".to_vec()), None);
-        assert_eq!(Entry::decode(b"v2\na\n1\ne\nt\nbody".to_vec()), None);
+        assert_eq!(Entry::decode(b"v1\na\n1\ne\nt\nbody".to_vec()), None);
+        assert_eq!(Entry::decode(b"v2\na\n1\ne\nt\n9 0 0\nshort".to_vec()), None);
     }
 
     #[test]

@@ -169,13 +169,7 @@ impl Cache {
         body: Bytes,
         ttl: Duration,
     ) -> Result<Entry, CacheUnavailable> {
-        let entry = Entry {
-            generation: generation.to_string(),
-            stored_at_ms: entry::now_ms(),
-            etag: entry::etag_for(&body),
-            content_type: content_type.to_string(),
-            body,
-        };
+        let entry = Entry::build(generation, content_type, body);
         let keep = ttl + self.inner.grace;
         let cmd = redis::cmd("SET")
             .arg(key)
@@ -371,6 +365,94 @@ impl Cache {
             }
         })
     }
+
+    /// Up to `limit` of this app's keys (`SCAN MATCH PREFIX:*`, never `KEYS`), sorted,
+    /// each with its remaining TTL and size, for the dashboard. Bounded twice: it stops
+    /// once `limit` keys are found or after a fixed number of `SCAN` rounds (a Redis
+    /// shared with a large keyspace is never walked in full); `complete` says whether the
+    /// whole keyspace was seen. TTLs and sizes come from one pipeline.
+    pub async fn list_keys(&self, limit: usize) -> Result<KeyListing, CacheUnavailable> {
+        const SCAN_COUNT: u64 = 500;
+        const MAX_SCAN_ROUNDS: usize = 40;
+        let mut found = std::collections::BTreeSet::new();
+        let mut cursor: u64 = 0;
+        let mut rounds = 0;
+        let complete = loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .inner
+                .store
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(self.keys().all_pattern())
+                        .arg("COUNT")
+                        .arg(SCAN_COUNT),
+                )
+                .await?;
+            found.extend(keys);
+            rounds += 1;
+            if next == 0 {
+                break found.len() <= limit;
+            }
+            if found.len() > limit || rounds >= MAX_SCAN_ROUNDS {
+                break false;
+            }
+            cursor = next;
+        };
+        let names: Vec<String> = found.into_iter().take(limit).collect();
+        if names.is_empty() {
+            return Ok(KeyListing {
+                keys: Vec::new(),
+                complete,
+            });
+        }
+        let mut pipe = redis::pipe();
+        for name in &names {
+            pipe.cmd("PTTL").arg(name);
+            pipe.cmd("MEMORY").arg("USAGE").arg(name).arg("SAMPLES").arg(0);
+        }
+        // A failing MEMORY USAGE (renamed or disabled on some hosted Redis) leaves the
+        // size unknown instead of failing the listing.
+        pipe.ignore_errors();
+        let replies: Vec<redis::Value> = self.inner.store.pipe(&pipe).await?;
+        let int = |v: Option<&redis::Value>| match v {
+            Some(redis::Value::Int(n)) => Some(*n),
+            _ => None,
+        };
+        let keys = names
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, key)| {
+                let pttl = int(replies.get(2 * i))?;
+                // -2: the key expired or was deleted between SCAN and PTTL.
+                (pttl != -2).then(|| KeyInfo {
+                    key,
+                    ttl_ms: (pttl >= 0).then_some(pttl),
+                    bytes: int(replies.get(2 * i + 1)).and_then(|n| u64::try_from(n).ok()),
+                })
+            })
+            .collect();
+        Ok(KeyListing { keys, complete })
+    }
+}
+
+/// One key of this app, as `Cache::list_keys` reports it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KeyInfo {
+    pub key: String,
+    /// Remaining time to live in milliseconds; `None` for a key without expiry.
+    pub ttl_ms: Option<i64>,
+    /// Memory used by the key, when Redis reports it.
+    pub bytes: Option<u64>,
+}
+
+/// The result of `Cache::list_keys`: the keys, and whether every key of this app is
+/// among them (`false` when the limit or the scan bound cut the listing short).
+#[derive(Clone, Debug)]
+pub struct KeyListing {
+    pub keys: Vec<KeyInfo>,
+    pub complete: bool,
 }
 
 /// A fresh, never-reused generation token (128 random bits, hex).

@@ -15,14 +15,15 @@ use actix_session::{SessionExt, SessionStatus};
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{
-    AGE, CACHE_CONTROL, CONTENT_TYPE, ETAG, HeaderName, HeaderValue, IF_NONE_MATCH, SET_COOKIE,
+    ACCEPT_ENCODING, AGE, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, ETAG, HeaderName,
+    HeaderValue, IF_NONE_MATCH, SET_COOKIE, VARY,
 };
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::web::{Bytes, Data};
 use actix_web::{HttpRequest, HttpResponse};
 
-use super::entry::{Entry, now_ms};
+use super::entry::{Coding, Entry, now_ms};
 use super::keys::normalised_url;
 use super::metrics::{Layer, Outcome};
 use super::{Cache, Freshness};
@@ -253,45 +254,46 @@ async fn store_and_respond(
         .await
     {
         Ok(entry) => (entry, true),
-        Err(_) => (
-            Entry {
-                generation: generation.to_string(),
-                stored_at_ms: now_ms(),
-                etag: super::entry::etag_for(&body),
-                content_type,
-                body,
-            },
-            false,
-        ),
+        Err(_) => (Entry::build(generation, &content_type, body), false),
     };
     let response = from_entry(&req, &entry, Outcome::Miss);
     Ok((ServiceResponse::new(req, response), stored.then_some(entry)))
 }
 
-/// Builds the response for an entry, or a 304 when the client already has it.
+/// Builds the response for an entry in the best coding the client accepts (stored
+/// pre-compressed: nothing is compressed per hit), or a 304 when it has it already.
 fn from_entry(req: &HttpRequest, entry: &Entry, outcome: Outcome) -> HttpResponse {
+    let accept = req
+        .headers()
+        .get(ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok());
+    let (coding, body, etag) = entry.variant(Coding::negotiate(accept));
     let not_modified = req
         .headers()
         .get(IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| etag_matches(v, &entry.etag));
+        .is_some_and(|v| etag_matches(v, &etag));
     let mut builder = if not_modified {
         HttpResponse::NotModified()
     } else {
         HttpResponse::Ok()
     };
     builder
-        .insert_header((ETAG, entry.etag.as_str()))
-        .insert_header((CACHE_CONTROL, "no-cache"));
+        .insert_header((ETAG, etag))
+        .insert_header((CACHE_CONTROL, "no-cache"))
+        .insert_header((VARY, "Accept-Encoding"));
     if outcome != Outcome::Miss {
         builder.insert_header((AGE, (entry.age_ms(now_ms()) / 1000).to_string()));
     }
     if not_modified {
         return builder.finish();
     }
+    if let Some(name) = coding.header() {
+        builder.insert_header((CONTENT_ENCODING, name));
+    }
     builder
         .insert_header((CONTENT_TYPE, entry.content_type.as_str()))
-        .body(Bytes::clone(&entry.body))
+        .body(Bytes::clone(body))
 }
 
 /// `If-None-Match` against our strong tag: `*`, or a list of (possibly weak) tags.

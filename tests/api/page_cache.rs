@@ -271,3 +271,48 @@ async fn sixty_four_simultaneous_misses_load_the_database_once() {
     let loads = app.state.cache.metrics().snapshot().db_loads - loads_before;
     assert_eq!(loads, 2, "one load for the list, one for the detail page");
 }
+
+#[tokio::test]
+async fn cached_pages_are_served_pre_compressed_in_the_coding_the_client_accepts() {
+    use std::io::Read;
+    let app = spawn_app().await;
+    app.insert_many(20).await;
+    let plain = app.get_anonymous("/properties/").await;
+    assert_eq!(header(&plain, "vary"), "Accept-Encoding");
+    assert_eq!(header(&plain, "content-encoding"), "");
+    let identity_tag = header(&plain, "etag").to_string();
+    let identity = plain.text().await.unwrap();
+
+    let get = |coding: &'static str| {
+        app.client
+            .get(app.url("/properties/"))
+            .header("accept-encoding", coding)
+            .send()
+    };
+    let br = get("gzip, deflate, br").await.unwrap();
+    let gz = get("gzip").await.unwrap();
+
+    assert_eq!(header(&br, "x-cache"), "HIT");
+    assert_eq!(header(&br, "content-encoding"), "br");
+    assert_eq!(header(&gz, "content-encoding"), "gzip");
+    let br_tag = header(&br, "etag").to_string();
+    assert_ne!(br_tag, identity_tag, "each representation has its own strong tag");
+    let mut unbrotli = Vec::new();
+    brotli::BrotliDecompress(&mut &br.bytes().await.unwrap()[..], &mut unbrotli).unwrap();
+    assert_eq!(String::from_utf8(unbrotli).unwrap(), identity);
+    let mut ungzip = String::new();
+    flate2::read::GzDecoder::new(&gz.bytes().await.unwrap()[..])
+        .read_to_string(&mut ungzip)
+        .unwrap();
+    assert_eq!(ungzip, identity);
+
+    let revalidated = app
+        .client
+        .get(app.url("/properties/"))
+        .header("accept-encoding", "br")
+        .header("if-none-match", &br_tag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revalidated.status(), 304);
+}
