@@ -110,16 +110,20 @@ impl Entry {
 
     pub fn encode(&self) -> Vec<u8> {
         let len = |b: &Option<Bytes>| b.as_ref().map_or(0, Bytes::len);
-        let mut out = Vec::with_capacity(
-            self.body.len() + len(&self.gzip) + len(&self.brotli) + 128,
-        );
+        let mut out =
+            Vec::with_capacity(self.body.len() + len(&self.gzip) + len(&self.brotli) + 128);
         out.extend_from_slice(b"v2\n");
         for part in [
             self.generation.as_str(),
             &self.stored_at_ms.to_string(),
             self.etag.as_str(),
             self.content_type.as_str(),
-            &format!("{} {} {}", self.body.len(), len(&self.gzip), len(&self.brotli)),
+            &format!(
+                "{} {} {}",
+                self.body.len(),
+                len(&self.gzip),
+                len(&self.brotli)
+            ),
         ] {
             out.extend_from_slice(part.as_bytes());
             out.push(b'\n');
@@ -209,7 +213,11 @@ mod tests {
 
     #[test]
     fn an_entry_survives_encoding_including_newlines_in_the_body() {
-        let small = Entry::build("abc", "text/html; charset=utf-8", Bytes::from_static(b"<p>\nhi\n</p>"));
+        let small = Entry::build(
+            "abc",
+            "text/html; charset=utf-8",
+            Bytes::from_static(b"<p>\nhi\n</p>"),
+        );
         assert_eq!(small.gzip, None, "too small to compress");
         assert_eq!(Entry::decode(small.encode()), Some(small));
         let page = "<li>listing\n</li>".repeat(200);
@@ -226,7 +234,9 @@ mod tests {
         let (coding, gz, gz_tag) = entry.variant(Coding::Gzip);
         assert_eq!(coding, Coding::Gzip);
         let mut out = String::new();
-        flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut out).unwrap();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut out)
+            .unwrap();
         assert_eq!(out, page);
         let (_, br, br_tag) = entry.variant(Coding::Brotli);
         let mut out = Vec::new();
@@ -248,7 +258,10 @@ mod tests {
     fn garbage_is_not_an_entry() {
         assert_eq!(Entry::decode(b"hello".to_vec()), None);
         assert_eq!(Entry::decode(b"v1\na\n1\ne\nt\nbody".to_vec()), None);
-        assert_eq!(Entry::decode(b"v2\na\n1\ne\nt\n9 0 0\nshort".to_vec()), None);
+        assert_eq!(
+            Entry::decode(b"v2\na\n1\ne\nt\n9 0 0\nshort".to_vec()),
+            None
+        );
     }
 
     #[test]

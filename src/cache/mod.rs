@@ -410,7 +410,11 @@ impl Cache {
         let mut pipe = redis::pipe();
         for name in &names {
             pipe.cmd("PTTL").arg(name);
-            pipe.cmd("MEMORY").arg("USAGE").arg(name).arg("SAMPLES").arg(0);
+            pipe.cmd("MEMORY")
+                .arg("USAGE")
+                .arg(name)
+                .arg("SAMPLES")
+                .arg(0);
         }
         // A failing MEMORY USAGE (renamed or disabled on some hosted Redis) leaves the
         // size unknown instead of failing the listing.

@@ -296,7 +296,10 @@ async fn cached_pages_are_served_pre_compressed_in_the_coding_the_client_accepts
     assert_eq!(header(&br, "content-encoding"), "br");
     assert_eq!(header(&gz, "content-encoding"), "gzip");
     let br_tag = header(&br, "etag").to_string();
-    assert_ne!(br_tag, identity_tag, "each representation has its own strong tag");
+    assert_ne!(
+        br_tag, identity_tag,
+        "each representation has its own strong tag"
+    );
     let mut unbrotli = Vec::new();
     brotli::BrotliDecompress(&mut &br.bytes().await.unwrap()[..], &mut unbrotli).unwrap();
     assert_eq!(String::from_utf8(unbrotli).unwrap(), identity);
