@@ -70,9 +70,11 @@ impl Coding {
 }
 
 impl Entry {
-    /// Builds an entry, compressing the body when it is text worth compressing.
-    pub fn build(generation: &str, content_type: &str, body: Bytes) -> Self {
-        let compressible = body.len() >= COMPRESS_MIN_BYTES
+    /// Builds an entry; with `compress`, also the gzip and brotli forms of a body that
+    /// is text worth compressing.
+    pub fn build(generation: &str, content_type: &str, body: Bytes, compress: bool) -> Self {
+        let compressible = compress
+            && body.len() >= COMPRESS_MIN_BYTES
             && (content_type.starts_with("text/") || content_type.contains("json"));
         let (gzip, brotli) = if compressible {
             (gzip(&body), brotli(&body))
@@ -217,11 +219,12 @@ mod tests {
             "abc",
             "text/html; charset=utf-8",
             Bytes::from_static(b"<p>\nhi\n</p>"),
+            true,
         );
         assert_eq!(small.gzip, None, "too small to compress");
         assert_eq!(Entry::decode(small.encode()), Some(small));
         let page = "<li>listing\n</li>".repeat(200);
-        let large = Entry::build("abc", "text/html; charset=utf-8", Bytes::from(page));
+        let large = Entry::build("abc", "text/html; charset=utf-8", Bytes::from(page), true);
         assert!(large.gzip.is_some() && large.brotli.is_some());
         assert_eq!(Entry::decode(large.encode()), Some(large));
     }
@@ -230,7 +233,9 @@ mod tests {
     fn stored_variants_decompress_to_the_body() {
         use std::io::Read;
         let page = "<li>listing\n</li>".repeat(200);
-        let entry = Entry::build("g", "application/json", Bytes::from(page.clone()));
+        let entry = Entry::build("g", "application/json", Bytes::from(page.clone()), true);
+        let plain = Entry::build("g", "application/json", Bytes::from(page.clone()), false);
+        assert_eq!(plain.gzip, None, "query results are not compressed");
         let (coding, gz, gz_tag) = entry.variant(Coding::Gzip);
         assert_eq!(coding, Coding::Gzip);
         let mut out = String::new();

@@ -32,6 +32,11 @@ impl Keys {
         format!("{}:all_properties", self.prefix)
     }
 
+    /// One cached page of a listing query (see `cache::query`).
+    pub fn query(&self, query_id: &str) -> String {
+        format!("{}:query:{query_id}", self.prefix)
+    }
+
     /// A cached page, by normalised URL (see `normalised_url`).
     pub fn page(&self, normalised_url: &str) -> String {
         format!("{}:page:{normalised_url}", self.prefix)
@@ -50,9 +55,10 @@ impl Keys {
     /// `SCAN MATCH` patterns of the cache layers' own keys (prefixes cannot hold glob
     /// characters: `config::validate_prefix`). Sign-in throttling counters are not cache
     /// and are left alone by `cache clear`.
-    pub fn cache_patterns(&self) -> [String; 2] {
+    pub fn cache_patterns(&self) -> [String; 3] {
         [
             format!("{}:page:*", self.prefix),
+            format!("{}:query:*", self.prefix),
             format!("{}:lock:*", self.prefix),
         ]
     }

@@ -34,6 +34,7 @@ pub mod page;
 pub mod query;
 pub mod store;
 
+use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -46,7 +47,6 @@ use metrics::Metrics;
 pub use store::{CacheUnavailable, RedisStore};
 
 use crate::config::Settings;
-use crate::models::property::Property;
 use flight::SingleFlight;
 
 /// How long the refresh lock of an expired entry is held at most.
@@ -66,7 +66,7 @@ struct Inner {
     grace: Duration,
     invalidation_pending: AtomicBool,
     page_flights: SingleFlight<Option<Entry>>,
-    query_flights: SingleFlight<Option<Arc<Vec<Property>>>>,
+    query_flights: SingleFlight<Option<Arc<dyn Any + Send + Sync>>>,
 }
 
 /// The result of a generation-checked lookup.
@@ -121,7 +121,7 @@ impl Cache {
         &self.inner.page_flights
     }
 
-    pub fn query_flights(&self) -> &SingleFlight<Option<Arc<Vec<Property>>>> {
+    pub fn query_flights(&self) -> &SingleFlight<Option<Arc<dyn Any + Send + Sync>>> {
         &self.inner.query_flights
     }
 
@@ -160,7 +160,8 @@ impl Cache {
         Ok(Lookup { generation, entry })
     }
 
-    /// Stores an entry built under `generation`; Redis keeps it `ttl + grace`.
+    /// Stores an entry built under `generation` (with pre-compressed variants when
+    /// `compress`: pages are, query results are not); Redis keeps it `ttl + grace`.
     pub async fn put(
         &self,
         key: &str,
@@ -168,8 +169,9 @@ impl Cache {
         content_type: &str,
         body: Bytes,
         ttl: Duration,
+        compress: bool,
     ) -> Result<Entry, CacheUnavailable> {
-        let entry = Entry::build(generation, content_type, body);
+        let entry = Entry::build(generation, content_type, body, compress);
         let keep = ttl + self.inner.grace;
         let cmd = redis::cmd("SET")
             .arg(key)

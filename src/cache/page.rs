@@ -250,11 +250,12 @@ async fn store_and_respond(
             &content_type,
             body.clone(),
             cache.page_ttl(),
+            true,
         )
         .await
     {
         Ok(entry) => (entry, true),
-        Err(_) => (Entry::build(generation, &content_type, body), false),
+        Err(_) => (Entry::build(generation, &content_type, body, true), false),
     };
     let response = from_entry(&req, &entry, Outcome::Miss);
     Ok((ServiceResponse::new(req, response), stored.then_some(entry)))

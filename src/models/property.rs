@@ -172,11 +172,13 @@ impl Property {
             .optional()
     }
 
-    pub fn all_newest_first(conn: &mut PgConnection) -> QueryResult<Vec<Property>> {
+    /// The newest `limit` properties, newest first.
+    pub fn newest_first(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<Property>> {
         use crate::schema::properties::dsl::*;
         properties
             .select(Property::as_select())
             .order((created_at.desc(), id.desc()))
+            .limit(limit)
             .load(conn)
     }
 

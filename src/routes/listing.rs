@@ -2,8 +2,7 @@
 //! (a bad value is a 400 naming the parameter) and fetching one page of results —
 //! through the query cache when unfiltered, from PostgreSQL when filtered.
 
-use crate::cache::metrics::Layer;
-use crate::cache::query::{Served, get_all_properties};
+use crate::cache::query::{AllProperties, Served, get_all_properties, get_page};
 use crate::domain::Price;
 use crate::error::AppError;
 use crate::models::property::{Property, PropertyFilter, Sort};
@@ -103,6 +102,21 @@ impl ListQuery {
         })
     }
 
+    /// The canonical identity of this query (parsed values, so `sort=newest`, `page=1`,
+    /// `1250` and `1250.00` name the same result page) for the query cache key.
+    pub fn cache_id(&self) -> String {
+        let price = |p: Option<crate::domain::Price>| p.map(|p| p.to_string()).unwrap_or_default();
+        let pairs = [
+            ("sort", self.sort.as_str().to_string()),
+            ("page", self.page.to_string()),
+            ("q", self.filter.q.clone().unwrap_or_default()),
+            ("location", self.filter.location.clone().unwrap_or_default()),
+            ("min_price", price(self.filter.min_price)),
+            ("max_price", price(self.filter.max_price)),
+        ];
+        serde_urlencoded::to_string(pairs).unwrap_or_default()
+    }
+
     /// The query string for another page of the same search (for pagination links).
     pub fn url_for_page(&self, path: &str, page: usize) -> String {
         let mut pairs: Vec<(&str, String)> = Vec::new();
@@ -140,40 +154,46 @@ pub struct ResultPage {
     pub stale: bool,
 }
 
-/// Fetches the page asked for. Page 1 always exists; a page past the end is a 404.
+/// Fetches the page asked for, through the query cache: from `all_properties` while
+/// the table is small and the list unfiltered, else from the cached result page.
+/// Page 1 always exists; a page past the end is a 404.
 pub async fn fetch_page(state: &AppState, query: &ListQuery) -> Result<ResultPage, AppError> {
     let offset = (query.page - 1) * PAGE_SIZE;
-    let mut stale = false;
-    let (rows, count) = if query.filter.is_empty() {
-        let (all, freshness) = get_all_properties(state).await?;
-        stale = freshness == Served::Stale;
-        let count = all.len();
-        let rows = if query.sort == Sort::Newest {
-            all.iter().skip(offset).take(PAGE_SIZE).cloned().collect()
-        } else {
-            let mut sorted: Vec<&Property> = all.iter().collect();
+    if query.filter.is_empty()
+        && let (all, served) = get_all_properties(state).await?
+        && let AllProperties::Rows(all) = all.as_ref()
+    {
+        let mut sorted: Vec<&Property> = all.iter().collect();
+        if query.sort != Sort::Newest {
             query.sort.sort_refs(&mut sorted);
-            sorted
-                .into_iter()
-                .skip(offset)
-                .take(PAGE_SIZE)
-                .cloned()
-                .collect()
-        };
-        (rows, count)
-    } else {
-        state.cache.metrics().db_load(Layer::Page);
-        let (rows, count) = state
-            .properties
-            .list(
-                query.filter.clone(),
-                query.sort,
-                PAGE_SIZE as i64,
-                offset as i64,
-            )
-            .await?;
-        (rows, usize::try_from(count).unwrap_or(0))
-    };
+        }
+        let rows = sorted
+            .into_iter()
+            .skip(offset)
+            .take(PAGE_SIZE)
+            .cloned()
+            .collect();
+        return paged(query, rows, all.len(), served);
+    }
+    let (page, served) = get_page(
+        state,
+        &query.cache_id(),
+        &query.filter,
+        query.sort,
+        PAGE_SIZE as i64,
+        offset as i64,
+    )
+    .await?;
+    let count = usize::try_from(page.count).unwrap_or(0);
+    paged(query, page.rows.clone(), count, served)
+}
+
+fn paged(
+    query: &ListQuery,
+    rows: Vec<Property>,
+    count: usize,
+    served: Served,
+) -> Result<ResultPage, AppError> {
     let num_pages = count.div_ceil(PAGE_SIZE).max(1);
     if query.page > num_pages {
         return Err(AppError::NotFound);
@@ -183,7 +203,7 @@ pub async fn fetch_page(state: &AppState, query: &ListQuery) -> Result<ResultPag
         count,
         page: query.page,
         num_pages,
-        stale,
+        stale: served == Served::Stale,
     })
 }
 

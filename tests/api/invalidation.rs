@@ -131,6 +131,7 @@ async fn a_reader_that_stores_old_rows_after_the_invalidation_is_never_served() 
             "text/plain",
             Bytes::from_static(b"old rows"),
             cache.page_ttl(),
+            true,
         )
         .await
         .unwrap();
@@ -157,6 +158,7 @@ async fn losing_the_generation_key_does_not_revive_old_entries() {
             "text/plain",
             Bytes::from_static(b"old"),
             cache.page_ttl(),
+            true,
         )
         .await
         .unwrap();

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use property_listings::cache::query::{Served, get_all_properties};
+use property_listings::cache::query::{
+    ALL_PROPERTIES_MAX, AllProperties, Served, get_all_properties,
+};
 
 use crate::helpers::{spawn_app, spawn_app_with};
 
@@ -32,6 +34,7 @@ async fn a_second_read_is_a_query_cache_hit_that_needs_no_database() {
     let (second, served) = get_all_properties(&app.state).await.unwrap();
 
     assert_eq!(first, second);
+    assert!(matches!(first.as_ref(), AllProperties::Rows(rows) if rows.len() == 1));
     assert_eq!(served, Served::Current);
     assert_eq!(app.state.cache.metrics().snapshot().db_loads, loads);
     assert_eq!(app.state.cache.metrics().snapshot().query.hits, 1);
@@ -53,8 +56,8 @@ async fn every_sort_of_the_unfiltered_list_is_served_from_the_query_cache() {
 }
 
 #[tokio::test]
-async fn filtered_searches_go_to_the_database() {
-    let app = spawn_app().await;
+async fn a_filtered_search_not_cached_yet_needs_the_database() {
+    let app = spawn_app_with(|s| s.db_timeout = Duration::from_millis(500)).await;
     app.insert("Loft", "100", "Austin, TX").await;
     app.get_anonymous("/api/properties/").await;
 
@@ -62,4 +65,52 @@ async fn filtered_searches_go_to_the_database() {
     let res = app.get_anonymous("/api/properties/?q=loft").await;
 
     assert_eq!(res.status(), 503);
+}
+
+#[tokio::test]
+async fn a_large_table_is_cached_one_result_page_at_a_time() {
+    let app = spawn_app().await;
+    app.insert_many(ALL_PROPERTIES_MAX + 5).await;
+
+    let first = app.get_json("/api/properties/?page=2").await;
+    let (all, _) = get_all_properties(&app.state).await.unwrap();
+    app.drop_database();
+    let html = app.get_anonymous("/properties/?page=2&sort=newest").await;
+
+    assert_eq!(first["count"], ALL_PROPERTIES_MAX + 5);
+    assert_eq!(*all, AllProperties::TooMany);
+    assert_eq!(
+        html.status(),
+        200,
+        "built from the cached result page, no database"
+    );
+    assert!(html.text().await.unwrap().contains("Listing"));
+    let query_keys = app
+        .keys()
+        .into_keys()
+        .filter(|k| k.contains(":query:"))
+        .count();
+    assert_eq!(
+        query_keys, 1,
+        "one entry for page 2, shared by the API and the HTML page"
+    );
+}
+
+#[tokio::test]
+async fn filtered_results_are_cached_too() {
+    let app = spawn_app().await;
+    app.insert("Loft", "100", "Austin, TX").await;
+    app.get_anonymous("/api/properties/?q=loft").await;
+
+    app.drop_database();
+    let html = app.get_anonymous("/properties/?q=LOFT&min_price=0").await;
+
+    assert_ne!(
+        html.status(),
+        200,
+        "a different query (min_price) is not cached yet"
+    );
+    let same = app.get_anonymous("/properties/?q=loft").await;
+    assert_eq!(same.status(), 200);
+    assert!(same.text().await.unwrap().contains("Loft"));
 }
