@@ -165,31 +165,25 @@ impl Metrics {
             .get()
     }
 
+    fn layer(&self, layer: Layer) -> LayerCounters {
+        let count = |o| self.count(layer, o);
+        LayerCounters {
+            hits: count(Outcome::Hit),
+            misses: count(Outcome::Miss),
+            stale: count(Outcome::Stale),
+            bypasses: count(Outcome::Bypass),
+            hit_ratio: ratio(
+                count(Outcome::Hit) + count(Outcome::Stale),
+                count(Outcome::Miss),
+            ),
+        }
+    }
+
     /// The app's own counters, as the JSON endpoint and the dashboard show them.
     pub fn snapshot(&self) -> AppCounters {
-        let page = |o| self.count(Layer::Page, o);
-        let query = |o| self.count(Layer::Query, o);
         AppCounters {
-            page: PageCounters {
-                hits: page(Outcome::Hit),
-                misses: page(Outcome::Miss),
-                stale: page(Outcome::Stale),
-                bypasses: page(Outcome::Bypass),
-                hit_ratio: ratio(
-                    page(Outcome::Hit) + page(Outcome::Stale),
-                    page(Outcome::Miss),
-                ),
-            },
-            query: QueryCounters {
-                hits: query(Outcome::Hit),
-                misses: query(Outcome::Miss),
-                stale: query(Outcome::Stale),
-                bypasses: query(Outcome::Bypass),
-                hit_ratio: ratio(
-                    query(Outcome::Hit) + query(Outcome::Stale),
-                    query(Outcome::Miss),
-                ),
-            },
+            page: self.layer(Layer::Page),
+            query: self.layer(Layer::Query),
             invalidations: self.invalidations.get(),
             db_loads: self.db_loads.with_label_values(&["page"]).get()
                 + self.db_loads.with_label_values(&["query"]).get(),
@@ -224,17 +218,9 @@ pub fn ratio(hits: u64, misses: u64) -> f64 {
     }
 }
 
+/// Lookups of one cache layer by outcome; `hit_ratio` counts stale answers as hits.
 #[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct PageCounters {
-    pub hits: u64,
-    pub misses: u64,
-    pub stale: u64,
-    pub bypasses: u64,
-    pub hit_ratio: f64,
-}
-
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct QueryCounters {
+pub struct LayerCounters {
     pub hits: u64,
     pub misses: u64,
     pub stale: u64,
@@ -244,8 +230,8 @@ pub struct QueryCounters {
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct AppCounters {
-    pub page: PageCounters,
-    pub query: QueryCounters,
+    pub page: LayerCounters,
+    pub query: LayerCounters,
     pub invalidations: u64,
     pub db_loads: u64,
     pub redis_errors: u64,

@@ -4,10 +4,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
 use super::listing::{ListQuery, fetch_page};
-use super::properties::parse_id;
+use super::properties::load_property;
 use super::views::PropertyJson;
 use crate::cache::page::BuiltFromStaleData;
-use crate::error::{ApiError, AppError};
+use crate::error::ApiError;
 use crate::state::AppState;
 
 #[derive(Serialize)]
@@ -37,11 +37,6 @@ pub async fn detail(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&path)?;
-    state
-        .cache
-        .metrics()
-        .db_load(crate::cache::metrics::Layer::Page);
-    let property = state.properties.get(id).await?.ok_or(AppError::NotFound)?;
+    let property = load_property(&state, &path).await?;
     Ok(HttpResponse::Ok().json(PropertyJson::from(&property)))
 }

@@ -9,7 +9,7 @@ use super::listing::{ListQuery, fetch_page};
 use super::views::PropertyView;
 use crate::cache::page::BuiltFromStaleData;
 use crate::error::{AppError, render_html};
-use crate::models::property::Sort;
+use crate::models::property::{Property, Sort};
 use crate::state::AppState;
 
 pub struct SortOption {
@@ -121,16 +121,21 @@ pub fn parse_id(raw: &str) -> Result<i64, AppError> {
     }
 }
 
-pub async fn detail(
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, AppError> {
-    let id = parse_id(&path)?;
+/// The property a detail route names (a database load behind the page cache).
+pub async fn load_property(state: &AppState, raw_id: &str) -> Result<Property, AppError> {
+    let id = parse_id(raw_id)?;
     state
         .cache
         .metrics()
         .db_load(crate::cache::metrics::Layer::Page);
-    let property = state.properties.get(id).await?.ok_or(AppError::NotFound)?;
+    state.properties.get(id).await?.ok_or(AppError::NotFound)
+}
+
+pub async fn detail(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let property = load_property(&state, &path).await?;
     render_html(&DetailPage {
         property: PropertyView::new(&property, chrono::Utc::now()),
     })
