@@ -1,12 +1,19 @@
-//! Cache observability: the metrics JSON, the live dashboard page and the Prometheus
-//! exposition.
+//! Cache observability: the metrics JSON, the list of this app's Redis keys, the live
+//! dashboard page and the Prometheus exposition.
 
+use actix_session::Session;
 use actix_web::{HttpResponse, web};
 use askama::Template;
+use serde::Serialize;
 
+use crate::auth;
+use crate::cache::KeyInfo;
 use crate::cache::metrics::get_redis_cache_metrics;
 use crate::error::{AppError, render_html};
 use crate::state::AppState;
+
+/// At most this many keys are listed (the dashboard polls the list every few seconds).
+pub const KEY_LIST_LIMIT: usize = 200;
 
 pub async fn metrics_json(state: web::Data<AppState>) -> HttpResponse {
     match get_redis_cache_metrics(&state.cache).await {
@@ -24,6 +31,80 @@ pub async fn metrics_json(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// One listed key: `kind` names the cache layer it belongs to (see `cache/keys.rs`).
+#[derive(Serialize)]
+pub struct KeyRow {
+    #[serde(flatten)]
+    pub info: KeyInfo,
+    pub kind: &'static str,
+}
+
+#[derive(Serialize)]
+pub struct KeyList {
+    pub prefix: String,
+    pub limit: usize,
+    pub count: usize,
+    /// `true` when there may be more keys than listed.
+    pub truncated: bool,
+    pub keys: Vec<KeyRow>,
+}
+
+/// What a key of this app is, from its name (the layout is defined in `cache/keys.rs`).
+fn key_kind(prefix: &str, key: &str) -> &'static str {
+    let Some(rest) = key
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix(':'))
+    else {
+        return "other";
+    };
+    match rest.split(':').next().unwrap_or_default() {
+        "page" => "page",
+        "lock" => "lock",
+        "all_properties" | "query" => "query",
+        "generation" => "generation",
+        "login_failures" => "login_failures",
+        _ => "other",
+    }
+}
+
+/// `GET /api/cache/keys`: this app's keys (bounded, see `Cache::list_keys`) with their
+/// remaining TTLs. Sign-in throttling counters are left out: their names hold client
+/// addresses and user names, and they are not cache. 503 JSON when Redis is down.
+pub async fn keys_json(state: web::Data<AppState>) -> HttpResponse {
+    let prefix = state.cache.keys().prefix().to_string();
+    match state.cache.list_keys(KEY_LIST_LIMIT).await {
+        Ok(listing) => {
+            let keys: Vec<KeyRow> = listing
+                .keys
+                .into_iter()
+                .map(|info| KeyRow {
+                    kind: key_kind(&prefix, &info.key),
+                    info,
+                })
+                .filter(|row| row.kind != "login_failures")
+                .collect();
+            HttpResponse::Ok()
+                .insert_header(("Cache-Control", "no-store"))
+                .json(KeyList {
+                    prefix,
+                    limit: KEY_LIST_LIMIT,
+                    count: keys.len(),
+                    truncated: !listing.complete,
+                    keys,
+                })
+        }
+        Err(e) => {
+            log::warn!("listing cache keys: redis unavailable ({e})");
+            HttpResponse::ServiceUnavailable()
+                .insert_header(("Cache-Control", "no-store"))
+                .json(serde_json::json!({
+                    "error": "redis unavailable",
+                    "redis_available": false,
+                }))
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "cache/dashboard.html")]
 pub struct DashboardPage {
@@ -31,15 +112,35 @@ pub struct DashboardPage {
     pub page_ttl: u64,
     pub query_ttl: u64,
     pub grace: u64,
+    pub key_limit: usize,
+    /// The signed-in admin's name: they get the clear-cache button.
+    pub admin_name: Option<String>,
+    /// Only rendered (and only created) for a signed-in admin.
+    pub csrf_token: String,
+    pub flash: Option<String>,
 }
 
-pub async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+/// `GET /cache/`. Never page-cached (not a cacheable route), so it may show the
+/// clear-cache button to signed-in admins only.
+pub async fn dashboard(
+    state: web::Data<AppState>,
+    session: Session,
+) -> Result<HttpResponse, AppError> {
     let s = &state.settings;
+    let admin = auth::current_admin(&session);
+    let (csrf_token, flash) = match admin {
+        Some(_) => (auth::csrf_token(&session)?, auth::take_flash(&session)),
+        None => (String::new(), None),
+    };
     let mut res = render_html(&DashboardPage {
         prefix: s.cache_key_prefix.clone(),
         page_ttl: s.page_cache_ttl.as_secs(),
         query_ttl: s.query_cache_ttl.as_secs(),
         grace: s.cache_grace.as_secs(),
+        key_limit: KEY_LIST_LIMIT,
+        admin_name: admin.map(|a| a.username),
+        csrf_token,
+        flash,
     })?;
     res.headers_mut().insert(
         actix_web::http::header::CACHE_CONTROL,
@@ -52,4 +153,24 @@ pub async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.cache.metrics().render_prometheus())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_kind;
+
+    #[test]
+    fn keys_are_named_after_their_cache_layer() {
+        assert_eq!(key_kind("app", "app:page:/properties/?page=2"), "page");
+        assert_eq!(key_kind("app", "app:lock:app:page:/properties/"), "lock");
+        assert_eq!(key_kind("app", "app:all_properties"), "query");
+        assert_eq!(key_kind("app", "app:query:sort=price_asc&page=1"), "query");
+        assert_eq!(key_kind("app", "app:generation"), "generation");
+        assert_eq!(
+            key_kind("app", "app:login_failures:1.2.3.4:bob"),
+            "login_failures"
+        );
+        assert_eq!(key_kind("app", "app:something_new"), "other");
+        assert_eq!(key_kind("app", "apple:page:/"), "other");
+    }
 }

@@ -30,6 +30,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         .route("/api/properties/", get().to(api::list))
         .route("/api/properties/{id}/", get().to(api::detail))
         .route("/api/cache/metrics", get().to(cache::metrics_json))
+        .route("/api/cache/keys", get().to(cache::keys_json))
         .route("/cache/", get().to(cache::dashboard))
         .route(
             "/cache",

@@ -1,5 +1,6 @@
-/* Live cache dashboard: polls /api/cache/metrics, fills the page, draws a chart
-   and runs the "See it work" demo. No dependencies; loaded with defer. */
+/* Live cache dashboard: polls /api/cache/metrics, fills the page, draws a chart,
+   lists this app's Redis keys (/api/cache/keys) and runs the "See it work" demo.
+   No dependencies; loaded with defer. */
 (function () {
   "use strict";
 
@@ -268,12 +269,13 @@
       ctx.fillText(rv < 10 && rv % 1 ? rv.toFixed(1) : String(Math.round(rv)), pad.l + w + 6, y);
     }
 
-    // Time labels.
+    // Time labels (short ones when a minute is narrower than "−5 min").
     ctx.textBaseline = "top";
     ctx.textAlign = "center";
+    var unit = w / 5 < ctx.measureText("\u22125 min").width + 14 ? "m" : " min";
     for (var k = 5; k >= 1; k--) {
       var tx = toX(now - k * 60000);
-      ctx.fillText("\u2212" + k + " min", tx, pad.t + h + 6);
+      ctx.fillText("\u2212" + k + unit, tx, pad.t + h + 6);
       ctx.strokeStyle = gridColor;
       ctx.beginPath();
       ctx.moveTo(Math.round(tx) + 0.5, pad.t + h);
@@ -344,11 +346,12 @@
     return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
   }
 
-  function runDemo() {
-    if (!demoButton || !demoBody || demoButton.disabled) return;
+  function runDemo(before) {
+    before = before || "";
+    if (!demoButton || !demoBody || demoButton.disabled) return Promise.resolve();
     demoButton.disabled = true;
     demoBody.textContent = "";
-    setText("demo-status", "Running…");
+    setText("demo-status", before + "Fetching…");
     var times = [];
     var n = 0;
 
@@ -370,19 +373,224 @@
         .then(step);
     }
 
-    step().then(function () {
-      setText("demo-status", times.length
+    return step().then(function () {
+      setText("demo-status", before + (times.length
         ? "Done — median " + median(times).toFixed(1) + " ms."
-        : "Done — all requests failed.");
+        : "Done — all requests failed."));
       demoButton.disabled = false;
       poll();
+      pollKeys();
     });
   }
 
-  if (demoButton) demoButton.addEventListener("click", runDemo);
+  if (demoButton) demoButton.addEventListener("click", function () { runDemo(); });
+
+  /* ---------- "Edit a listing and fetch again" (signed-in admins only) ---------- */
+
+  var editButton = $("demo-edit");
+
+  // Saves the newest listing through its admin edit form, values unchanged: a real
+  // committed write, so the hooks invalidate the cache and the next fetch is a MISS.
+  function saveNewestListing() {
+    return fetch("/api/properties/", { cache: "no-store", credentials: "omit" })
+      .then(function (res) {
+        if (!res.ok) throw new Error("listing API answered HTTP " + res.status);
+        return res.json();
+      })
+      .then(function (data) {
+        var first = data && data.results && data.results[0];
+        if (!first) throw new Error("there is no listing to edit");
+        var editUrl = "/admin/properties/" + encodeURIComponent(first.id) + "/edit";
+        return fetch(editUrl, { cache: "no-store", credentials: "same-origin" })
+          .then(function (res) {
+            if (!res.ok || res.redirected) throw new Error("the edit form is not available (signed out?)");
+            return res.text();
+          })
+          .then(function (html) {
+            var doc = new DOMParser().parseFromString(html, "text/html");
+            var form = doc.querySelector("form[action='" + editUrl + "']");
+            if (!form) throw new Error("the edit form was not found");
+            var body = new URLSearchParams();
+            var fields = form.querySelectorAll("input[name], textarea[name]");
+            for (var i = 0; i < fields.length; i++) body.append(fields[i].name, fields[i].value);
+            // Following the 303 to the admin list also uses up its "saved" message.
+            return fetch(editUrl, { method: "POST", credentials: "same-origin", body: body });
+          })
+          .then(function (res) {
+            if (!res.ok || !res.redirected) throw new Error("saving answered HTTP " + res.status);
+            return first;
+          });
+      });
+  }
+
+  function runEditDemo() {
+    if (!editButton || editButton.disabled) return;
+    editButton.disabled = true;
+    if (demoButton) demoButton.disabled = true;
+    setText("demo-status", "Saving the newest listing…");
+    saveNewestListing()
+      .then(function (p) {
+        if (demoButton) demoButton.disabled = false;
+        return runDemo("Saved listing #" + p.id + " (values unchanged) through the edit form. ");
+      }, function (err) {
+        setText("demo-status", "Could not save a listing: " + (err && err.message ? err.message : "error") + ".");
+        if (demoButton) demoButton.disabled = false;
+      })
+      .then(function () { editButton.disabled = false; });
+  }
+
+  if (editButton) editButton.addEventListener("click", runEditDemo);
+
+  /* ---------- keys table ---------- */
+
+  var KEYS_URL = root.getAttribute("data-keys-url");
+  var KEYS_POLL_MS = parseInt(root.getAttribute("data-keys-poll-ms"), 10) || 3000;
+  var keysBody = $("keys-body");
+  var keyRows = [];      // { ttlCell, expiresAt (ms | null) }
+  var keysTimer = null;
+  var keysPolling = false;
+
+  var KIND_LABELS = {
+    page: ["Page", "info"],
+    query: ["Query", "success"],
+    generation: ["Generation", "muted"],
+    lock: ["Refresh lock", "warning"],
+    other: ["Other", "muted"]
+  };
+
+  function fmtTtl(ms) {
+    if (ms === null) return "no expiry";
+    var s = Math.max(0, Math.ceil(ms / 1000));
+    if (s < 60) return s + " s";
+    var m = Math.floor(s / 60);
+    if (m < 60) return m + " min " + (s % 60 < 10 ? "0" : "") + (s % 60) + " s";
+    return Math.floor(m / 60) + " h " + (m % 60) + " min";
+  }
+
+  function fmtBytes(n) {
+    if (typeof n !== "number" || !isFinite(n)) return "—";
+    if (n < 1024) return n + " B";
+    if (n < 1024 * 1024) return (n / 1024).toFixed(1) + " KB";
+    return (n / 1024 / 1024).toFixed(1) + " MB";
+  }
+
+  function tickTtls() {
+    var now = Date.now();
+    for (var i = 0; i < keyRows.length; i++) {
+      var r = keyRows[i];
+      if (r.expiresAt !== null) {
+        var text = fmtTtl(r.expiresAt - now);
+        if (r.ttlCell.textContent !== text) r.ttlCell.textContent = text;
+      }
+    }
+  }
+
+  function keysMessage(text) {
+    keyRows = [];
+    keysBody.textContent = "";
+    var tr = document.createElement("tr");
+    tr.className = "placeholder-row";
+    var td = document.createElement("td");
+    td.colSpan = 4;
+    td.className = "muted";
+    td.textContent = text;
+    tr.appendChild(td);
+    keysBody.appendChild(tr);
+  }
+
+  function renderKeys(data) {
+    var keys = (data && data.keys) || [];
+    var prefix = (data && data.prefix ? data.prefix + ":" : "");
+    var now = Date.now();
+    setText("keys-summary", "(" + keys.length + (data.truncated ? "+, first " + keys.length + " shown" : "") +
+      (keys.length === 1 ? " key)" : " keys)"));
+    if (!keys.length) {
+      keysMessage("No keys: the cache is empty. Load a page to fill it.");
+      return;
+    }
+    var frag = document.createDocumentFragment();
+    keyRows = [];
+    for (var i = 0; i < keys.length; i++) {
+      var k = keys[i];
+      var tr = document.createElement("tr");
+      tr.setAttribute("data-key", k.key);
+
+      var name = document.createElement("td");
+      name.className = "key-name";
+      if (prefix && k.key.indexOf(prefix) === 0) {
+        var pre = document.createElement("span");
+        pre.className = "key-prefix";
+        pre.textContent = prefix;
+        name.appendChild(pre);
+        name.appendChild(document.createTextNode(k.key.slice(prefix.length)));
+      } else {
+        name.textContent = k.key;
+      }
+
+      var kind = document.createElement("td");
+      var label = KIND_LABELS[k.kind] || KIND_LABELS.other;
+      var badge = document.createElement("span");
+      setBadge(badge, label[0], label[1]);
+      kind.appendChild(badge);
+
+      var ttl = document.createElement("td");
+      ttl.className = "num";
+      var ttlMs = typeof k.ttl_ms === "number" ? k.ttl_ms : null;
+      ttl.textContent = fmtTtl(ttlMs);
+      ttl.setAttribute("data-ttl-ms", ttlMs === null ? "" : String(ttlMs));
+
+      var size = document.createElement("td");
+      size.className = "num col-size";
+      size.textContent = fmtBytes(k.bytes);
+
+      tr.appendChild(name);
+      tr.appendChild(kind);
+      tr.appendChild(ttl);
+      tr.appendChild(size);
+      frag.appendChild(tr);
+      keyRows.push({ ttlCell: ttl, expiresAt: ttlMs === null ? null : now + ttlMs });
+    }
+    keysBody.textContent = "";
+    keysBody.appendChild(frag);
+  }
+
+  function pollKeys() {
+    if (!KEYS_URL || !keysBody || keysPolling) return Promise.resolve();
+    keysPolling = true;
+    return withTimeout(KEYS_URL, { cache: "no-store", headers: { Accept: "application/json" } }, FETCH_TIMEOUT_MS)
+      .then(function (res) {
+        if (res.status === 503) {
+          setText("keys-summary", "");
+          keysMessage("Redis is unavailable: no keys to show.");
+          return;
+        }
+        if (!res.ok) throw new Error("HTTP " + res.status);
+        return res.json().then(renderKeys);
+      })
+      .catch(function () {
+        keysMessage("The key list could not be loaded.");
+      })
+      .then(function () { keysPolling = false; });
+  }
+
+  function scheduleKeys() {
+    clearTimeout(keysTimer);
+    keysTimer = setTimeout(function () {
+      if (document.hidden) return; // resumed by visibilitychange
+      pollKeys().then(scheduleKeys);
+    }, KEYS_POLL_MS);
+  }
+
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden) pollKeys().then(scheduleKeys);
+  });
 
   /* ---------- start ---------- */
 
   drawChart();
   poll().then(schedule);
+  if (keysBody) {
+    pollKeys().then(scheduleKeys);
+    setInterval(tickTtls, 1000);
+  }
 })();

@@ -3,6 +3,7 @@
 //! the session's CSRF token first. Admin responses are `Cache-Control: no-store` and are
 //! never page-cached.
 
+pub mod cache;
 pub mod login;
 pub mod properties;
 
@@ -26,6 +27,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     .route("/admin/login", web::get().to(login::login_form))
     .route("/admin/login", web::post().to(login::login))
     .route("/admin/logout", web::post().to(login::logout))
+    .route("/admin/cache/clear", web::post().to(cache::clear))
     .route("/admin/", web::get().to(properties::index))
     .route(
         "/admin",
