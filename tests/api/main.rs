@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod dashboard;
+mod e2e;
 mod faults;
 mod helpers;
 mod invalidation;
