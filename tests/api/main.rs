@@ -11,4 +11,5 @@ mod invalidation;
 mod metrics;
 mod page_cache;
 mod pages;
+mod proxy;
 mod query_cache;
