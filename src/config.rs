@@ -32,6 +32,9 @@ pub struct Settings {
     pub admin_password: Option<String>,
     /// Number of HTTP worker threads (`WORKERS`, default: one per core).
     pub workers: Option<usize>,
+    /// Bytes of cached entries each process keeps in memory in front of Redis
+    /// (`LOCAL_CACHE_BYTES`; 0 turns the in-process tier off).
+    pub local_cache_bytes: usize,
 }
 
 impl Settings {
@@ -64,6 +67,8 @@ impl Settings {
                 Ok(v) => Some(v.parse().context("WORKERS must be a whole number")?),
                 Err(_) => None,
             },
+            local_cache_bytes: usize::try_from(env_u64("LOCAL_CACHE_BYTES", 8 << 20)?)
+                .context("LOCAL_CACHE_BYTES is too large")?,
         })
     }
 
@@ -85,6 +90,7 @@ impl Settings {
             admin_username: None,
             admin_password: None,
             workers: Some(2),
+            local_cache_bytes: 8 << 20,
         }
     }
 }

@@ -100,6 +100,7 @@ impl Application {
         let workers = settings.workers;
         let key = auth::session_key(settings.secret_key.as_deref())?;
         let cookie_secure = settings.cookie_secure;
+        let pool_size = settings.db_pool_size as usize;
         let state = web::Data::new(build_state(settings)?);
         ensure_configured_admin(&state)?;
         state.cache.spawn_invalidation_retrier();
@@ -116,6 +117,10 @@ impl Application {
                 .configure(routes::config)
         })
         .shutdown_timeout(10)
+        // Blocking threads wait for a pooled connection (or hash a password). Far fewer
+        // than actix's default 512 per worker, but enough that, while PostgreSQL is down,
+        // requests time out side by side instead of queueing behind each other.
+        .worker_max_blocking_threads((pool_size * 4).max(16))
         .listen(listener)?;
         if let Some(n) = workers {
             server = server.workers(n.max(1));

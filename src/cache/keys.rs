@@ -32,6 +32,12 @@ impl Keys {
         format!("{}:all_properties", self.prefix)
     }
 
+    /// Whether `key` is a page-cache entry.
+    pub fn is_page(&self, key: &str) -> bool {
+        key.strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.starts_with(":page:"))
+    }
+
     /// One cached page of a listing query (see `cache::query`).
     pub fn query(&self, query_id: &str) -> String {
         format!("{}:query:{query_id}", self.prefix)

@@ -29,6 +29,7 @@ pub mod entry;
 pub mod flight;
 pub mod invalidation;
 pub mod keys;
+pub mod local;
 pub mod metrics;
 pub mod page;
 pub mod query;
@@ -48,6 +49,7 @@ pub use store::{CacheUnavailable, RedisStore};
 
 use crate::config::Settings;
 use flight::SingleFlight;
+use local::LocalTier;
 
 /// How long the refresh lock of an expired entry is held at most.
 const REFRESH_LOCK_MS: u64 = 10_000;
@@ -65,7 +67,8 @@ struct Inner {
     query_ttl: Duration,
     grace: Duration,
     invalidation_pending: AtomicBool,
-    page_flights: SingleFlight<Option<Entry>>,
+    local: LocalTier,
+    page_flights: SingleFlight<Option<Arc<Entry>>>,
     query_flights: SingleFlight<Option<Arc<dyn Any + Send + Sync>>>,
 }
 
@@ -74,7 +77,7 @@ pub struct Lookup {
     /// The token current at lookup time: tag the entry built from this lookup with it.
     pub generation: String,
     /// The entry, only if it belongs to the current generation.
-    pub entry: Option<Entry>,
+    pub entry: Option<Arc<Entry>>,
 }
 
 /// How a current-generation entry may be used.
@@ -99,6 +102,7 @@ impl Cache {
                 // Start from a fresh generation: entries written before this process
                 // started may predate writes made while no instance could reach Redis.
                 invalidation_pending: AtomicBool::new(true),
+                local: LocalTier::new(settings.local_cache_bytes),
                 page_flights: SingleFlight::default(),
                 query_flights: SingleFlight::default(),
             }),
@@ -117,7 +121,7 @@ impl Cache {
         &self.inner.store
     }
 
-    pub fn page_flights(&self) -> &SingleFlight<Option<Entry>> {
+    pub fn page_flights(&self) -> &SingleFlight<Option<Arc<Entry>>> {
         &self.inner.page_flights
     }
 
@@ -142,9 +146,20 @@ impl Cache {
         self.inner.invalidation_pending.load(Ordering::SeqCst)
     }
 
-    /// Reads the generation and `key` in one round trip.
+    /// Reads the generation and `key` in one round trip (`MGET`); when this process
+    /// still holds the entry (`local.rs`), only the generation is read.
     pub async fn lookup(&self, key: &str) -> Result<Lookup, CacheUnavailable> {
         self.ensure_no_pending_invalidation().await?;
+        if let Some(local) = self.inner.local.get(key) {
+            let generation = self.current_generation().await?;
+            if local.generation == generation {
+                return Ok(Lookup {
+                    generation,
+                    entry: Some(local),
+                });
+            }
+            self.inner.local.remove(key);
+        }
         let cmd = redis::cmd("MGET")
             .arg(self.keys().generation())
             .arg(key)
@@ -156,8 +171,31 @@ impl Cache {
         };
         let entry = raw
             .and_then(Entry::decode)
-            .filter(|e| e.generation == generation);
+            .filter(|e| e.generation == generation)
+            .map(Arc::new);
+        if let Some(entry) = &entry {
+            self.keep_locally(key, entry.clone());
+        }
         Ok(Lookup { generation, entry })
+    }
+
+    async fn current_generation(&self) -> Result<String, CacheUnavailable> {
+        let cmd = redis::cmd("GET").arg(self.keys().generation()).to_owned();
+        match self.query::<Option<String>>(&cmd).await? {
+            Some(g) => Ok(g),
+            None => self.start_generation().await,
+        }
+    }
+
+    /// Keeps an entry in this process for as long as Redis keeps it.
+    fn keep_locally(&self, key: &str, entry: Arc<Entry>) {
+        let ttl = if self.keys().is_page(key) {
+            self.inner.page_ttl
+        } else {
+            self.inner.query_ttl
+        };
+        let keep_until = entry.stored_at_ms + (ttl + self.inner.grace).as_millis() as i64;
+        self.inner.local.insert(key, entry, keep_until);
     }
 
     /// Stores an entry built under `generation` (with pre-compressed variants when
@@ -170,8 +208,8 @@ impl Cache {
         body: Bytes,
         ttl: Duration,
         compress: bool,
-    ) -> Result<Entry, CacheUnavailable> {
-        let entry = Entry::build(generation, content_type, body, compress);
+    ) -> Result<Arc<Entry>, CacheUnavailable> {
+        let entry = Arc::new(Entry::build(generation, content_type, body, compress));
         let keep = ttl + self.inner.grace;
         let cmd = redis::cmd("SET")
             .arg(key)
@@ -180,6 +218,7 @@ impl Cache {
             .arg(keep.as_millis().max(1) as u64)
             .to_owned();
         self.query::<()>(&cmd).await?;
+        self.keep_locally(key, entry.clone());
         Ok(entry)
     }
 

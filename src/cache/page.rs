@@ -9,6 +9,7 @@
 //! also get a strong `ETag` (a matching `If-None-Match` gets 304) and
 //! `Cache-Control: no-cache`, so browsers revalidate instead of keeping stale copies.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix_session::{SessionExt, SessionStatus};
@@ -185,8 +186,8 @@ async fn fill<B: MessageBody + 'static>(
     cache: &Cache,
     key: &str,
     generation: &str,
-    stale: Option<Entry>,
-) -> Result<(ServiceResponse<BoxBody>, Outcome, Option<Entry>), actix_web::Error> {
+    stale: Option<Arc<Entry>>,
+) -> Result<(ServiceResponse<BoxBody>, Outcome, Option<Arc<Entry>>), actix_web::Error> {
     let metrics = cache.metrics();
     let res = next.call(req).await?;
     match (res.status(), stale) {
@@ -232,7 +233,7 @@ async fn store_and_respond(
     cache: &Cache,
     key: &str,
     generation: &str,
-) -> Result<(ServiceResponse<BoxBody>, Option<Entry>), actix_web::Error> {
+) -> Result<(ServiceResponse<BoxBody>, Option<Arc<Entry>>), actix_web::Error> {
     let (req, response) = res.into_parts();
     let content_type = response
         .headers()
@@ -255,7 +256,10 @@ async fn store_and_respond(
         .await
     {
         Ok(entry) => (entry, true),
-        Err(_) => (Entry::build(generation, &content_type, body, true), false),
+        Err(_) => (
+            Arc::new(Entry::build(generation, &content_type, body, true)),
+            false,
+        ),
     };
     let response = from_entry(&req, &entry, Outcome::Miss);
     Ok((ServiceResponse::new(req, response), stored.then_some(entry)))
