@@ -108,10 +108,19 @@ pub fn demo_listings(count: usize) -> Vec<PropertyData> {
             let number = rng.random_range(10..2400);
             let f1 = FEATURES[rng.random_range(0..FEATURES.len())];
             let f2 = FEATURES[rng.random_range(0..FEATURES.len())];
+            let plural = |n: u32, word: &str| {
+                if n == 1 {
+                    format!("1 {word}")
+                } else {
+                    format!("{n} {word}s")
+                }
+            };
             let description = format!(
-                "{adjective} {kind_lower} at {number} {street}, {city}. {beds} bedrooms, {baths} \
-                 bathrooms and about {sqft} sq ft, with {f1}{also}. Close to shops, parks and \
-                 transit; available now.",
+                "{adjective} {kind_lower} at {number} {street}, {city}. {bedrooms}, {bathrooms} \
+                 and about {sqft} sq ft, with {f1}{also}. Close to shops, parks and transit; \
+                 available now.",
+                bedrooms = plural(beds, "bedroom"),
+                bathrooms = plural(baths, "bathroom"),
                 kind_lower = kind.to_lowercase(),
                 also = if f1 == f2 {
                     String::new()

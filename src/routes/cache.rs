@@ -67,19 +67,41 @@ fn key_kind(prefix: &str, key: &str) -> &'static str {
     }
 }
 
+/// Hides what visitors typed (`q`, `location`) in key names shown to anyone but an
+/// admin: the key stays recognisable, the search terms do not leak.
+fn redact(key: &str) -> String {
+    let free_text = ["q=", "location="];
+    match key.split_once('?').or_else(|| key.split_once(":query:")) {
+        Some((head, query))
+            if query
+                .split('&')
+                .any(|pair| free_text.iter().any(|p| pair.starts_with(p))) =>
+        {
+            let sep = if key.contains('?') { "?" } else { ":query:" };
+            format!("{head}{sep}…")
+        }
+        _ => key.to_string(),
+    }
+}
+
 /// `GET /api/cache/keys`: this app's keys (bounded, see `Cache::list_keys`) with their
 /// remaining TTLs. Sign-in throttling counters are left out: their names hold client
-/// addresses and user names, and they are not cache. 503 JSON when Redis is down.
-pub async fn keys_json(state: web::Data<AppState>) -> HttpResponse {
+/// addresses and user names, and they are not cache; search terms in key names are
+/// shown to signed-in admins only. 503 JSON when Redis is down.
+pub async fn keys_json(state: web::Data<AppState>, session: Session) -> HttpResponse {
+    let admin = auth::current_admin(&session).is_some();
     let prefix = state.cache.keys().prefix().to_string();
     match state.cache.list_keys(KEY_LIST_LIMIT).await {
         Ok(listing) => {
             let keys: Vec<KeyRow> = listing
                 .keys
                 .into_iter()
-                .map(|info| KeyRow {
-                    kind: key_kind(&prefix, &info.key),
-                    info,
+                .map(|mut info| {
+                    let kind = key_kind(&prefix, &info.key);
+                    if !admin {
+                        info.key = redact(&info.key);
+                    }
+                    KeyRow { kind, info }
                 })
                 .filter(|row| row.kind != "login_failures")
                 .collect();
@@ -157,7 +179,24 @@ pub async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
 
 #[cfg(test)]
 mod tests {
-    use super::key_kind;
+    use super::{key_kind, redact};
+
+    #[test]
+    fn search_terms_are_hidden_but_the_rest_of_the_key_is_kept() {
+        assert_eq!(
+            redact("p:page:/properties/?page=2&q=secret"),
+            "p:page:/properties/?…"
+        );
+        assert_eq!(
+            redact("p:query:location=home&page=1&sort=newest"),
+            "p:query:…"
+        );
+        assert_eq!(
+            redact("p:page:/properties/?page=2&sort=price_asc"),
+            "p:page:/properties/?page=2&sort=price_asc"
+        );
+        assert_eq!(redact("p:generation"), "p:generation");
+    }
 
     #[test]
     fn keys_are_named_after_their_cache_layer() {

@@ -28,6 +28,10 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         .route("/properties/", get().to(properties::list))
         .route("/properties/{id}/", get().to(properties::detail))
         .route("/api/properties/", get().to(api::list))
+        .route(
+            "/api/properties",
+            get().to(|| async { properties::redirect("/api/properties/") }),
+        )
         .route("/api/properties/{id}/", get().to(api::detail))
         .route("/api/cache/metrics", get().to(cache::metrics_json))
         .route("/api/cache/keys", get().to(cache::keys_json))

@@ -1,11 +1,11 @@
-/* Shows this page's Server-Timing entries (cache, db, render) in the footer.
+/* Shows this page's Server-Timing entries (cache, db, render, total) in the footer.
    Written in ES5 and wrapped in try/catch so it never throws on old browsers. */
 (function () {
   "use strict";
 
   function format(ms) {
     if (typeof ms !== "number" || !isFinite(ms)) return null;
-    return (ms < 10 ? ms.toFixed(1) : String(Math.round(ms))) + " ms";
+    return (ms < 1 ? ms.toFixed(2) : ms < 10 ? ms.toFixed(1) : String(Math.round(ms))) + " ms";
   }
 
   function run() {
@@ -16,7 +16,7 @@
       var entries = nav && nav[0] && nav[0].serverTiming;
       if (!entries || !entries.length) return;
 
-      var order = ["cache", "db", "render"];
+      var order = ["cache", "db", "render", "total"];
       var parts = [];
       var seen = {};
       var i, j, e, d;

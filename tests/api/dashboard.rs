@@ -252,3 +252,23 @@ async fn a_signed_in_admin_clears_this_apps_cache_and_only_it() {
     );
     assert!(!app.page_keys().is_empty());
 }
+
+#[tokio::test]
+async fn search_terms_in_key_names_are_shown_to_admins_only() {
+    let app = spawn_app().await;
+    app.insert("Loft", "1", "A").await;
+    app.get_anonymous("/properties/?q=my+secret+search").await;
+
+    let anonymous = app.get_json("/api/cache/keys").await;
+    app.sign_in().await;
+    let admin: serde_json::Value = app.get("/api/cache/keys").await.json().await.unwrap();
+
+    let anonymous_keys = listed_keys(&anonymous).join(" ");
+    let admin_keys = listed_keys(&admin).join(" ");
+    assert!(!anonymous_keys.contains("secret"), "{anonymous_keys}");
+    assert!(
+        anonymous_keys.contains(":page:/properties/?…"),
+        "{anonymous_keys}"
+    );
+    assert!(admin_keys.contains("secret"), "{admin_keys}");
+}
