@@ -346,6 +346,26 @@ impl Cache {
             .ok_or_else(|| CacheUnavailable("INFO stats has no keyspace fields".into()))
     }
 
+    /// One `SCAN cursor MATCH pattern COUNT count` step: the next cursor and the keys.
+    async fn scan_step(
+        &self,
+        cursor: u64,
+        pattern: &str,
+        count: u64,
+    ) -> Result<(u64, Vec<String>), CacheUnavailable> {
+        self.inner
+            .store
+            .query(
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(count),
+            )
+            .await
+    }
+
     /// Empties this app's cache layers, and nothing else: a new generation (which makes
     /// every entry unreachable at once), then `SCAN` + `UNLINK` of the page entries and
     /// refresh locks under this prefix. Never `FLUSHALL`/`FLUSHDB`.
@@ -362,18 +382,7 @@ impl Cache {
         for pattern in self.keys().cache_patterns() {
             let mut cursor: u64 = 0;
             loop {
-                let (next, keys): (u64, Vec<String>) = self
-                    .inner
-                    .store
-                    .query(
-                        redis::cmd("SCAN")
-                            .arg(cursor)
-                            .arg("MATCH")
-                            .arg(&pattern)
-                            .arg("COUNT")
-                            .arg(500),
-                    )
-                    .await?;
+                let (next, keys) = self.scan_step(cursor, &pattern, 500).await?;
                 if !keys.is_empty() {
                     deleted += self
                         .inner
@@ -419,17 +428,8 @@ impl Cache {
         let mut cursor: u64 = 0;
         let mut rounds = 0;
         let complete = loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .inner
-                .store
-                .query(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(self.keys().all_pattern())
-                        .arg("COUNT")
-                        .arg(SCAN_COUNT),
-                )
+            let (next, keys) = self
+                .scan_step(cursor, &self.keys().all_pattern(), SCAN_COUNT)
                 .await?;
             found.extend(keys);
             rounds += 1;
