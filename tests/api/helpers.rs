@@ -401,3 +401,123 @@ impl Drop for PrivateRedis {
         let _ = self.child.wait();
     }
 }
+
+// ---- Helpers for the consistency, fault-injection and soak tests (issue 4). ----
+
+/// A second instance like `other` (same database, prefix and secret key), with
+/// `customise` applied, e.g. to reach Redis or PostgreSQL another way. It owns nothing.
+pub async fn spawn_instance_with(
+    other: &TestApp,
+    customise: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let mut settings = other.settings.clone();
+    settings.bind = "127.0.0.1:0".into();
+    customise(&mut settings);
+    start(settings, false).await
+}
+
+/// A client for anonymous visitors: no cookies, no redirects, pooled connections.
+pub fn anonymous_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+/// A money string (`"1250.00"`, `"1,250.00"`, `"$1,250.00"`) in cents.
+pub fn cents(money: &str) -> Option<u64> {
+    let plain: String = money
+        .trim()
+        .trim_start_matches('$')
+        .chars()
+        .filter(|c| *c != ',')
+        .collect();
+    let (whole, frac) = plain.split_once('.')?;
+    if frac.len() != 2 {
+        return None;
+    }
+    Some(whole.parse::<u64>().ok()? * 100 + frac.parse::<u64>().ok()?)
+}
+
+/// The first price shown in an HTML listing or detail page (`<p class="price…">$1,250.00</p>`),
+/// in cents.
+pub fn first_price_in_html(html: &str) -> Option<u64> {
+    let start = html.find("class=\"price")?;
+    let rest = &html[start..];
+    let open = rest.find('>')? + 1;
+    let close = rest[open..].find('<')? + open;
+    cents(&rest[open..close])
+}
+
+/// The PostgreSQL URL of `db_name` on the shared server, bypassing any proxy.
+pub fn direct_database_url(db_name: &str) -> String {
+    format!("postgres://postgres@127.0.0.1:5432/{db_name}")
+}
+
+/// Removes a test database and every key under `prefix` in the shared Redis (for test
+/// servers that are not a `TestApp`, such as the soak test's separate process).
+pub fn remove_test_database_and_keys(db_name: &str, prefix: &str) {
+    drop_database(db_name);
+    if let Ok(mut conn) = redis::Client::open(REDIS_URL).and_then(|c| c.get_connection()) {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
+        }
+    }
+}
+
+impl TestApp {
+    /// A GET with this app's cookie jar to another instance (`base` = its address).
+    pub async fn get_at(&self, base: &str, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// A form POST with this app's cookie jar to another instance.
+    pub async fn post_form_at(
+        &self,
+        base: &str,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let body = serde_urlencoded::to_string(form).expect("form encodes");
+        self.client
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// The listing's price in the database, in cents, read without any cache or proxy.
+    pub fn price_in_database(&self, id: i64) -> u64 {
+        let mut conn =
+            PgConnection::establish(&direct_database_url(&self.db_name)).expect("test database");
+        let property = Property::find(&mut conn, id)
+            .expect("query")
+            .expect("the listing exists");
+        cents(&property.price().to_string()).expect("a price")
+    }
+
+    /// Rows in the listings table, read without any proxy.
+    pub fn count_rows_direct(&self) -> i64 {
+        let mut conn =
+            PgConnection::establish(&direct_database_url(&self.db_name)).expect("test database");
+        Property::count(&mut conn).expect("count")
+    }
+}
+
+impl PrivateRedis {
+    /// Starts (again) on a given port with extra `redis-server` arguments.
+    pub fn start_on_with(port: u16, extra: &[&str]) -> Self {
+        Self::spawn(port, extra)
+    }
+}
