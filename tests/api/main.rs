@@ -6,6 +6,7 @@ mod cli;
 mod consistency;
 mod dashboard;
 mod e2e;
+mod fault_injection;
 mod faults;
 mod helpers;
 mod invalidation;
