@@ -15,3 +15,4 @@ mod page_cache;
 mod pages;
 mod proxy;
 mod query_cache;
+mod soak;
