@@ -124,6 +124,17 @@ async fn cached<B: MessageBody + 'static>(
                 Ok((req.into_response(res), Outcome::Stale))
             }
             Freshness::Expired => {
+                // The lock may have been released a moment ago by a request that just
+                // refreshed the entry: look again before rendering a second time.
+                if let Ok(again) = cache.lookup(key).await
+                    && let Some(fresh) = again.entry
+                    && cache.freshness(&fresh, cache.page_ttl()) == Freshness::Fresh
+                {
+                    cache.release_refresh_lock(key).await;
+                    metrics.lookup(Layer::Page, Outcome::Hit);
+                    let res = from_entry(req.request(), &fresh, Outcome::Hit);
+                    return Ok((req.into_response(res), Outcome::Hit));
+                }
                 let result = fill(req, next, cache, key, &lookup.generation, Some(entry)).await;
                 cache.release_refresh_lock(key).await;
                 result.map(|(res, outcome, _)| (res, outcome))
@@ -131,25 +142,32 @@ async fn cached<B: MessageBody + 'static>(
         };
     }
 
-    // A plain miss: requests of this instance that miss the same key together share one
-    // render (single-flight); the leader checks Redis once more first, since a flight
-    // that ended a moment ago may have stored the entry already.
+    // A plain miss: requests of this instance that miss the same key *under the same
+    // generation* share one render (single-flight). The generation is part of the flight's
+    // name: a request that read a newer token (a write was acknowledged meanwhile) must
+    // not take a render whose database read may predate that write. The leader checks
+    // Redis once more first, since a flight that ended a moment ago may have stored it.
     let mut mine = Some((req, next));
     let mut leader_result = None;
+    let flight = format!("{}\n{key}", lookup.generation);
     let (shared, _role) = cache
         .page_flights()
-        .run(key, || async {
+        .run(&flight, || async {
             let (req, next) = mine.take().expect("the leader runs with its own request");
-            if let Ok(again) = cache.lookup(key).await
-                && let Some(entry) = again.entry
-                && cache.freshness(&entry, cache.page_ttl()) == Freshness::Fresh
-            {
-                metrics.lookup(Layer::Page, Outcome::Hit);
-                let res = from_entry(req.request(), &entry, Outcome::Hit);
-                leader_result = Some(Ok((req.into_response(res), Outcome::Hit)));
-                return Some(entry);
+            let mut generation = lookup.generation.clone();
+            if let Ok(again) = cache.lookup(key).await {
+                if let Some(entry) = again.entry
+                    && cache.freshness(&entry, cache.page_ttl()) == Freshness::Fresh
+                {
+                    metrics.lookup(Layer::Page, Outcome::Hit);
+                    let res = from_entry(req.request(), &entry, Outcome::Hit);
+                    leader_result = Some(Ok((req.into_response(res), Outcome::Hit)));
+                    return Some(entry);
+                }
+                // Read before the render's database read: a valid tag for what it loads.
+                generation = again.generation;
             }
-            let result = fill(req, next, cache, key, &lookup.generation, None).await;
+            let result = fill(req, next, cache, key, &generation, None).await;
             let (result, stored) = match result {
                 Ok((res, outcome, stored)) => (Ok((res, outcome)), stored),
                 Err(e) => (Err(e), None),

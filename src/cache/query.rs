@@ -133,7 +133,20 @@ where
                 metrics.lookup(Layer::Query, Outcome::Stale);
                 return Ok((Arc::new(value), Served::Stale));
             }
-            (Freshness::Expired, Some(value)) => stale = Some(value),
+            (Freshness::Expired, Some(value)) => {
+                // The lock may have been released a moment ago by a request that just
+                // reloaded the value: look again before loading a second time.
+                if let Ok(again) = cache.lookup(key).await
+                    && let Some(entry) = again.entry
+                    && cache.freshness(&entry, cache.query_ttl()) == Freshness::Fresh
+                    && let Some(fresh) = decode::<T>(&entry.body)
+                {
+                    cache.release_refresh_lock(key).await;
+                    metrics.lookup(Layer::Query, Outcome::Hit);
+                    return Ok((Arc::new(fresh), Served::Current));
+                }
+                stale = Some(value);
+            }
             (_, None) => log::warn!("unreadable {key} entry ignored"),
         }
     }
@@ -144,10 +157,13 @@ where
     };
 
     if stale.is_none() {
-        // A plain miss: concurrent misses of this instance share one load.
+        // A plain miss: concurrent misses of this instance under the same generation share
+        // one load (the token is part of the flight's name, so a request that read a newer
+        // token never takes a load that may predate the write behind it).
+        let flight = format!("{}\n{key}", lookup.generation);
         let (shared, role) = cache
             .query_flights()
-            .run(key, || async {
+            .run(&flight, || async {
                 load_and_store()
                     .await
                     .ok()

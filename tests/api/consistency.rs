@@ -188,9 +188,6 @@ async fn assert_everyone_agrees(apps: &[&TestApp], id: i64, expected: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "product defect: single-flight (page.rs, query.rs) hands requests that start \
-            after a write the result of a render or load that read PostgreSQL before it; \
-            see README, Consistency guarantees"]
 async fn readers_racing_300_writes_never_see_a_price_older_than_the_last_acknowledged_one() {
     let app = spawn_app().await;
     let p = app.insert("Race", "1000", "Raceville").await;
@@ -201,9 +198,6 @@ async fn readers_racing_300_writes_never_see_a_price_older_than_the_last_acknowl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "product defect: single-flight (page.rs, query.rs) hands requests that start \
-            after a write the result of a render or load that read PostgreSQL before it; \
-            see README, Consistency guarantees"]
 async fn readers_of_a_second_instance_never_see_a_price_older_than_the_last_acknowledged_one() {
     let a = spawn_app().await;
     let b = spawn_instance_like(&a).await;
@@ -778,9 +772,6 @@ async fn ten_thousand_requests_with_junk_parameters_and_paths_add_no_page_keys()
 }
 
 #[tokio::test]
-#[ignore = "product defect: single-flight (page.rs, query.rs) hands requests that start \
-            after a write the result of a render or load that read PostgreSQL before it; \
-            see README, Consistency guarantees"]
 async fn a_request_that_starts_after_a_write_never_gets_a_render_that_read_the_database_before_it()
 {
     // A reaches Redis through 100 ms of latency each way, which stretches the time

@@ -16,7 +16,9 @@ use property_listings::models::property::{Property, PropertyData};
 use property_listings::startup::Application;
 use property_listings::state::AppState;
 
-pub const SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// Loopback connections without TLS: libpq would otherwise negotiate SSL, and OpenSSL's
+/// exit handlers can crash a test process whose pool threads still hold connections.
+pub const SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 const TEST_DB_PREFIX: &str = "pl_test_";
 
@@ -38,7 +40,9 @@ pub fn random_suffix() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Removes databases left behind by an earlier, killed run (once per test process).
+/// Removes databases left behind by an earlier, killed run (once per test process):
+/// only unused ones created over 10 minutes ago, so a test database of another test
+/// process running at the same time is never taken.
 fn sweep_leftover_databases() {
     static SWEEP: Once = Once::new();
     SWEEP.call_once(|| {
@@ -52,7 +56,9 @@ fn sweep_leftover_databases() {
         }
         let names: Vec<Name> = diesel::sql_query(format!(
             "SELECT datname FROM pg_database WHERE datname LIKE '{TEST_DB_PREFIX}%' \
-             AND (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = pg_database.datname) = 0"
+             AND (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = pg_database.datname) = 0 \
+             AND (pg_stat_file('base/' || oid || '/PG_VERSION')).modification \
+                 < now() - interval '10 minutes'"
         ))
         .load(&mut conn)
         .unwrap_or_default();
@@ -67,7 +73,8 @@ fn sweep_leftover_databases() {
 pub fn test_settings() -> Settings {
     let suffix = random_suffix();
     let mut s = Settings::local_defaults();
-    s.database_url = format!("postgres://postgres@127.0.0.1:5432/{TEST_DB_PREFIX}{suffix}");
+    s.database_url =
+        format!("postgres://postgres@127.0.0.1:5432/{TEST_DB_PREFIX}{suffix}?sslmode=disable");
     s.redis_url = REDIS_URL.into();
     s.cache_key_prefix = format!("pl_test_{suffix}");
     s.bind = "127.0.0.1:0".into();
@@ -116,12 +123,8 @@ async fn start(settings: Settings, owner: bool) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state();
     tokio::spawn(app.run_until_stopped());
-    let db_name = settings
-        .database_url
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let (_, db_name) = property_listings::db::split_database_url(&settings.database_url)
+        .expect("test database url names a database");
     TestApp {
         address,
         client: client(),
@@ -452,7 +455,7 @@ pub fn first_price_in_html(html: &str) -> Option<u64> {
 
 /// The PostgreSQL URL of `db_name` on the shared server, bypassing any proxy.
 pub fn direct_database_url(db_name: &str) -> String {
-    format!("postgres://postgres@127.0.0.1:5432/{db_name}")
+    format!("postgres://postgres@127.0.0.1:5432/{db_name}?sslmode=disable")
 }
 
 /// Removes a test database and every key under `prefix` in the shared Redis (for test
