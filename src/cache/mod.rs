@@ -27,6 +27,7 @@
 
 pub mod entry;
 pub mod flight;
+pub mod generation;
 pub mod invalidation;
 pub mod keys;
 pub mod local;
@@ -41,6 +42,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix_web::web::Bytes;
+use futures_util::FutureExt;
 
 pub use entry::Entry;
 pub use keys::Keys;
@@ -179,9 +181,20 @@ impl Cache {
         Ok(Lookup { generation, entry })
     }
 
+    /// The current token, read from Redis by a read sent after this call began
+    /// (batched with other requests of this worker: `generation.rs`).
     async fn current_generation(&self) -> Result<String, CacheUnavailable> {
-        let cmd = redis::cmd("GET").arg(self.keys().generation()).to_owned();
-        match self.query::<Option<String>>(&cmd).await? {
+        let cache = self.clone();
+        let read = move || {
+            let cache = cache.clone();
+            async move {
+                let cmd = redis::cmd("GET").arg(cache.keys().generation()).to_owned();
+                cache.query::<Option<String>>(&cmd).await
+            }
+            .boxed_local()
+        };
+        let cache_id = Arc::as_ptr(&self.inner) as usize;
+        match generation::read_batched(cache_id, read).await? {
             Some(g) => Ok(g),
             None => self.start_generation().await,
         }

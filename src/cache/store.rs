@@ -14,7 +14,7 @@ use super::entry::now_ms;
 use super::metrics::Metrics;
 
 /// Redis could not be used for this call (down, slow, breaker open, bad reply).
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("cache unavailable: {0}")]
 pub struct CacheUnavailable(pub String);
 

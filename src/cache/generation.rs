@@ -1,0 +1,139 @@
+//! Batched reads of the generation token for hits served from the in-process tier.
+//!
+//! Every such hit must read the shared token from Redis. A read can serve every request
+//! that *arrived before it was sent*: for such a request the value is at least as new as
+//! anything acknowledged before the request began, which is all the consistency argument
+//! of `cache` needs (the request is then linearized at the moment of the read). So each
+//! worker thread keeps at most one read in flight, and requests that arrive meanwhile
+//! wait for the *next* read, which is sent as soon as the current one returns and serves
+//! all of them. No request ever takes a read that was sent before it arrived.
+//!
+//! Under load this turns one Redis round trip per hit into one per round-trip time per
+//! worker; a lone request still costs exactly one read. State is per thread (actix runs
+//! each worker on its own single-threaded runtime), so no lock is taken.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use futures_util::FutureExt;
+use futures_util::future::{LocalBoxFuture, Shared};
+
+use super::store::CacheUnavailable;
+
+type Read = Shared<LocalBoxFuture<'static, Result<Option<String>, CacheUnavailable>>>;
+
+#[derive(Default)]
+struct Batches {
+    next_id: u64,
+    /// The read on the wire, if any.
+    in_flight: Option<(u64, Read)>,
+    /// The read that will be sent when the one in flight returns: requests join it.
+    queued: Option<(u64, Read)>,
+}
+
+thread_local! {
+    /// Per cache (by the address of its shared state) and per worker thread.
+    static BATCHES: RefCell<HashMap<usize, Rc<RefCell<Batches>>>> = RefCell::default();
+}
+
+/// Reads the token through `read` (the one Redis `GET`), batched as described above.
+/// `cache_id` tells caches of one process apart (tests run several).
+pub async fn read_batched<F>(cache_id: usize, read: F) -> Result<Option<String>, CacheUnavailable>
+where
+    F: Fn() -> LocalBoxFuture<'static, Result<Option<String>, CacheUnavailable>> + 'static,
+{
+    let batches = BATCHES.with(|all| all.borrow_mut().entry(cache_id).or_default().clone());
+    let joined = {
+        let mut b = batches.borrow_mut();
+        if let Some((_, queued)) = &b.queued {
+            queued.clone()
+        } else {
+            b.next_id += 1;
+            let id = b.next_id;
+            let ahead = b.in_flight.as_ref().map(|(_, r)| r.clone());
+            let state = batches.clone();
+            let send = read();
+            let fut: LocalBoxFuture<'static, _> = async move {
+                if let Some(ahead) = ahead {
+                    let _ = ahead.await;
+                    // This read goes on the wire now: later arrivals must queue behind it.
+                    let mut b = state.borrow_mut();
+                    if b.queued.as_ref().is_some_and(|(q, _)| *q == id) {
+                        b.in_flight = b.queued.take();
+                    }
+                }
+                let result = send.await;
+                let mut b = state.borrow_mut();
+                if b.in_flight.as_ref().is_some_and(|(f, _)| *f == id) {
+                    b.in_flight = None;
+                }
+                result
+            }
+            .boxed_local();
+            let shared = fut.shared();
+            if b.in_flight.is_some() {
+                b.queued = Some((id, shared.clone()));
+            } else {
+                b.in_flight = Some((id, shared.clone()));
+            }
+            shared
+        }
+    };
+    joined.await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::time::Duration;
+
+    /// A fake `GET` that counts reads and returns the read number.
+    fn counting_read(
+        reads: Rc<Cell<u32>>,
+    ) -> impl Fn() -> LocalBoxFuture<'static, Result<Option<String>, CacheUnavailable>> {
+        move || {
+            let reads = reads.clone();
+            async move {
+                // Counted when it is sent, not when it is created.
+                reads.set(reads.get() + 1);
+                let n = reads.get();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(Some(n.to_string()))
+            }
+            .boxed_local()
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_arriving_during_a_read_share_the_next_one_never_the_current_one() {
+        let reads = Rc::new(Cell::new(0));
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let first = tokio::task::spawn_local(read_batched(1, counting_read(reads.clone())));
+                tokio::time::sleep(Duration::from_millis(5)).await; // read 1 is on the wire
+                let later: Vec<_> = (0..10)
+                    .map(|_| {
+                        tokio::task::spawn_local(read_batched(1, counting_read(reads.clone())))
+                    })
+                    .collect();
+                assert_eq!(first.await.unwrap().unwrap().as_deref(), Some("1"));
+                for l in later {
+                    assert_eq!(l.await.unwrap().unwrap().as_deref(), Some("2"));
+                }
+            })
+            .await;
+        assert_eq!(reads.get(), 2, "eleven requests, two reads");
+    }
+
+    #[tokio::test]
+    async fn a_lone_request_costs_one_read_each_time() {
+        let reads = Rc::new(Cell::new(0));
+        for expected in 1..=3 {
+            let got = read_batched(2, counting_read(reads.clone())).await.unwrap();
+            assert_eq!(got, Some(expected.to_string()));
+        }
+    }
+}
