@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::dev::Server;
-use actix_web::middleware::{Logger, from_fn};
+use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 
 use crate::auth::throttle::LoginThrottle;
@@ -111,7 +111,6 @@ impl Application {
                 .wrap(from_fn(page_cache))
                 // Outside the page cache, so it can tell signed-in admins apart.
                 .wrap(auth::session_middleware(key.clone(), cookie_secure))
-                .wrap(Logger::new(r#"%a "%r" %s %b %{X-Cache}o %Dms"#))
                 .app_data(app_state.clone())
                 .configure(routes::admin::config)
                 .configure(routes::config)

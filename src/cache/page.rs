@@ -50,6 +50,14 @@ pub async fn page_cache(
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let access = log::log_enabled!(target: "access", log::Level::Info).then(|| {
+        let peer = req.peer_addr().map(|a| a.ip().to_string());
+        (
+            peer.unwrap_or_else(|| "-".into()),
+            req.method().clone(),
+            req.uri().clone(),
+        )
+    });
     let cache_key = cache_key_for(&req, &state.cache);
     let (result, timings) = timing::scope(async {
         match cache_key {
@@ -69,6 +77,21 @@ pub async fn page_cache(
         .cache
         .metrics()
         .observe_request(&route, outcome.as_header(), elapsed.as_secs_f64());
+    // The access log: one line per request, with the cache outcome. Written here rather
+    // than by actix's Logger, which wraps every body in a byte-counting stream.
+    if let Some((peer, method, uri)) = access {
+        let size = match res.response().body().size() {
+            actix_web::body::BodySize::Sized(n) => n.to_string(),
+            _ => "-".into(),
+        };
+        log::info!(
+            target: "access",
+            "{peer} \"{method} {uri}\" {} {size} {} {:.3}ms",
+            res.status().as_u16(),
+            outcome.as_header(),
+            elapsed.as_secs_f64() * 1e3
+        );
+    }
     Ok(res)
 }
 
