@@ -33,13 +33,13 @@ struct Batches {
 }
 
 thread_local! {
-    /// Per cache (by the address of its shared state) and per worker thread.
-    static BATCHES: RefCell<HashMap<usize, Rc<RefCell<Batches>>>> = RefCell::default();
+    /// Per cache (by its store's process-unique id) and per worker thread.
+    static BATCHES: RefCell<HashMap<u64, Rc<RefCell<Batches>>>> = RefCell::default();
 }
 
 /// Reads the token through `read` (the one Redis `GET`), batched as described above.
 /// `cache_id` tells caches of one process apart (tests run several).
-pub async fn read_batched<F>(cache_id: usize, read: F) -> Result<Option<String>, CacheUnavailable>
+pub async fn read_batched<F>(cache_id: u64, read: F) -> Result<Option<String>, CacheUnavailable>
 where
     F: Fn() -> LocalBoxFuture<'static, Result<Option<String>, CacheUnavailable>> + 'static,
 {

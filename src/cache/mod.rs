@@ -193,8 +193,7 @@ impl Cache {
             }
             .boxed_local()
         };
-        let cache_id = Arc::as_ptr(&self.inner) as usize;
-        match generation::read_batched(cache_id, read).await? {
+        match generation::read_batched(self.inner.store.id(), read).await? {
             Some(g) => Ok(g),
             None => self.start_generation().await,
         }
