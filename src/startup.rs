@@ -14,7 +14,7 @@ use crate::auth::{self, password};
 use crate::cache::Cache;
 use crate::cache::invalidation::CacheInvalidation;
 use crate::cache::metrics::Metrics;
-use crate::cache::page::page_cache;
+use crate::cache::page::{page_cache_inner, page_cache_outer};
 use crate::config::Settings;
 use crate::db;
 use crate::models::admin_user::AdminUser;
@@ -108,9 +108,12 @@ impl Application {
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
-                .wrap(from_fn(page_cache))
-                // Outside the page cache, so it can tell signed-in admins apart.
+                // The page cache around the session middleware: outside it for requests
+                // without a session cookie (a hit needs neither sessions nor routing),
+                // inside it for the others, so it can tell signed-in admins apart.
+                .wrap(from_fn(page_cache_inner))
                 .wrap(auth::session_middleware(key.clone(), cookie_secure))
+                .wrap(from_fn(page_cache_outer))
                 .app_data(app_state.clone())
                 .configure(routes::admin::config)
                 .configure(routes::config)

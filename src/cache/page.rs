@@ -40,8 +40,34 @@ pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 #[derive(Clone, Copy, Debug)]
 pub struct BuiltFromStaleData;
 
-/// The middleware. Wraps the whole app: non-cacheable requests are marked `BYPASS`.
-pub async fn page_cache(
+/// The middleware, in two places around the session middleware (see `startup.rs`): the
+/// outer one takes every request without a session cookie, so a hit costs neither the
+/// session middleware nor routing; the inner one takes requests with a session cookie,
+/// where the session tells a signed-in admin (bypass) from a visitor whose cookie only
+/// holds a CSRF token (cached as usual). Each request is handled exactly once.
+pub async fn page_cache_outer(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    if req.cookie(auth::SESSION_COOKIE).is_some() {
+        return pass_through(req, next).await;
+    }
+    page_cache(req, next).await
+}
+
+/// See `page_cache_outer`.
+pub async fn page_cache_inner(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    if req.cookie(auth::SESSION_COOKIE).is_none() {
+        return pass_through(req, next).await;
+    }
+    page_cache(req, next).await
+}
+
+/// The page cache for one request: non-cacheable requests are marked `BYPASS`.
+async fn page_cache(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
@@ -49,7 +75,6 @@ pub async fn page_cache(
     let Some(state) = req.app_data::<Data<AppState>>().cloned() else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
     let access = log::log_enabled!(target: "access", log::Level::Info).then(|| {
         let peer = req.peer_addr().map(|a| a.ip().to_string());
         (
@@ -67,6 +92,11 @@ pub async fn page_cache(
     })
     .await;
     let (mut res, outcome) = result?;
+    // Routed requests know their pattern; hits were answered before routing.
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| route_of_cacheable_path(res.request().path()).into());
     if matches!(outcome, Outcome::Bypass) && cache_key_for_counting(&res) {
         state.cache.metrics().lookup(Layer::Page, Outcome::Bypass);
     }
@@ -93,6 +123,17 @@ pub async fn page_cache(
         );
     }
     Ok(res)
+}
+
+/// The route pattern of a cacheable path (for the latency histogram's label).
+fn route_of_cacheable_path(path: &str) -> &'static str {
+    match path {
+        "/properties/" => "/properties/",
+        "/api/properties/" => "/api/properties/",
+        p if p.starts_with("/api/properties/") => "/api/properties/{id}/",
+        p if p.starts_with("/properties/") => "/properties/{id}/",
+        _ => "unmatched",
+    }
 }
 
 /// Bypasses are counted only for requests to cacheable pages (not static files, admin…).
