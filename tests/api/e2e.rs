@@ -137,14 +137,16 @@ impl ChromeDriver {
 impl Drop for ChromeDriver {
     fn drop(&mut self) {
         // The whole process group (its id is chromedriver's pid, see `process_group(0)`):
-        // chromedriver and the browser processes it started. Spelled `-s KILL -- -PGID`:
-        // procps' `kill -KILL -PGID` would signal every process (`kill(-1, …)`).
-        let pgid = self.child.id();
-        if pgid > 1 {
-            let _ = Command::new("/usr/bin/kill")
-                .args(["-s", "KILL", "--", &format!("-{pgid}")])
-                .stderr(Stdio::null())
-                .status();
+        // chromedriver and the browser processes it started. Called directly rather than
+        // through kill(1), whose argument parsing once turned this into `kill(-1, …)`.
+        if let Ok(pgid) = libc::pid_t::try_from(self.child.id())
+            && pgid > 1
+        {
+            // SAFETY: kill(2) with a negative pid signals exactly that process group,
+            // which this test created; no memory is involved.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
