@@ -92,11 +92,15 @@ async fn page_cache(
     })
     .await;
     let (mut res, outcome) = result?;
-    // Routed requests know their pattern; hits were answered before routing.
-    let route = res
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| route_of_cacheable_path(res.request().path()).into());
+    // Hits were answered before routing: name their route from the path (asking the
+    // router would run its pattern matching for nothing); routed requests know theirs.
+    let route = match outcome {
+        Outcome::Hit | Outcome::Stale => route_of_cacheable_path(res.request().path()).into(),
+        _ => res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| route_of_cacheable_path(res.request().path()).into()),
+    };
     if matches!(outcome, Outcome::Bypass) && cache_key_for_counting(&res) {
         state.cache.metrics().lookup(Layer::Page, Outcome::Bypass);
     }
