@@ -69,6 +69,7 @@ struct Inner {
     query_ttl: Duration,
     grace: Duration,
     invalidation_pending: AtomicBool,
+    flush_lock: tokio::sync::Mutex<()>,
     local: LocalTier,
     page_flights: SingleFlight<Option<Arc<Entry>>>,
     query_flights: SingleFlight<Option<Arc<dyn Any + Send + Sync>>>,
@@ -104,6 +105,7 @@ impl Cache {
                 // Start from a fresh generation: entries written before this process
                 // started may predate writes made while no instance could reach Redis.
                 invalidation_pending: AtomicBool::new(true),
+                flush_lock: tokio::sync::Mutex::new(()),
                 local: LocalTier::new(settings.local_cache_bytes),
                 page_flights: SingleFlight::default(),
                 query_flights: SingleFlight::default(),
@@ -278,6 +280,13 @@ impl Cache {
 
     /// Retries a pending invalidation; called by lookups and by a background task.
     pub async fn ensure_no_pending_invalidation(&self) -> Result<(), CacheUnavailable> {
+        if !self.invalidation_pending() {
+            return Ok(());
+        }
+        // One flush at a time: requests and the background retrier that all saw the flag
+        // would otherwise each replace the token, and every replacement after the first
+        // throws away entries stored under the one before.
+        let _flushing = self.inner.flush_lock.lock().await;
         if !self.invalidation_pending() {
             return Ok(());
         }

@@ -221,7 +221,8 @@ async fn cached<B: MessageBody + 'static>(
     let (shared, _role) = cache
         .page_flights()
         .run(&flight, || async {
-            let (req, next) = mine.take().expect("the leader runs with its own request");
+            // Our own closure runs at most once, so the request is still ours here.
+            let (req, next) = mine.take()?;
             let mut generation = lookup.generation.clone();
             if let Ok(again) = cache.lookup(key).await {
                 if let Some(entry) = again.entry
