@@ -77,16 +77,7 @@ async fn signing_in_sets_a_protected_cookie_and_lands_on_the_admin_list() {
     app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
     let token = app.csrf_token("/admin/login").await;
 
-    let res = app
-        .post_form(
-            "/admin/login",
-            &[
-                ("username", ADMIN_USER),
-                ("password", ADMIN_PASSWORD),
-                ("csrf_token", &token),
-            ],
-        )
-        .await;
+    let res = app.post_login(ADMIN_USER, ADMIN_PASSWORD, &token).await;
 
     assert_eq!(res.status(), 303);
     assert_eq!(header(&res, "location"), "/admin/");
@@ -119,16 +110,7 @@ async fn a_wrong_password_and_an_unknown_user_get_the_same_generic_error() {
 
     let mut bodies = Vec::new();
     for (user, password) in [(ADMIN_USER, "wrong password!!"), ("nobody", ADMIN_PASSWORD)] {
-        let res = app
-            .post_form(
-                "/admin/login",
-                &[
-                    ("username", user),
-                    ("password", password),
-                    ("csrf_token", &token),
-                ],
-            )
-            .await;
+        let res = app.post_login(user, password, &token).await;
         assert_eq!(res.status(), 200);
         let body = res.text().await.unwrap();
         assert!(body.contains("Invalid user name or password."));
@@ -145,16 +127,7 @@ async fn sign_in_without_the_csrf_token_is_forbidden() {
     app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
     app.get("/admin/login").await;
     for token in ["", "forged-token"] {
-        let res = app
-            .post_form(
-                "/admin/login",
-                &[
-                    ("username", ADMIN_USER),
-                    ("password", ADMIN_PASSWORD),
-                    ("csrf_token", token),
-                ],
-            )
-            .await;
+        let res = app.post_login(ADMIN_USER, ADMIN_PASSWORD, token).await;
         assert_eq!(res.status(), 403, "token {token:?}");
     }
     assert_eq!(app.get("/admin/").await.status(), 303);
@@ -205,29 +178,11 @@ async fn repeated_failed_sign_ins_are_refused_for_a_while() {
     app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
     let token = app.csrf_token("/admin/login").await;
     for _ in 0..5 {
-        let res = app
-            .post_form(
-                "/admin/login",
-                &[
-                    ("username", ADMIN_USER),
-                    ("password", "not the password"),
-                    ("csrf_token", &token),
-                ],
-            )
-            .await;
+        let res = app.post_login(ADMIN_USER, "not the password", &token).await;
         assert_eq!(res.status(), 200);
     }
 
-    let blocked = app
-        .post_form(
-            "/admin/login",
-            &[
-                ("username", ADMIN_USER),
-                ("password", ADMIN_PASSWORD),
-                ("csrf_token", &token),
-            ],
-        )
-        .await;
+    let blocked = app.post_login(ADMIN_USER, ADMIN_PASSWORD, &token).await;
 
     assert_eq!(blocked.status(), 429);
     assert!(header(&blocked, "retry-after").parse::<u64>().unwrap() > 0);

@@ -185,20 +185,29 @@ impl TestApp {
         csrf_token_in(&html)
     }
 
+    /// Submits the sign-in form with this app's client.
+    pub async fn post_login(
+        &self,
+        username: &str,
+        password: &str,
+        token: &str,
+    ) -> reqwest::Response {
+        self.post_form(
+            "/admin/login",
+            &[
+                ("username", username),
+                ("password", password),
+                ("csrf_token", token),
+            ],
+        )
+        .await
+    }
+
     /// Creates the test admin (if needed) and signs this app's client in.
     pub async fn sign_in(&self) {
         self.create_admin(ADMIN_USER, ADMIN_PASSWORD);
         let token = self.csrf_token("/admin/login").await;
-        let res = self
-            .post_form(
-                "/admin/login",
-                &[
-                    ("username", ADMIN_USER),
-                    ("password", ADMIN_PASSWORD),
-                    ("csrf_token", &token),
-                ],
-            )
-            .await;
+        let res = self.post_login(ADMIN_USER, ADMIN_PASSWORD, &token).await;
         assert_eq!(res.status(), 303, "sign-in succeeds");
     }
 
