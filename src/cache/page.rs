@@ -172,36 +172,24 @@ async fn cached<B: MessageBody + 'static>(
     cache: &Cache,
     key: &str,
 ) -> Result<(ServiceResponse<BoxBody>, Outcome), actix_web::Error> {
-    let metrics = cache.metrics();
     let lookup = match cache.lookup(key).await {
         Ok(lookup) => lookup,
         Err(_) => return Ok((pass_through(req, next).await?, Outcome::Bypass)),
     };
     if let Some(entry) = lookup.entry {
         return match cache.freshness(&entry, cache.page_ttl()) {
-            Freshness::Fresh => {
-                metrics.lookup(Layer::Page, Outcome::Hit);
-                let res = from_entry(req.request(), &entry, Outcome::Hit);
-                Ok((req.into_response(res), Outcome::Hit))
-            }
+            Freshness::Fresh => Ok(answer(req, &entry, Outcome::Hit, cache)),
             // Stale-while-revalidate: one request (of any instance) refreshes, the others
             // get the expired entry meanwhile.
             Freshness::Expired if !cache.try_refresh_lock(key).await => {
-                metrics.lookup(Layer::Page, Outcome::Stale);
-                let res = from_entry(req.request(), &entry, Outcome::Stale);
-                Ok((req.into_response(res), Outcome::Stale))
+                Ok(answer(req, &entry, Outcome::Stale, cache))
             }
             Freshness::Expired => {
                 // The lock may have been released a moment ago by a request that just
                 // refreshed the entry: look again before rendering a second time.
-                if let Ok(again) = cache.lookup(key).await
-                    && let Some(fresh) = again.entry
-                    && cache.freshness(&fresh, cache.page_ttl()) == Freshness::Fresh
-                {
+                if let Ok((Some(fresh), _)) = look_again(cache, key).await {
                     cache.release_refresh_lock(key).await;
-                    metrics.lookup(Layer::Page, Outcome::Hit);
-                    let res = from_entry(req.request(), &fresh, Outcome::Hit);
-                    return Ok((req.into_response(res), Outcome::Hit));
+                    return Ok(answer(req, &fresh, Outcome::Hit, cache));
                 }
                 let result = fill(req, next, cache, key, &lookup.generation, Some(entry)).await;
                 cache.release_refresh_lock(key).await;
@@ -224,17 +212,14 @@ async fn cached<B: MessageBody + 'static>(
             // Our own closure runs at most once, so the request is still ours here.
             let (req, next) = mine.take()?;
             let mut generation = lookup.generation.clone();
-            if let Ok(again) = cache.lookup(key).await {
-                if let Some(entry) = again.entry
-                    && cache.freshness(&entry, cache.page_ttl()) == Freshness::Fresh
-                {
-                    metrics.lookup(Layer::Page, Outcome::Hit);
-                    let res = from_entry(req.request(), &entry, Outcome::Hit);
-                    leader_result = Some(Ok((req.into_response(res), Outcome::Hit)));
+            match look_again(cache, key).await {
+                Ok((Some(entry), _)) => {
+                    leader_result = Some(Ok(answer(req, &entry, Outcome::Hit, cache)));
                     return Some(entry);
                 }
                 // Read before the render's database read: a valid tag for what it loads.
-                generation = again.generation;
+                Ok((None, newer)) => generation = newer,
+                Err(_) => {}
             }
             let result = fill(req, next, cache, key, &generation, None).await;
             let (result, stored) = match result {
@@ -250,11 +235,7 @@ async fn cached<B: MessageBody + 'static>(
     }
     match (shared, mine) {
         // Another request rendered and stored it while this one waited.
-        (Some(entry), Some((req, _))) => {
-            metrics.lookup(Layer::Page, Outcome::Hit);
-            let res = from_entry(req.request(), &entry, Outcome::Hit);
-            Ok((req.into_response(res), Outcome::Hit))
-        }
+        (Some(entry), Some((req, _))) => Ok(answer(req, &entry, Outcome::Hit, cache)),
         // Its result was not storable (an error page, say): render this one ourselves.
         (None, Some((req, next))) => fill(req, next, cache, key, &lookup.generation, None)
             .await
@@ -263,6 +244,31 @@ async fn cached<B: MessageBody + 'static>(
             "single-flight lost its request",
         )),
     }
+}
+
+/// Answers from a cached entry (a hit, or stale within grace) and counts it.
+fn answer(
+    req: ServiceRequest,
+    entry: &Entry,
+    outcome: Outcome,
+    cache: &Cache,
+) -> (ServiceResponse<BoxBody>, Outcome) {
+    cache.metrics().lookup(Layer::Page, outcome);
+    let res = from_entry(req.request(), entry, outcome);
+    (req.into_response(res), outcome)
+}
+
+/// Looks `key` up once more: its fresh entry if another request has just stored one,
+/// and the generation current now.
+async fn look_again(
+    cache: &Cache,
+    key: &str,
+) -> Result<(Option<Arc<Entry>>, String), super::CacheUnavailable> {
+    let again = cache.lookup(key).await?;
+    let fresh = again
+        .entry
+        .filter(|e| cache.freshness(e, cache.page_ttl()) == Freshness::Fresh);
+    Ok((fresh, again.generation))
 }
 
 /// Runs the handler and stores a storable 200 under `generation`; with `stale` (an
