@@ -11,8 +11,8 @@ use futures_util::StreamExt;
 use property_listings::cache::keys::LIST_PARAMS;
 
 use crate::helpers::{
-    PrivateRedis, REDIS_URL, TestApp, anonymous_client, cents, csrf_token_in, first_price_in_html,
-    header, property_data, spawn_app, spawn_app_with, spawn_instance_like, spawn_instance_with,
+    PrivateRedis, REDIS_URL, TestApp, anonymous_client, csrf_token_in, header, price_in_response,
+    property_data, spawn_app, spawn_app_with, spawn_instance_like, spawn_instance_with,
 };
 use crate::proxy::FaultProxy;
 
@@ -43,19 +43,7 @@ async fn observe_price(
     if status != 200 {
         return Err(format!("{path}: status {status}"));
     }
-    let price = if path.starts_with("/api/") {
-        let json: serde_json::Value =
-            serde_json::from_str(&body).map_err(|e| format!("{path}: {e}"))?;
-        let price = if json["results"].is_array() {
-            &json["results"][0]["price"]
-        } else {
-            &json["price"]
-        };
-        price.as_str().and_then(cents)
-    } else {
-        first_price_in_html(&body)
-    };
-    price
+    price_in_response(path, &body)
         .map(|p| (p, x_cache))
         .ok_or_else(|| format!("{path}: no price in the response"))
 }
@@ -218,23 +206,13 @@ fn listing_form<'a>(title: &'a str, price: &'a str, token: &'a str) -> Vec<(&'a 
     ]
 }
 
-async fn warm(app: &TestApp, paths: &[String]) {
-    for path in paths {
-        app.get_anonymous(path).await;
-        assert_eq!(
-            header(&app.get_anonymous(path).await, "x-cache"),
-            "HIT",
-            "{path}"
-        );
-    }
-}
-
 #[tokio::test]
 async fn listings_created_edited_and_deleted_through_b_s_forms_show_at_once_on_a() {
     let a = spawn_app().await;
     let b = spawn_instance_like(&a).await;
     a.sign_in().await; // on A; the same cookie jar is then used on B
-    warm(&a, &["/properties/".into(), "/api/properties/".into()]).await;
+    a.warm(&["/properties/".into(), "/api/properties/".into()])
+        .await;
     let token = csrf_token_in(
         &a.get_at(&b.address, "/admin/properties/new")
             .await
@@ -266,15 +244,12 @@ async fn listings_created_edited_and_deleted_through_b_s_forms_show_at_once_on_a
     // Edit through B while A has every page of the listing cached.
     let detail = format!("/properties/{id}/");
     let api_detail = format!("/api/properties/{id}/");
-    warm(
-        &a,
-        &[
-            "/properties/".into(),
-            "/api/properties/".into(),
-            detail.clone(),
-            api_detail.clone(),
-        ],
-    )
+    a.warm(&[
+        "/properties/".into(),
+        "/api/properties/".into(),
+        detail.clone(),
+        api_detail.clone(),
+    ])
     .await;
     let edited = a
         .post_form_at(
@@ -296,7 +271,7 @@ async fn listings_created_edited_and_deleted_through_b_s_forms_show_at_once_on_a
     );
 
     // Delete through B.
-    warm(&a, &[detail.clone(), api_detail.clone()]).await;
+    a.warm(&[detail.clone(), api_detail.clone()]).await;
     let deleted = a
         .post_form_at(
             &b.address,
@@ -329,7 +304,7 @@ async fn deleting_the_generation_key_never_brings_back_pages_of_an_older_generat
     for round in 1..=5u64 {
         // Arrange: every route cached, then a write makes those entries dead (they are
         // still in Redis, tagged with the old token).
-        warm(&app, &routes).await;
+        app.warm(&routes).await;
         tokens_seen.insert(generation_token(&app).expect("a generation"));
         let price = 100 + round;
         app.state
@@ -716,7 +691,8 @@ fn junk_path(seed: u64, id: i64) -> String {
 async fn ten_thousand_requests_with_junk_parameters_and_paths_add_no_page_keys() {
     let app = spawn_app().await;
     let p = app.insert("Loft", "100", "A").await;
-    warm(&app, &["/properties/".into(), "/api/properties/".into()]).await;
+    app.warm(&["/properties/".into(), "/api/properties/".into()])
+        .await;
     let keys_before: BTreeSet<String> = app.keys().into_keys().collect();
     let start: u64 = rand::random();
     let client = anonymous_client();

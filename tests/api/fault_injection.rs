@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use diesel::Connection;
 
 use crate::helpers::{
-    PrivateRedis, REDIS_URL, TestApp, anonymous_client, cents, direct_database_url,
-    first_price_in_html, header, property_data, spawn_app, spawn_app_with, spawn_instance_with,
+    PrivateRedis, REDIS_URL, TestApp, anonymous_client, direct_database_url, header,
+    price_in_response, property_data, spawn_app, spawn_app_with, spawn_instance_with,
 };
 use crate::proxy::FaultProxy;
 
@@ -34,15 +34,6 @@ fn public_pages(id: i64) -> [String; 4] {
         "/api/properties/".to_string(),
         format!("/api/properties/{id}/"),
     ]
-}
-
-/// Makes every path a cache hit.
-async fn warm(app: &TestApp, paths: &[String]) {
-    for path in paths {
-        app.get_anonymous(path).await;
-        let res = app.get_anonymous(path).await;
-        assert_eq!(header(&res, "x-cache"), "HIT", "{path}");
-    }
 }
 
 /// Status and JSON body of `/api/cache/metrics`.
@@ -78,17 +69,7 @@ async fn price_at(app: &TestApp, path: &str) -> u64 {
 
 /// The listing's price (cents) in the body of `path`.
 fn price_in(path: &str, body: &str) -> u64 {
-    if path.starts_with("/api/") {
-        let json: serde_json::Value = serde_json::from_str(body).unwrap();
-        let price = if json["results"].is_array() {
-            &json["results"][0]["price"]
-        } else {
-            &json["price"]
-        };
-        price.as_str().and_then(cents).expect("a price")
-    } else {
-        first_price_in_html(body).expect("a price")
-    }
+    price_in_response(path, body).expect("a price")
 }
 
 #[tokio::test]
@@ -97,7 +78,7 @@ async fn with_the_redis_link_cut_every_page_is_served_and_caching_resumes_after_
     let app = spawn_app_with(|s| s.redis_url = through(&s.redis_url, REDIS, &redis)).await;
     let p = app.insert("Loft", "100", "Austin, TX").await;
     let pages = public_pages(p.id);
-    warm(&app, &pages).await;
+    app.warm(&pages).await;
 
     redis.cut();
 
@@ -145,7 +126,7 @@ async fn with_500_ms_of_redis_latency_requests_answer_well_under_a_second_and_co
     let app = spawn_app_with(|s| s.redis_url = through(&s.redis_url, REDIS, &redis)).await;
     let p = app.insert("Loft", "100", "Austin, TX").await;
     let pages = public_pages(p.id);
-    warm(&app, &pages).await;
+    app.warm(&pages).await;
 
     redis.latency(Duration::from_millis(500));
     let mut timings = Vec::new();
@@ -195,8 +176,8 @@ async fn a_write_while_redis_is_unreachable_leaves_no_stale_entry_for_any_instan
     let b = spawn_instance_with(&a, |_| {}).await; // same proxy: Redis is down for both
     let p = a.insert("Loft", "100", "Austin, TX").await;
     let pages = public_pages(p.id);
-    warm(&a, &pages).await;
-    warm(&b, &pages).await;
+    a.warm(&pages).await;
+    b.warm(&pages).await;
 
     redis.cut();
     a.state
@@ -263,7 +244,7 @@ async fn a_write_from_an_instance_cut_off_from_redis_reaches_the_others_once_its
     let reader = spawn_instance_with(&writer, |s| s.redis_url = REDIS_URL.into()).await;
     let p = writer.insert("Loft", "100", "Austin, TX").await;
     let pages = public_pages(p.id);
-    warm(&reader, &pages).await;
+    reader.warm(&pages).await;
 
     link.cut();
     writer
@@ -336,7 +317,7 @@ async fn with_postgres_cut_cached_pages_are_served_the_rest_is_503_and_forms_wri
         "/properties/".to_string(),
         format!("/api/properties/{}/", p.id),
     ];
-    warm(&app, &cached).await;
+    app.warm(&cached).await;
 
     postgres.cut();
 
@@ -537,7 +518,7 @@ async fn a_redis_restarted_from_a_snapshot_taken_before_a_write_does_not_serve_t
     let app = spawn_app_with(|s| s.redis_url = redis.url()).await;
     let p = app.insert("Loft", "100", "Austin, TX").await;
     let pages = public_pages(p.id);
-    warm(&app, &pages).await;
+    app.warm(&pages).await;
     // The snapshot holds the generation of that moment and pages showing 100.00.
     let generation = format!("{}:generation", app.prefix);
     let snapshot_token: String = redis::cmd("GET")

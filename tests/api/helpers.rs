@@ -185,6 +185,15 @@ impl TestApp {
         csrf_token_in(&html)
     }
 
+    /// Makes every path a page-cache hit for anonymous visitors (asserted).
+    pub async fn warm(&self, paths: &[String]) {
+        for path in paths {
+            self.get_anonymous(path).await;
+            let res = self.get_anonymous(path).await;
+            assert_eq!(header(&res, "x-cache"), "HIT", "{path}");
+        }
+    }
+
     /// Submits the sign-in form with this app's client.
     pub async fn post_login(
         &self,
@@ -460,6 +469,22 @@ pub fn first_price_in_html(html: &str) -> Option<u64> {
     let open = rest.find('>')? + 1;
     let close = rest[open..].find('<')? + open;
     cents(&rest[open..close])
+}
+
+/// The (first) listing's price, in cents, in a response body of `path`: the JSON
+/// `price` of a detail or the first result of a list under `/api/`, else the HTML.
+pub fn price_in_response(path: &str, body: &str) -> Option<u64> {
+    if path.starts_with("/api/") {
+        let json: serde_json::Value = serde_json::from_str(body).ok()?;
+        let price = if json["results"].is_array() {
+            &json["results"][0]["price"]
+        } else {
+            &json["price"]
+        };
+        price.as_str().and_then(cents)
+    } else {
+        first_price_in_html(body)
+    }
 }
 
 /// The PostgreSQL URL of `db_name` on the shared server, bypassing any proxy.

@@ -4,22 +4,12 @@ use actix_web::web::Bytes;
 
 use crate::helpers::{header, property_data, spawn_app, spawn_instance_like};
 
-async fn warm(app: &crate::helpers::TestApp, paths: &[String]) {
-    for path in paths {
-        app.get_anonymous(path).await;
-        assert_eq!(
-            header(&app.get_anonymous(path).await, "x-cache"),
-            "HIT",
-            "{path}"
-        );
-    }
-}
-
 #[tokio::test]
 async fn an_insert_shows_on_the_next_request_to_the_list_and_the_api() {
     let app = spawn_app().await;
     app.insert("First", "100", "A").await;
-    warm(&app, &["/properties/".into(), "/api/properties/".into()]).await;
+    app.warm(&["/properties/".into(), "/api/properties/".into()])
+        .await;
 
     app.insert("Second", "200", "B").await;
 
@@ -48,7 +38,7 @@ async fn an_update_shows_on_the_next_request_to_every_page() {
         "/api/properties/".into(),
         format!("/api/properties/{}/", p.id),
     ];
-    warm(&app, &paths).await;
+    app.warm(&paths).await;
 
     app.state
         .properties
@@ -71,11 +61,8 @@ async fn a_delete_removes_the_listing_from_every_page() {
     let p = app.insert("Doomed", "100", "A").await;
     let detail = format!("/properties/{}/", p.id);
     let api_detail = format!("/api/properties/{}/", p.id);
-    warm(
-        &app,
-        &["/properties/".into(), detail.clone(), api_detail.clone()],
-    )
-    .await;
+    app.warm(&["/properties/".into(), detail.clone(), api_detail.clone()])
+        .await;
 
     app.state
         .properties
@@ -180,7 +167,7 @@ async fn a_write_through_one_instance_is_seen_at_once_through_another() {
     let b = spawn_instance_like(&a).await;
     let p = a.insert("Shared", "100", "A").await;
     let path = format!("/api/properties/{}/", p.id);
-    warm(&b, std::slice::from_ref(&path)).await;
+    b.warm(std::slice::from_ref(&path)).await;
 
     a.state
         .properties

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::helpers::{
-    ADMIN_PASSWORD, ADMIN_USER, REDIS_URL, cents, csrf_token_in, direct_database_url,
-    first_price_in_html, free_port, remove_test_database_and_keys, test_settings,
+    ADMIN_PASSWORD, ADMIN_USER, REDIS_URL, cents, csrf_token_in, direct_database_url, free_port,
+    price_in_response, remove_test_database_and_keys, test_settings,
 };
 
 const CONNECTIONS: usize = 100;
@@ -224,20 +224,6 @@ fn reader_routes(hot: i64) -> Vec<(String, bool)> {
     routes
 }
 
-fn price_of_hot(path: &str, body: &str) -> Option<u64> {
-    if path.starts_with("/api/") {
-        let json: serde_json::Value = serde_json::from_str(body).ok()?;
-        let price = if json["results"].is_array() {
-            &json["results"][0]["price"]
-        } else {
-            &json["price"]
-        };
-        price.as_str().and_then(cents)
-    } else {
-        first_price_in_html(body)
-    }
-}
-
 async fn read_until(
     base: String,
     routes: Arc<Vec<(String, bool)>>,
@@ -267,7 +253,7 @@ async fn read_until(
             continue;
         };
         if *checked && status == 200 {
-            match price_of_hot(path, &body) {
+            match price_in_response(path, &body) {
                 Some(seen) if seen < floor => tally.stale.push(format!(
                     "{path} showed {seen} after {floor} was acknowledged"
                 )),
