@@ -138,6 +138,10 @@ impl RedisStore {
     }
 
     fn on_success(&self) {
+        // Only after a failure is there anything to reset (this runs on every hit).
+        if self.breaker.consecutive_failures.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         if self.breaker.consecutive_failures.swap(0, Ordering::Relaxed) >= BREAKER_THRESHOLD {
             log::info!("redis is answering again; circuit breaker closed");
         }
