@@ -193,10 +193,18 @@ impl ResponseError for ApiError {
     }
 }
 
+/// The buffer a page is rendered into starts this large (a listing page is ~15 KB).
+const RENDER_CAPACITY: usize = 24 * 1024;
+
 /// Renders an Askama template into an HTML 200 response; a rendering failure is a 500.
 pub fn render_html<T: Template>(template: &T) -> Result<HttpResponse, AppError> {
-    let body = crate::timing::timed(crate::timing::Kind::Render, || template.render())
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("rendering template: {e}")))?;
+    let body = crate::timing::timed(crate::timing::Kind::Render, || {
+        // Room for a whole listing page up front: growing the buffer step by step
+        // copied it several times per render.
+        let mut body = String::with_capacity(T::SIZE_HINT.max(RENDER_CAPACITY));
+        template.render_into(&mut body).map(|()| body)
+    })
+    .map_err(|e| AppError::Internal(anyhow::anyhow!("rendering template: {e}")))?;
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .body(body))

@@ -4,7 +4,10 @@
 //! the identity body (n bytes), its gzip form (g bytes, 0 = none) and its brotli form.
 //! The header is tiny and parsed without copying the bodies.
 
+use std::any::Any;
+use std::fmt;
 use std::io::Write;
+use std::sync::{Arc, OnceLock};
 
 use actix_web::web::Bytes;
 
@@ -22,7 +25,33 @@ pub struct Entry {
     pub body: Bytes,
     pub gzip: Option<Bytes>,
     pub brotli: Option<Bytes>,
+    /// The body decoded (a query-cache value), once: the in-process tier hands the same
+    /// entry to many requests, and decoding rows on every use cost more than rendering.
+    decoded: Decoded,
 }
+
+/// A value decoded from an entry's body; not part of the entry's identity.
+#[derive(Clone, Default)]
+struct Decoded(OnceLock<Arc<dyn Any + Send + Sync>>);
+
+impl fmt::Debug for Decoded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Decoded(..)"
+        } else {
+            "Decoded(-)"
+        })
+    }
+}
+
+impl PartialEq for Decoded {
+    /// Derived from the body, so it never tells two entries apart.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Decoded {}
 
 /// A content coding the client accepts and we store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,7 +118,24 @@ impl Entry {
             body,
             gzip,
             brotli,
+            decoded: Decoded::default(),
         }
+    }
+
+    /// The body decoded by `decode` as a `T`, decoded on first use and then shared by
+    /// every holder of this entry. `None` when the body does not decode.
+    pub fn decoded<T: Any + Send + Sync>(
+        &self,
+        decode: impl FnOnce(&[u8]) -> Option<T>,
+    ) -> Option<Arc<T>> {
+        if let Some(value) = self.decoded.0.get()
+            && let Ok(value) = value.clone().downcast::<T>()
+        {
+            return Some(value);
+        }
+        let value = Arc::new(decode(&self.body)?);
+        let _ = self.decoded.0.set(value.clone());
+        Some(value)
     }
 
     /// The body and ETag for a coding (identity when that coding is not stored).
@@ -164,6 +210,7 @@ impl Entry {
             body: raw.slice(pos..pos + n),
             gzip: piece(pos + n, g),
             brotli: piece(pos + n + g, b),
+            decoded: Decoded::default(),
         })
     }
 
@@ -227,6 +274,29 @@ mod tests {
         let large = Entry::build("abc", "text/html; charset=utf-8", Bytes::from(page), true);
         assert!(large.gzip.is_some() && large.brotli.is_some());
         assert_eq!(Entry::decode(large.encode()), Some(large));
+    }
+
+    #[test]
+    fn an_entry_is_decoded_once_and_shared_by_its_holders() {
+        let entry = Arc::new(Entry::build(
+            "g",
+            "application/json",
+            Bytes::from("[1,2,3]"),
+            false,
+        ));
+        let decodes = std::cell::Cell::new(0);
+        let decode = |body: &[u8]| {
+            decodes.set(decodes.get() + 1);
+            serde_json::from_slice::<Vec<u32>>(body).ok()
+        };
+        let first = entry.decoded(decode).unwrap();
+        let holder = entry.clone();
+        let second = holder.decoded(decode).unwrap();
+        assert_eq!(*first, vec![1, 2, 3]);
+        assert!(Arc::ptr_eq(&first, &second), "the same decoded value");
+        assert_eq!(decodes.get(), 1);
+        let unreadable = Entry::build("g", "application/json", Bytes::from("{"), false);
+        assert_eq!(unreadable.decoded(decode), None);
     }
 
     #[test]

@@ -121,17 +121,17 @@ where
     if let Some(entry) = lookup.entry {
         match (
             cache.freshness(&entry, cache.query_ttl()),
-            decode::<T>(&entry.body),
+            entry.decoded(decode::<T>),
         ) {
             (Freshness::Fresh, Some(value)) => {
                 metrics.lookup(Layer::Query, Outcome::Hit);
-                return Ok((Arc::new(value), Served::Current));
+                return Ok((value, Served::Current));
             }
             // Stale-while-revalidate: one request reloads, the others use the expired
             // value of the current generation meanwhile.
             (Freshness::Expired, Some(value)) if !cache.try_refresh_lock(key).await => {
                 metrics.lookup(Layer::Query, Outcome::Stale);
-                return Ok((Arc::new(value), Served::Stale));
+                return Ok((value, Served::Stale));
             }
             (Freshness::Expired, Some(value)) => {
                 // The lock may have been released a moment ago by a request that just
@@ -139,11 +139,11 @@ where
                 if let Ok(again) = cache.lookup(key).await
                     && let Some(entry) = again.entry
                     && cache.freshness(&entry, cache.query_ttl()) == Freshness::Fresh
-                    && let Some(fresh) = decode::<T>(&entry.body)
+                    && let Some(fresh) = entry.decoded(decode::<T>)
                 {
                     cache.release_refresh_lock(key).await;
                     metrics.lookup(Layer::Query, Outcome::Hit);
-                    return Ok((Arc::new(fresh), Served::Current));
+                    return Ok((fresh, Served::Current));
                 }
                 stale = Some(value);
             }
@@ -194,7 +194,7 @@ where
             Some(value) => {
                 log::warn!("database unavailable ({cause}); serving {key} within grace");
                 metrics.lookup(Layer::Query, Outcome::Stale);
-                Ok((Arc::new(value), Served::Stale))
+                Ok((value, Served::Stale))
             }
             None => Err(AppError::Unavailable(cause)),
         },

@@ -105,19 +105,25 @@ impl Sort {
         }
     }
 
-    /// Orders properties in memory exactly as `Property::search` orders them in SQL.
-    pub fn sort_refs(self, rows: &mut [&Property]) {
+    /// Orders positions in `rows` exactly as `Property::search` orders the rows in SQL.
+    pub fn sort_positions(self, rows: &[Property], positions: &mut [usize]) {
+        let key = |&i: &usize| {
+            let p = &rows[i];
+            std::cmp::Reverse((p.created_at, p.id))
+        };
         match self {
-            Self::Newest => rows.sort_by_key(|p| std::cmp::Reverse((p.created_at, p.id))),
-            Self::PriceAsc => rows.sort_by(|a, b| {
-                a.price
-                    .cmp(&b.price)
-                    .then((b.created_at, b.id).cmp(&(a.created_at, a.id)))
+            Self::Newest => positions.sort_by_key(key),
+            Self::PriceAsc => positions.sort_by(|&a, &b| {
+                rows[a]
+                    .price
+                    .cmp(&rows[b].price)
+                    .then(key(&a).cmp(&key(&b)))
             }),
-            Self::PriceDesc => rows.sort_by(|a, b| {
-                b.price
-                    .cmp(&a.price)
-                    .then((b.created_at, b.id).cmp(&(a.created_at, a.id)))
+            Self::PriceDesc => positions.sort_by(|&a, &b| {
+                rows[b]
+                    .price
+                    .cmp(&rows[a].price)
+                    .then(key(&a).cmp(&key(&b)))
             }),
         }
     }

@@ -25,7 +25,7 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         count: result.count,
         page: result.page,
         num_pages: result.num_pages,
-        results: result.rows.iter().map(PropertyJson::from).collect(),
+        results: result.rows().into_iter().map(PropertyJson::from).collect(),
     });
     if result.stale {
         res.extensions_mut().insert(BuiltFromStaleData);

@@ -2,7 +2,9 @@
 //! (a bad value is a 400 naming the parameter) and fetching one page of results —
 //! through the query cache when unfiltered, from PostgreSQL when filtered.
 
-use crate::cache::query::{AllProperties, Served, get_all_properties, get_page};
+use std::sync::Arc;
+
+use crate::cache::query::{AllProperties, PageOfProperties, Served, get_all_properties, get_page};
 use crate::domain::Price;
 use crate::error::AppError;
 use crate::models::property::{Property, PropertyFilter, Sort};
@@ -144,9 +146,9 @@ impl ListQuery {
     }
 }
 
-/// One page of results.
+/// One page of results: rows borrowed from the shared query-cache value (never copied).
 pub struct ResultPage {
-    pub rows: Vec<Property>,
+    rows: Rows,
     pub count: usize,
     pub page: usize,
     pub num_pages: usize,
@@ -154,26 +156,43 @@ pub struct ResultPage {
     pub stale: bool,
 }
 
+/// Where a page's rows live.
+enum Rows {
+    /// Positions in `all_properties`, in display order.
+    All(Arc<AllProperties>, Vec<usize>),
+    /// A cached result page.
+    Page(Arc<PageOfProperties>),
+}
+
+impl ResultPage {
+    /// The rows of this page, in display order.
+    pub fn rows(&self) -> Vec<&Property> {
+        match &self.rows {
+            Rows::All(all, picked) => match all.as_ref() {
+                AllProperties::Rows(all) => picked.iter().map(|&i| &all[i]).collect(),
+                AllProperties::TooMany => Vec::new(),
+            },
+            Rows::Page(page) => page.rows.iter().collect(),
+        }
+    }
+}
+
 /// Fetches the page asked for, through the query cache: from `all_properties` while
 /// the table is small and the list unfiltered, else from the cached result page.
 /// Page 1 always exists; a page past the end is a 404.
 pub async fn fetch_page(state: &AppState, query: &ListQuery) -> Result<ResultPage, AppError> {
     let offset = (query.page - 1) * PAGE_SIZE;
-    if query.filter.is_empty()
-        && let (all, served) = get_all_properties(state).await?
-        && let AllProperties::Rows(all) = all.as_ref()
-    {
-        let mut sorted: Vec<&Property> = all.iter().collect();
-        if query.sort != Sort::Newest {
-            query.sort.sort_refs(&mut sorted);
+    if query.filter.is_empty() {
+        let (all, served) = get_all_properties(state).await?;
+        if let AllProperties::Rows(rows) = all.as_ref() {
+            let mut order: Vec<usize> = (0..rows.len()).collect();
+            if query.sort != Sort::Newest {
+                query.sort.sort_positions(rows, &mut order);
+            }
+            let count = rows.len();
+            let picked = order.into_iter().skip(offset).take(PAGE_SIZE).collect();
+            return paged(query, Rows::All(all, picked), count, served);
         }
-        let rows = sorted
-            .into_iter()
-            .skip(offset)
-            .take(PAGE_SIZE)
-            .cloned()
-            .collect();
-        return paged(query, rows, all.len(), served);
     }
     let (page, served) = get_page(
         state,
@@ -185,12 +204,12 @@ pub async fn fetch_page(state: &AppState, query: &ListQuery) -> Result<ResultPag
     )
     .await?;
     let count = usize::try_from(page.count).unwrap_or(0);
-    paged(query, page.rows.clone(), count, served)
+    paged(query, Rows::Page(page), count, served)
 }
 
 fn paged(
     query: &ListQuery,
-    rows: Vec<Property>,
+    rows: Rows,
     count: usize,
     served: Served,
 ) -> Result<ResultPage, AppError> {

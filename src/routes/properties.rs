@@ -34,8 +34,8 @@ pub struct PageLink {
 
 #[derive(Template)]
 #[template(path = "properties/list.html")]
-pub struct ListPage {
-    pub properties: Vec<PropertyView>,
+pub struct ListPage<'a> {
+    pub properties: Vec<PropertyView<'a>>,
     pub count: i64,
     pub page: u32,
     pub num_pages: u32,
@@ -49,8 +49,8 @@ pub struct ListPage {
 
 #[derive(Template)]
 #[template(path = "properties/detail.html")]
-pub struct DetailPage {
-    pub property: PropertyView,
+pub struct DetailPage<'a> {
+    pub property: PropertyView<'a>,
 }
 
 pub async fn index() -> HttpResponse {
@@ -72,8 +72,8 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     let last = (result.page + 3).min(result.num_pages);
     let page = ListPage {
         properties: result
-            .rows
-            .iter()
+            .rows()
+            .into_iter()
             .map(|p| PropertyView::new(p, now))
             .collect(),
         count: result.count as i64,

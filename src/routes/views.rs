@@ -1,19 +1,20 @@
 //! View models: what templates and JSON show of a property, preformatted (templates
 //! have no custom filters, and JSON prices are decimal strings).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use serde::Serialize;
 
 use crate::models::property::Property;
 
-/// A property as the HTML pages show it.
-pub struct PropertyView {
+/// A property as the HTML pages show it: text borrowed from the row, the rest
+/// preformatted.
+pub struct PropertyView<'a> {
     pub id: i64,
-    pub title: String,
-    pub description: String,
+    pub title: &'a str,
+    pub description: &'a str,
     pub excerpt: String,
     pub price: String,
-    pub location: String,
+    pub location: &'a str,
     pub created_at: String,
     pub created_date: String,
     pub listed_ago: String,
@@ -21,22 +22,35 @@ pub struct PropertyView {
     pub url: String,
 }
 
-impl PropertyView {
-    pub fn new(p: &Property, now: DateTime<Utc>) -> Self {
+impl<'a> PropertyView<'a> {
+    pub fn new(p: &'a Property, now: DateTime<Utc>) -> Self {
         Self {
             id: p.id,
-            title: p.title.clone(),
-            description: p.description.clone(),
+            title: &p.title,
+            description: &p.description,
             excerpt: excerpt(&p.description, 160),
             price: p.price().display(),
-            location: p.location.clone(),
+            location: &p.location,
             created_at: p.created_at.to_rfc3339(),
-            created_date: p.created_at.format("%-d %b %Y").to_string(),
+            created_date: short_date(p.created_at),
             listed_ago: time_ago(p.created_at, now),
             hue: (p.id.unsigned_abs().wrapping_mul(47) % 360) as u32,
             url: format!("/properties/{}/", p.id),
         }
     }
+}
+
+/// `7 Mar 2026` (what `%-d %b %Y` gives, without parsing a format string per call).
+pub fn short_date(at: DateTime<Utc>) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{} {} {}",
+        at.day(),
+        MONTHS[at.month0() as usize],
+        at.year()
+    )
 }
 
 /// A property as the JSON API shows it.
@@ -67,18 +81,44 @@ impl From<&Property> for PropertyJson {
     }
 }
 
-/// The first `max` characters, cut at a word boundary, with an ellipsis when cut.
+/// The first `max` characters (runs of whitespace counted as one space), cut at a word
+/// boundary, with an ellipsis when cut. Reads no further into `text` than it needs.
 pub fn excerpt(text: &str, max: usize) -> String {
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if text.chars().count() <= max {
-        return text;
+    let mut out = String::with_capacity(max.min(text.len()) + 4);
+    let mut chars = 0;
+    let mut cut = false;
+    for word in text.split_whitespace() {
+        let needed = word.chars().count() + usize::from(chars > 0);
+        if chars + needed > max {
+            if chars < max {
+                // Fill up to `max` characters; a word boundary is chosen below.
+                if chars > 0 {
+                    out.push(' ');
+                    chars += 1;
+                }
+                out.extend(word.chars().take(max - chars));
+            }
+            cut = true;
+            break;
+        }
+        if chars > 0 {
+            out.push(' ');
+        }
+        out.push_str(word);
+        chars += needed;
     }
-    let cut: String = text.chars().take(max).collect();
-    let cut = match cut.rfind(' ') {
-        Some(i) if i > max / 2 => &cut[..i],
-        _ => &cut,
+    if !cut {
+        return out;
+    }
+    let end = match out.rfind(' ') {
+        Some(i) if i > max / 2 => i,
+        _ => out.len(),
     };
-    format!("{}…", cut.trim_end_matches([',', '.', ';', ':']))
+    out.truncate(end);
+    let kept = out.trim_end_matches([',', '.', ';', ':']).len();
+    out.truncate(kept);
+    out.push('…');
+    out
 }
 
 /// "just now", "5 minutes ago", "3 days ago", …
@@ -112,6 +152,52 @@ mod tests {
         let long = "word ".repeat(100);
         let e = excerpt(&long, 20);
         assert!(e.ends_with('…') && e.chars().count() <= 21, "{e}");
+    }
+
+    /// The definition `excerpt` must agree with: collapse all whitespace, then cut.
+    fn excerpt_by_definition(text: &str, max: usize) -> String {
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if text.chars().count() <= max {
+            return text;
+        }
+        let cut: String = text.chars().take(max).collect();
+        let cut = match cut.rfind(' ') {
+            Some(i) if i > max / 2 => &cut[..i],
+            _ => &cut,
+        };
+        format!("{}…", cut.trim_end_matches([',', '.', ';', ':']))
+    }
+
+    #[test]
+    fn the_single_pass_excerpt_agrees_with_its_definition() {
+        let texts = [
+            "",
+            "   ",
+            "one",
+            "  spaced\t\n out   words  here ",
+            "Sunny flat, close to the sea. Garden; parking: yes.",
+            "a".repeat(200).as_str(),
+            "ünïcödé wörds ".repeat(30).as_str(),
+            "word, ".repeat(40).as_str(),
+        ]
+        .map(str::to_string);
+        for text in &texts {
+            for max in [0, 1, 5, 9, 10, 11, 20, 37, 160] {
+                assert_eq!(
+                    excerpt(text, max),
+                    excerpt_by_definition(text, max),
+                    "{text:?} at {max}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn short_dates_match_the_strftime_form() {
+        for ts in [0, 951_782_400, 1_700_000_000, 1_798_675_200] {
+            let at = DateTime::from_timestamp(ts, 0).unwrap();
+            assert_eq!(short_date(at), at.format("%-d %b %Y").to_string());
+        }
     }
 
     #[test]
