@@ -54,21 +54,46 @@ pub async fn scope<F: Future>(fut: F) -> (F::Output, Rc<Timings>) {
 
 impl Timings {
     /// `cache;dur=0.41, db;dur=2.10, render;dur=0.33, total;dur=3.02` (milliseconds).
+    /// Written by hand into one buffer: it is built for every request, hits included.
     pub fn header(&self, total: Duration) -> String {
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        let mut parts = Vec::with_capacity(4);
+        let mut out = String::with_capacity(64);
         for (name, d) in [
             ("cache", self.cache.get()),
             ("db", self.db.get()),
             ("render", self.render.get()),
+            ("total", total),
         ] {
-            if !d.is_zero() {
-                parts.push(format!("{name};dur={:.2}", ms(d)));
+            if d.is_zero() && name != "total" {
+                continue;
             }
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            out.push_str(name);
+            out.push_str(";dur=");
+            push_millis(&mut out, d);
         }
-        parts.push(format!("total;dur={:.2}", ms(total)));
-        parts.join(", ")
+        out
     }
+}
+
+/// `d` in milliseconds with two decimals, rounded half up (`1.234567 ms` → `1.23`).
+fn push_millis(out: &mut String, d: Duration) {
+    let hundredths = (d.as_micros() + 5) / 10;
+    let mut digits = [b'0'; 40];
+    let mut at = digits.len();
+    let mut rest = hundredths;
+    // At least three digits, so there is always a units digit before the point.
+    while rest > 0 || digits.len() - at < 3 {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    let digits = &digits[at..];
+    let (units, decimals) = digits.split_at(digits.len() - 2);
+    out.extend(units.iter().map(|&b| char::from(b)));
+    out.push('.');
+    out.extend(decimals.iter().map(|&b| char::from(b)));
 }
 
 #[cfg(test)]
@@ -84,6 +109,14 @@ mod tests {
         .await;
         let header = t.header(Duration::from_millis(5));
         assert_eq!(header, "db;dur=3.00, total;dur=5.00");
+        assert_eq!(
+            t.header(Duration::from_micros(1_234_567)),
+            "db;dur=3.00, total;dur=1234.57"
+        );
+        assert_eq!(
+            t.header(Duration::from_micros(4)),
+            "db;dur=3.00, total;dur=0.00"
+        );
         record(Kind::Cache, Duration::from_millis(1)); // outside a scope: ignored
     }
 }

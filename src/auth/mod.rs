@@ -80,7 +80,22 @@ pub fn current_admin(session: &Session) -> Option<Admin> {
 /// Whether the request carries a session of a signed-in admin (the page cache
 /// bypasses those).
 pub fn is_signed_in(req: &HttpRequest) -> bool {
-    req.cookie(SESSION_COOKIE).is_some() && current_admin(&req.get_session()).is_some()
+    has_session_cookie(req) && current_admin(&req.get_session()).is_some()
+}
+
+/// Whether the request carries a session cookie. Scans the `Cookie` headers in place:
+/// `HttpRequest::cookie` would parse every cookie and keep them in the request's
+/// extensions, which the page cache's hit path (asking this of every request) can skip.
+pub fn has_session_cookie(req: &HttpRequest) -> bool {
+    req.headers()
+        .get_all(actix_web::http::header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .any(|pair| {
+            pair.trim_start()
+                .strip_prefix(SESSION_COOKIE)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
 }
 
 /// Starts a signed-in session: nothing kept from before (no fixation), a new CSRF
@@ -187,7 +202,27 @@ pub fn safe_next(next: Option<&str>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::safe_next;
+    use super::{has_session_cookie, safe_next};
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn the_session_cookie_is_found_among_others_and_only_by_its_exact_name() {
+        let with = |cookie: &str| {
+            has_session_cookie(
+                &TestRequest::default()
+                    .insert_header(("Cookie", cookie))
+                    .to_http_request(),
+            )
+        };
+        assert!(with("pl_session=abc"));
+        assert!(with("theme=dark; pl_session=abc; lang=en"));
+        assert!(with("theme=dark;pl_session="));
+        assert!(!with("pl_session2=abc; other=pl_session"));
+        assert!(!with("xpl_session=abc"));
+        assert!(!has_session_cookie(
+            &TestRequest::default().to_http_request()
+        ));
+    }
 
     #[test]
     fn next_is_limited_to_local_paths() {

@@ -5,6 +5,7 @@
 //! The header is tiny and parsed without copying the bodies.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::fmt;
 use std::io::Write;
 use std::sync::{Arc, OnceLock};
@@ -139,20 +140,13 @@ impl Entry {
     }
 
     /// The body and ETag for a coding (identity when that coding is not stored).
-    pub fn variant(&self, coding: Coding) -> (Coding, &Bytes, String) {
-        let tagged = |suffix: &str| format!("{}.{suffix}\"", self.etag.trim_end_matches('"'));
-        match coding {
-            Coding::Brotli if self.brotli.is_some() => (
-                Coding::Brotli,
-                self.brotli.as_ref().unwrap_or(&self.body),
-                tagged("br"),
-            ),
-            Coding::Gzip if self.gzip.is_some() => (
-                Coding::Gzip,
-                self.gzip.as_ref().unwrap_or(&self.body),
-                tagged("gz"),
-            ),
-            _ => (Coding::Identity, &self.body, self.etag.clone()),
+    pub fn variant(&self, coding: Coding) -> (Coding, &Bytes, Cow<'_, str>) {
+        let tagged =
+            |suffix: &str| Cow::Owned(format!("{}.{suffix}\"", self.etag.trim_end_matches('"')));
+        match (coding, &self.gzip, &self.brotli) {
+            (Coding::Brotli, _, Some(brotli)) => (Coding::Brotli, brotli, tagged("br")),
+            (Coding::Gzip, Some(gzip), _) => (Coding::Gzip, gzip, tagged("gz")),
+            _ => (Coding::Identity, &self.body, Cow::Borrowed(&self.etag)),
         }
     }
 

@@ -8,12 +8,16 @@ pub const LIST_PARAMS: &[&str] = &["location", "max_price", "min_price", "page",
 #[derive(Clone, Debug)]
 pub struct Keys {
     prefix: String,
+    /// Built once: every hit reads it.
+    generation: String,
 }
 
 impl Keys {
     pub fn new(prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into();
         Self {
-            prefix: prefix.into(),
+            generation: format!("{prefix}:generation"),
+            prefix,
         }
     }
 
@@ -23,8 +27,8 @@ impl Keys {
 
     /// The current cache generation: a random token, replaced after every write.
     /// Every cached entry carries the token it was built under (see the `cache` module docs).
-    pub fn generation(&self) -> String {
-        format!("{}:generation", self.prefix)
+    pub fn generation(&self) -> &str {
+        &self.generation
     }
 
     /// The seed's low-level cache of every property.
@@ -45,7 +49,12 @@ impl Keys {
 
     /// A cached page, by normalised URL (see `normalised_url`).
     pub fn page(&self, normalised_url: &str) -> String {
-        format!("{}:page:{normalised_url}", self.prefix)
+        // Built for every request to a cacheable page: no formatting machinery.
+        let mut key = String::with_capacity(self.prefix.len() + 6 + normalised_url.len());
+        key.push_str(&self.prefix);
+        key.push_str(":page:");
+        key.push_str(normalised_url);
+        key
     }
 
     /// The lock that lets one request refresh an expired page while others get it stale.

@@ -53,9 +53,29 @@ impl Layer {
     }
 }
 
+const LAYERS: [Layer; 2] = [Layer::Page, Layer::Query];
+const OUTCOMES: [Outcome; 4] = [Outcome::Hit, Outcome::Miss, Outcome::Stale, Outcome::Bypass];
+
+/// Where the series of (`layer`, `outcome`) sits in `Metrics::lookup_series`.
+fn lookup_index(layer: Layer, outcome: Outcome) -> usize {
+    let layer = match layer {
+        Layer::Page => 0,
+        Layer::Query => 1,
+    };
+    let outcome = match outcome {
+        Outcome::Hit => 0,
+        Outcome::Miss => 1,
+        Outcome::Stale => 2,
+        Outcome::Bypass => 3,
+    };
+    layer * OUTCOMES.len() + outcome
+}
+
 pub struct Metrics {
     registry: Registry,
-    lookups: IntCounterVec,
+    /// The series of `cache_lookups_total`, resolved once (by `lookup_index`): every
+    /// request counts one.
+    lookup_series: Vec<IntCounter>,
     invalidations: IntCounter,
     redis_errors: IntCounter,
     db_loads: IntCounterVec,
@@ -114,15 +134,17 @@ impl Metrics {
             registry.register(c).expect("metric registered once");
         }
         // Make every series visible (at 0) from the start.
-        for layer in [Layer::Page, Layer::Query] {
-            for outcome in [Outcome::Hit, Outcome::Miss, Outcome::Stale, Outcome::Bypass] {
-                lookups.with_label_values(&[layer.label(), outcome.label()]);
+        let mut lookup_series = Vec::with_capacity(LAYERS.len() * OUTCOMES.len());
+        for layer in LAYERS {
+            for outcome in OUTCOMES {
+                debug_assert_eq!(lookup_series.len(), lookup_index(layer, outcome));
+                lookup_series.push(lookups.with_label_values(&[layer.label(), outcome.label()]));
             }
             db_loads.with_label_values(&[layer.label()]);
         }
         Self {
             registry,
-            lookups,
+            lookup_series,
             invalidations,
             redis_errors,
             db_loads,
@@ -132,9 +154,7 @@ impl Metrics {
     }
 
     pub fn lookup(&self, layer: Layer, outcome: Outcome) {
-        self.lookups
-            .with_label_values(&[layer.label(), outcome.label()])
-            .inc();
+        self.lookup_series[lookup_index(layer, outcome)].inc();
     }
 
     pub fn invalidation(&self) {
@@ -160,9 +180,7 @@ impl Metrics {
     }
 
     fn count(&self, layer: Layer, outcome: Outcome) -> u64 {
-        self.lookups
-            .with_label_values(&[layer.label(), outcome.label()])
-            .get()
+        self.lookup_series[lookup_index(layer, outcome)].get()
     }
 
     fn layer(&self, layer: Layer) -> LayerCounters {

@@ -49,7 +49,7 @@ pub async fn page_cache_outer(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    if req.cookie(auth::SESSION_COOKIE).is_some() {
+    if auth::has_session_cookie(req.request()) {
         return pass_through(req, next).await;
     }
     page_cache(req, next).await
@@ -60,7 +60,7 @@ pub async fn page_cache_inner(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    if req.cookie(auth::SESSION_COOKIE).is_none() {
+    if !auth::has_session_cookie(req.request()) {
         return pass_through(req, next).await;
     }
     page_cache(req, next).await
@@ -105,8 +105,11 @@ async fn page_cache(
         state.cache.metrics().lookup(Layer::Page, Outcome::Bypass);
     }
     let elapsed = started.elapsed();
-    set_header(&mut res, X_CACHE, outcome.as_header());
-    set_header(&mut res, SERVER_TIMING, &timings.header(elapsed));
+    let headers = res.headers_mut();
+    headers.insert(X_CACHE, HeaderValue::from_static(outcome.as_header()));
+    if let Ok(v) = HeaderValue::try_from(timings.header(elapsed)) {
+        headers.insert(SERVER_TIMING, v);
+    }
     state
         .cache
         .metrics()
@@ -371,27 +374,32 @@ fn from_entry(req: &HttpRequest, entry: &Entry, outcome: Outcome) -> HttpRespons
         .get(IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| etag_matches(v, &etag));
-    let mut builder = if not_modified {
-        HttpResponse::NotModified()
+    // Headers go straight into the map (static values where they are constant): this
+    // runs for every hit.
+    let mut res = if not_modified {
+        HttpResponse::new(StatusCode::NOT_MODIFIED)
     } else {
-        HttpResponse::Ok()
+        HttpResponse::with_body(StatusCode::OK, BoxBody::new(Bytes::clone(body)))
     };
-    builder
-        .insert_header((ETAG, etag))
-        .insert_header((CACHE_CONTROL, "no-cache"))
-        .insert_header((VARY, "Accept-Encoding"));
+    let headers = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        headers.insert(ETAG, v);
+    }
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
     if outcome != Outcome::Miss {
-        builder.insert_header((AGE, (entry.age_ms(now_ms()) / 1000).to_string()));
+        headers.insert(AGE, HeaderValue::from(entry.age_ms(now_ms()) / 1000));
     }
     if not_modified {
-        return builder.finish();
+        return res;
     }
     if let Some(name) = coding.header() {
-        builder.insert_header((CONTENT_ENCODING, name));
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static(name));
     }
-    builder
-        .insert_header((CONTENT_TYPE, entry.content_type.as_str()))
-        .body(Bytes::clone(body))
+    if let Ok(v) = HeaderValue::from_str(&entry.content_type) {
+        headers.insert(CONTENT_TYPE, v);
+    }
+    res
 }
 
 /// `If-None-Match` against our strong tag: `*`, or a list of (possibly weak) tags.
@@ -399,12 +407,6 @@ fn etag_matches(header: &str, etag: &str) -> bool {
     header.split(',').map(str::trim).any(|candidate| {
         candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == etag
     })
-}
-
-fn set_header(res: &mut ServiceResponse<BoxBody>, name: HeaderName, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        res.headers_mut().insert(name, v);
-    }
 }
 
 #[cfg(test)]
