@@ -4,5 +4,5 @@
 mod price;
 mod text;
 
-pub use price::Price;
+pub use price::{Money, Price};
 pub use text::{Description, Location, Title};

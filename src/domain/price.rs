@@ -76,6 +76,11 @@ impl Price {
     pub fn display(self) -> String {
         format_money(self.0)
     }
+
+    /// The same as `display`, written straight into a formatter (no allocation).
+    pub fn shown(self) -> Money {
+        Money(self.0)
+    }
 }
 
 impl fmt::Display for Price {
@@ -87,21 +92,74 @@ impl fmt::Display for Price {
 
 /// Formats money with thousands separators and exactly two decimals.
 pub fn format_money(value: Decimal) -> String {
-    let plain = format!("{:.2}", value.abs());
-    let (int_part, frac) = plain.split_once('.').unwrap_or((&plain, "00"));
-    let mut grouped = String::with_capacity(int_part.len() + int_part.len() / 3 + 4);
-    for (i, c) in int_part.chars().enumerate() {
-        if i > 0 && (int_part.len() - i) % 3 == 0 {
-            grouped.push(',');
+    Money(value).to_string()
+}
+
+/// Money with thousands separators and exactly two decimals, as a `Display`
+/// (`-1234567.5` shows as `-1,234,567.50`).
+#[derive(Clone, Copy, Debug)]
+pub struct Money(pub Decimal);
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        // `{:.2}` of any Decimal fits easily: at most 29 digits, a point and two decimals.
+        let mut plain = StackStr::<48>::default();
+        write!(plain, "{:.2}", self.0.abs())?;
+        let plain = plain.as_str();
+        let (int_part, frac) = plain.split_once('.').unwrap_or((plain, "00"));
+        if self.0.is_sign_negative() && !self.0.is_zero() {
+            f.write_char('-')?;
         }
-        grouped.push(c);
+        let first = match int_part.len() % 3 {
+            0 => 3.min(int_part.len()),
+            n => n,
+        };
+        f.write_str(&int_part[..first])?;
+        let mut rest = &int_part[first..];
+        while !rest.is_empty() {
+            f.write_char(',')?;
+            f.write_str(&rest[..3])?;
+            rest = &rest[3..];
+        }
+        f.write_char('.')?;
+        f.write_str(frac)
     }
-    let sign = if value.is_sign_negative() && !value.is_zero() {
-        "-"
-    } else {
-        ""
-    };
-    format!("{sign}{grouped}.{frac}")
+}
+
+/// A small string on the stack, for formatting without allocating; writing past its
+/// capacity is a formatting error.
+struct StackStr<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> StackStr<N> {
+    fn as_str(&self) -> &str {
+        // Only whole `&str`s are ever copied in, so the bytes are valid UTF-8.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl<const N: usize> Default for StackStr<N> {
+    fn default() -> Self {
+        Self {
+            buf: [0; N],
+            len: 0,
+        }
+    }
+}
+
+impl<const N: usize> fmt::Write for StackStr<N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        if end > N {
+            return Err(fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -156,5 +214,19 @@ mod tests {
         assert_eq!(Price::parse("999").unwrap().display(), "999.00");
         assert_eq!(Price::parse("1000").unwrap().display(), "1,000.00");
         assert_eq!(Price::parse("0").unwrap().display(), "0.00");
+        assert_eq!(Price::parse("123456").unwrap().display(), "123,456.00");
+        assert_eq!(
+            Price::parse("99999999.99").unwrap().display(),
+            "99,999,999.99"
+        );
+        assert_eq!(format_money(Decimal::new(-123_456_750, 2)), "-1,234,567.50");
+        assert_eq!(format_money(Decimal::new(-5, 1)), "-0.50");
+        let rounded = Decimal::new(12_345, 3);
+        assert_eq!(
+            format_money(rounded),
+            format!("{rounded:.2}"),
+            "rounded like {{:.2}}"
+        );
+        assert_eq!(format_money(Decimal::MAX).len(), 29 + 9 + 3);
     }
 }

@@ -1,25 +1,31 @@
 //! View models: what templates and JSON show of a property, preformatted (templates
 //! have no custom filters, and JSON prices are decimal strings).
 
-use chrono::{DateTime, Datelike, Utc};
+use std::fmt;
+
+use askama::filters::HtmlSafe;
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::Serialize;
 
+use crate::domain::Money;
 use crate::models::property::Property;
 
-/// A property as the HTML pages show it: text borrowed from the row, the rest
-/// preformatted.
+/// A property as the HTML pages show it: text borrowed from the row; everything
+/// derived is a small `Display` value written straight into the page, so building a
+/// view allocates only its excerpt. The derived values are marked `HtmlSafe` (digits,
+/// fixed words and punctuation), so askama does not run them through the escaper.
 pub struct PropertyView<'a> {
     pub id: i64,
     pub title: &'a str,
     pub description: &'a str,
     pub excerpt: String,
-    pub price: String,
+    pub price: Money,
     pub location: &'a str,
-    pub created_at: String,
-    pub created_date: String,
-    pub listed_ago: String,
+    pub created_at: Rfc3339,
+    pub created_date: ShortDate,
+    pub listed_ago: Ago,
     pub hue: u32,
-    pub url: String,
+    pub url: PropertyUrl,
 }
 
 impl<'a> PropertyView<'a> {
@@ -29,29 +35,110 @@ impl<'a> PropertyView<'a> {
             title: &p.title,
             description: &p.description,
             excerpt: excerpt(&p.description, 160),
-            price: p.price().display(),
+            price: p.price().shown(),
             location: &p.location,
-            created_at: p.created_at.to_rfc3339(),
-            created_date: short_date(p.created_at),
-            listed_ago: time_ago(p.created_at, now),
+            created_at: Rfc3339(p.created_at),
+            created_date: ShortDate(p.created_at),
+            listed_ago: Ago {
+                then: p.created_at,
+                now,
+            },
             hue: (p.id.unsigned_abs().wrapping_mul(47) % 360) as u32,
-            url: format!("/properties/{}/", p.id),
+            url: PropertyUrl(p.id),
         }
     }
 }
 
-/// `7 Mar 2026` (what `%-d %b %Y` gives, without parsing a format string per call).
-pub fn short_date(at: DateTime<Utc>) -> String {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!(
-        "{} {} {}",
-        at.day(),
-        MONTHS[at.month0() as usize],
-        at.year()
-    )
+impl HtmlSafe for Money {}
+
+/// What `DateTime::to_rfc3339` gives (`2026-03-07T09:05:00.123456+00:00`; fractions of a
+/// second as 0, 3, 6 or 9 digits).
+#[derive(Clone, Copy, Debug)]
+pub struct Rfc3339(pub DateTime<Utc>);
+
+impl fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = self.0;
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            at.year(),
+            at.month(),
+            at.day(),
+            at.hour(),
+            at.minute(),
+            at.second()
+        )?;
+        match at.nanosecond() {
+            0 => {}
+            n if n % 1_000_000 == 0 => write!(f, ".{:03}", n / 1_000_000)?,
+            n if n % 1_000 == 0 => write!(f, ".{:06}", n / 1_000)?,
+            n => write!(f, ".{n:09}")?,
+        }
+        f.write_str("+00:00")
+    }
 }
+
+impl HtmlSafe for Rfc3339 {}
+
+/// `7 Mar 2026` (what `%-d %b %Y` gives).
+#[derive(Clone, Copy, Debug)]
+pub struct ShortDate(pub DateTime<Utc>);
+
+impl fmt::Display for ShortDate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let at = self.0;
+        write!(
+            f,
+            "{} {} {}",
+            at.day(),
+            MONTHS[at.month0() as usize],
+            at.year()
+        )
+    }
+}
+
+impl HtmlSafe for ShortDate {}
+
+/// "just now", "5 minutes ago", "3 days ago", …
+#[derive(Clone, Copy, Debug)]
+pub struct Ago {
+    pub then: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+}
+
+impl fmt::Display for Ago {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = (self.now - self.then).num_seconds().max(0);
+        let (n, unit) = match secs {
+            0..60 => return f.write_str("just now"),
+            60..3600 => (secs / 60, "minute"),
+            3600..86_400 => (secs / 3600, "hour"),
+            86_400..2_592_000 => (secs / 86_400, "day"),
+            2_592_000..31_536_000 => (secs / 2_592_000, "month"),
+            _ => (secs / 31_536_000, "year"),
+        };
+        let plural = if n == 1 { "" } else { "s" };
+        write!(f, "{n} {unit}{plural} ago")
+    }
+}
+
+impl HtmlSafe for Ago {}
+
+/// `/properties/42/`.
+#[derive(Clone, Copy, Debug)]
+pub struct PropertyUrl(pub i64);
+
+impl fmt::Display for PropertyUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "/properties/{}/", self.0)
+    }
+}
+
+impl HtmlSafe for PropertyUrl {}
 
 /// A property as the JSON API shows it.
 #[derive(Serialize)]
@@ -82,31 +169,15 @@ impl From<&Property> for PropertyJson {
 }
 
 /// The first `max` characters (runs of whitespace counted as one space), cut at a word
-/// boundary, with an ellipsis when cut. Reads no further into `text` than it needs.
+/// boundary, with an ellipsis when cut. Reads no further into `text` than it needs; an
+/// ASCII text (the usual case) is taken a word at a time, by bytes.
 pub fn excerpt(text: &str, max: usize) -> String {
     let mut out = String::with_capacity(max.min(text.len()) + 4);
-    let mut chars = 0;
-    let mut cut = false;
-    for word in text.split_whitespace() {
-        let needed = word.chars().count() + usize::from(chars > 0);
-        if chars + needed > max {
-            if chars < max {
-                // Fill up to `max` characters; a word boundary is chosen below.
-                if chars > 0 {
-                    out.push(' ');
-                    chars += 1;
-                }
-                out.extend(word.chars().take(max - chars));
-            }
-            cut = true;
-            break;
-        }
-        if chars > 0 {
-            out.push(' ');
-        }
-        out.push_str(word);
-        chars += needed;
-    }
+    let cut = if text.is_ascii() {
+        collapse_ascii(text, max, &mut out)
+    } else {
+        collapse_chars(text, max, &mut out)
+    };
     if !cut {
         return out;
     }
@@ -121,24 +192,65 @@ pub fn excerpt(text: &str, max: usize) -> String {
     out
 }
 
+/// Appends the words of `text` joined by single spaces, up to `max` characters; `true`
+/// when something was left out. For ASCII text, where a character is a byte and
+/// whitespace is exactly what `char::is_whitespace` says of ASCII: one pass over the
+/// bytes, stopping at `max`.
+fn collapse_ascii(text: &str, max: usize, out: &mut String) -> bool {
+    let mut kept: Vec<u8> = Vec::with_capacity(max.min(text.len()));
+    let mut space_pending = false;
+    let mut cut = false;
+    for &b in text.as_bytes() {
+        if matches!(b, b' ' | b'\t'..=b'\r') {
+            space_pending = !kept.is_empty();
+            continue;
+        }
+        if kept.len() == max {
+            cut = true;
+            break;
+        }
+        if space_pending {
+            kept.push(b' ');
+            space_pending = false;
+            if kept.len() == max {
+                cut = true;
+                break;
+            }
+        }
+        kept.push(b);
+    }
+    // ASCII in, ASCII out: this cannot fail.
+    out.push_str(std::str::from_utf8(&kept).unwrap_or_default());
+    cut
+}
+
+/// `collapse_ascii` for any text.
+fn collapse_chars(text: &str, max: usize, out: &mut String) -> bool {
+    let mut chars = 0;
+    for word in text.split_whitespace() {
+        let needed = word.chars().count() + usize::from(chars > 0);
+        if chars + needed > max {
+            if chars < max {
+                if chars > 0 {
+                    out.push(' ');
+                    chars += 1;
+                }
+                out.extend(word.chars().take(max - chars));
+            }
+            return true;
+        }
+        if chars > 0 {
+            out.push(' ');
+        }
+        out.push_str(word);
+        chars += needed;
+    }
+    false
+}
+
 /// "just now", "5 minutes ago", "3 days ago", …
 pub fn time_ago(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    let secs = (now - then).num_seconds().max(0);
-    let plural = |n: i64, unit: &str| {
-        if n == 1 {
-            format!("1 {unit} ago")
-        } else {
-            format!("{n} {unit}s ago")
-        }
-    };
-    match secs {
-        0..60 => "just now".into(),
-        60..3600 => plural(secs / 60, "minute"),
-        3600..86_400 => plural(secs / 3600, "hour"),
-        86_400..2_592_000 => plural(secs / 86_400, "day"),
-        2_592_000..31_536_000 => plural(secs / 2_592_000, "month"),
-        _ => plural(secs / 31_536_000, "year"),
-    }
+    Ago { then, now }.to_string()
 }
 
 #[cfg(test)]
@@ -176,6 +288,7 @@ mod tests {
             "one",
             "  spaced\t\n out   words  here ",
             "Sunny flat, close to the sea. Garden; parking: yes.",
+            "tab\tvertical\u{0B}tab\u{0C}feed\r\ncr  lf and\u{A0}no-break\u{2003}em space",
             "a".repeat(200).as_str(),
             "ünïcödé wörds ".repeat(30).as_str(),
             "word, ".repeat(40).as_str(),
@@ -193,10 +306,22 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_are_written_as_to_rfc3339_writes_them() {
+        let base = DateTime::from_timestamp(1_798_675_200, 0).unwrap();
+        for nanos in [0, 123_000_000, 123_456_000, 123_456_789, 1_000] {
+            let at = base + chrono::Duration::nanoseconds(nanos);
+            assert_eq!(Rfc3339(at).to_string(), at.to_rfc3339());
+        }
+    }
+
+    #[test]
     fn short_dates_match_the_strftime_form() {
         for ts in [0, 951_782_400, 1_700_000_000, 1_798_675_200] {
             let at = DateTime::from_timestamp(ts, 0).unwrap();
-            assert_eq!(short_date(at), at.format("%-d %b %Y").to_string());
+            assert_eq!(
+                ShortDate(at).to_string(),
+                at.format("%-d %b %Y").to_string()
+            );
         }
     }
 
