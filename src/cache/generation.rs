@@ -11,6 +11,13 @@
 //! Under load this turns one Redis round trip per hit into one per round-trip time per
 //! worker; a lone request still costs exactly one read. State is per thread (actix runs
 //! each worker on its own single-threaded runtime), so no lock is taken.
+//!
+//! Within one read-only request (GET or HEAD, run inside `request_scope`), the first
+//! token read is remembered and used by the request's later lookups (a page miss renders
+//! from `all_properties` and a result page: three lookups). That is the same argument
+//! once more: the token was read after the request arrived, so every write acknowledged
+//! before that is behind it, and the request is linearized at that read. A request that
+//! invalidates, or sees Redis fail, forgets it (`forget`), and reads afresh.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -30,6 +37,53 @@ struct Batches {
     in_flight: Option<(u64, Read)>,
     /// The read that will be sent when the one in flight returns: requests join it.
     queued: Option<(u64, Read)>,
+}
+
+tokio::task_local! {
+    /// The token this request has read, if it is a read-only request (`request_scope`).
+    static REQUEST: RefCell<Remembered>;
+}
+
+struct Remembered {
+    enabled: bool,
+    /// By cache (its store's id): tests run several caches in one process.
+    token: Option<(u64, String)>,
+}
+
+/// Runs one request; with `read_only`, the first generation token it reads is reused by
+/// its later lookups (see the module docs).
+pub async fn request_scope<F: Future>(read_only: bool, fut: F) -> F::Output {
+    let remembered = Remembered {
+        enabled: read_only,
+        token: None,
+    };
+    REQUEST.scope(RefCell::new(remembered), fut).await
+}
+
+/// The token this request read from `cache_id` before, if any.
+pub fn remembered(cache_id: u64) -> Option<String> {
+    REQUEST
+        .try_with(|r| match &r.borrow().token {
+            Some((id, token)) if *id == cache_id => Some(token.clone()),
+            _ => None,
+        })
+        .ok()
+        .flatten()
+}
+
+/// Remembers `token` for the rest of this request (the first one read wins).
+pub fn remember(cache_id: u64, token: &str) {
+    let _ = REQUEST.try_with(|r| {
+        let mut r = r.borrow_mut();
+        if r.enabled && r.token.is_none() {
+            r.token = Some((cache_id, token.to_string()));
+        }
+    });
+}
+
+/// Forgets the token: the request invalidated, or saw Redis fail.
+pub fn forget() {
+    let _ = REQUEST.try_with(|r| r.borrow_mut().token = None);
 }
 
 thread_local! {
@@ -104,6 +158,27 @@ mod tests {
             }
             .boxed_local()
         }
+    }
+
+    #[tokio::test]
+    async fn a_read_only_request_reuses_its_first_token_until_it_forgets_it() {
+        request_scope(true, async {
+            assert_eq!(remembered(1), None);
+            remember(1, "g1");
+            remember(1, "g2");
+            assert_eq!(remembered(1).as_deref(), Some("g1"), "the first read wins");
+            assert_eq!(remembered(2), None, "another cache's token is its own");
+            forget();
+            assert_eq!(remembered(1), None);
+        })
+        .await;
+        request_scope(false, async {
+            remember(1, "g1");
+            assert_eq!(remembered(1), None, "requests that may write never reuse");
+        })
+        .await;
+        remember(1, "g1");
+        assert_eq!(remembered(1), None, "outside a request nothing is kept");
     }
 
     #[tokio::test]

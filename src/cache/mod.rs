@@ -152,9 +152,18 @@ impl Cache {
 
     /// Reads the generation and `key` in one round trip (`MGET`); when this process
     /// still holds the entry (`local.rs`), only the generation is read.
+    ///
+    /// A read-only request that has read the token already (`generation::request_scope`)
+    /// uses that token for every lookup: entries of exactly that generation are accepted
+    /// and what it builds is tagged with it. Never a fresher token: a render tagged with
+    /// a newer token than the inputs it was built from (say, `all_properties` accepted
+    /// under the older one) would pass old rows off as current — the race tests caught
+    /// exactly that.
     pub async fn lookup(&self, key: &str) -> Result<Lookup, CacheUnavailable> {
         self.ensure_no_pending_invalidation().await?;
+        let id = self.inner.store.id();
         if let Some(local) = self.inner.local.get(key) {
+            let read_now = generation::remembered(id).is_none();
             let generation = self.current_generation().await?;
             if local.generation == generation {
                 return Ok(Lookup {
@@ -162,16 +171,32 @@ impl Cache {
                     entry: Some(local),
                 });
             }
-            self.inner.local.remove(key);
+            if read_now {
+                // Of an older generation than the current one: it will never be used.
+                self.inner.local.remove(key);
+            }
         }
-        let cmd = redis::cmd("MGET")
-            .arg(self.keys().generation())
-            .arg(key)
-            .to_owned();
-        let (generation, raw): (Option<String>, Option<Vec<u8>>) = self.query(&cmd).await?;
-        let generation = match generation {
-            Some(g) => g,
-            None => self.start_generation().await?,
+        // Asked again here: the read just above may have been this request's first, and
+        // then it is the one to use (the race tests caught a fresher one taken here).
+        let (generation, raw) = match generation::remembered(id) {
+            Some(token) => {
+                let cmd = redis::cmd("GET").arg(key).to_owned();
+                let raw: Option<Vec<u8>> = self.query(&cmd).await?;
+                (token, raw)
+            }
+            None => {
+                let cmd = redis::cmd("MGET")
+                    .arg(self.keys().generation())
+                    .arg(key)
+                    .to_owned();
+                let (generation, raw): (Option<String>, Option<Vec<u8>>) = self.query(&cmd).await?;
+                let generation = match generation {
+                    Some(g) => g,
+                    None => self.start_generation().await?,
+                };
+                generation::remember(id, &generation);
+                (generation, raw)
+            }
         };
         let entry = raw
             .and_then(Entry::decode)
@@ -186,6 +211,10 @@ impl Cache {
     /// The current token, read from Redis by a read sent after this call began
     /// (batched with other requests of this worker: `generation.rs`).
     async fn current_generation(&self) -> Result<String, CacheUnavailable> {
+        let id = self.inner.store.id();
+        if let Some(token) = generation::remembered(id) {
+            return Ok(token);
+        }
         let cache = self.clone();
         let read = move || {
             let cache = cache.clone();
@@ -195,10 +224,12 @@ impl Cache {
             }
             .boxed_local()
         };
-        match generation::read_batched(self.inner.store.id(), read).await? {
-            Some(g) => Ok(g),
-            None => self.start_generation().await,
-        }
+        let token = match generation::read_batched(id, read).await? {
+            Some(g) => g,
+            None => self.start_generation().await?,
+        };
+        generation::remember(id, &token);
+        Ok(token)
     }
 
     /// Keeps an entry in this process for as long as Redis keeps it.
@@ -309,6 +340,8 @@ impl Cache {
             .cmd("DEL")
             .arg(self.keys().all_properties())
             .ignore();
+        // Whatever happens, this request reads the token afresh from now on.
+        generation::forget();
         match self.inner.store.pipe::<()>(&pipe).await {
             Ok(()) => {
                 self.inner
@@ -344,6 +377,7 @@ impl Cache {
             self.inner
                 .invalidation_pending
                 .store(true, Ordering::SeqCst);
+            generation::forget();
         }
         result
     }
@@ -391,6 +425,7 @@ impl Cache {
     /// every entry unreachable at once), then `SCAN` + `UNLINK` of the page entries and
     /// refresh locks under this prefix. Never `FLUSHALL`/`FLUSHDB`.
     pub async fn clear(&self) -> Result<u64, CacheUnavailable> {
+        generation::forget();
         let mut deleted: u64 = self
             .inner
             .store

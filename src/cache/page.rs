@@ -25,6 +25,7 @@ use actix_web::web::{Bytes, Data};
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::entry::{Coding, Entry, now_ms};
+use super::generation;
 use super::keys::normalised_url;
 use super::metrics::{Layer, Outcome};
 use super::{Cache, Freshness};
@@ -84,12 +85,13 @@ async fn page_cache(
         )
     });
     let cache_key = cache_key_for(&req, &state.cache);
-    let (result, timings) = timing::scope(async {
+    let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
+    let (result, timings) = timing::scope(generation::request_scope(read_only, async {
         match cache_key {
             None => pass_through(req, next).await.map(|r| (r, Outcome::Bypass)),
             Some(key) => cached(req, next, &state.cache, &key).await,
         }
-    })
+    }))
     .await;
     let (mut res, outcome) = result?;
     // Hits were answered before routing: name their route from the path (asking the
