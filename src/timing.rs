@@ -7,6 +7,8 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
+
 tokio::task_local! {
     static TIMINGS: Rc<Timings>;
 }
@@ -46,10 +48,13 @@ pub fn timed<T>(kind: Kind, f: impl FnOnce() -> T) -> T {
 }
 
 /// Runs `fut` inside a fresh timing scope and returns its output with the timings.
-pub async fn scope<F: Future>(fut: F) -> (F::Output, Rc<Timings>) {
+/// Not an `async fn`: one would hold `fut` twice (as its argument and inside the scope),
+/// doubling the size of every request's future.
+pub fn scope<F: Future>(fut: F) -> impl Future<Output = (F::Output, Rc<Timings>)> {
     let timings = Rc::new(Timings::default());
-    let out = TIMINGS.scope(timings.clone(), fut).await;
-    (out, timings)
+    TIMINGS
+        .scope(timings.clone(), fut)
+        .map(move |out| (out, timings))
 }
 
 impl Timings {

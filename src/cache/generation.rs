@@ -51,13 +51,14 @@ struct Remembered {
 }
 
 /// Runs one request; with `read_only`, the first generation token it reads is reused by
-/// its later lookups (see the module docs).
-pub async fn request_scope<F: Future>(read_only: bool, fut: F) -> F::Output {
+/// its later lookups (see the module docs). Not an `async fn`, which would hold `fut`
+/// twice.
+pub fn request_scope<F: Future>(read_only: bool, fut: F) -> impl Future<Output = F::Output> {
     let remembered = Remembered {
         enabled: read_only,
         token: None,
     };
-    REQUEST.scope(RefCell::new(remembered), fut).await
+    REQUEST.scope(RefCell::new(remembered), fut)
 }
 
 /// The token this request read from `cache_id` before, if any.

@@ -164,13 +164,19 @@ fn cache_key_for(req: &ServiceRequest, cache: &Cache) -> Option<String> {
     Some(cache.keys().page(&url))
 }
 
+/// Calls the rest of the chain (session middleware, router, handler). Its future is
+/// boxed, here and in `fill`: held inline it made this middleware's future — moved
+/// into place for every request, hits included — several kilobytes large.
 async fn pass_through(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    Ok(next.call(req).await?.map_into_boxed_body())
+    Ok(Box::pin(next.call(req)).await?.map_into_boxed_body())
 }
 
+/// A cacheable request: a fresh entry is answered here; an expired entry and a miss are
+/// handled by `expired` and `miss`, whose futures are boxed so that the future of a hit
+/// stays small (it is moved into place for every request).
 async fn cached<B: MessageBody + 'static>(
     req: ServiceRequest,
     next: Next<B>,
@@ -181,42 +187,60 @@ async fn cached<B: MessageBody + 'static>(
         Ok(lookup) => lookup,
         Err(_) => return Ok((pass_through(req, next).await?, Outcome::Bypass)),
     };
-    if let Some(entry) = lookup.entry {
-        return match cache.freshness(&entry, cache.page_ttl()) {
-            Freshness::Fresh => Ok(answer(req, &entry, Outcome::Hit, cache)),
-            // Stale-while-revalidate: one request (of any instance) refreshes, the others
-            // get the expired entry meanwhile.
-            Freshness::Expired if !cache.try_refresh_lock(key).await => {
-                Ok(answer(req, &entry, Outcome::Stale, cache))
-            }
-            Freshness::Expired => {
-                // The lock may have been released a moment ago by a request that just
-                // refreshed the entry: look again before rendering a second time.
-                if let Ok((Some(fresh), _)) = look_again(cache, key).await {
-                    cache.release_refresh_lock(key).await;
-                    return Ok(answer(req, &fresh, Outcome::Hit, cache));
-                }
-                let result = fill(req, next, cache, key, &lookup.generation, Some(entry)).await;
-                cache.release_refresh_lock(key).await;
-                result.map(|(res, outcome, _)| (res, outcome))
-            }
-        };
+    match lookup.entry {
+        Some(entry) if cache.freshness(&entry, cache.page_ttl()) == Freshness::Fresh => {
+            Ok(answer(req, &entry, Outcome::Hit, cache))
+        }
+        Some(entry) => Box::pin(expired(req, next, cache, key, &lookup.generation, entry)).await,
+        None => Box::pin(miss(req, next, cache, key, &lookup.generation)).await,
     }
+}
 
-    // A plain miss: requests of this instance that miss the same key *under the same
-    // generation* share one render (single-flight). The generation is part of the flight's
-    // name: a request that read a newer token (a write was acknowledged meanwhile) must
-    // not take a render whose database read may predate that write. The leader checks
-    // Redis once more first, since a flight that ended a moment ago may have stored it.
+/// Stale-while-revalidate: one request (of any instance) refreshes an expired entry, the
+/// others get it meanwhile.
+async fn expired<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+    cache: &Cache,
+    key: &str,
+    generation: &str,
+    entry: Arc<Entry>,
+) -> Result<(ServiceResponse<BoxBody>, Outcome), actix_web::Error> {
+    if !cache.try_refresh_lock(key).await {
+        return Ok(answer(req, &entry, Outcome::Stale, cache));
+    }
+    // The lock may have been released a moment ago by a request that just refreshed
+    // the entry: look again before rendering a second time.
+    if let Ok((Some(fresh), _)) = look_again(cache, key).await {
+        cache.release_refresh_lock(key).await;
+        return Ok(answer(req, &fresh, Outcome::Hit, cache));
+    }
+    let result = fill(req, next, cache, key, generation, Some(entry)).await;
+    cache.release_refresh_lock(key).await;
+    result.map(|(res, outcome, _)| (res, outcome))
+}
+
+/// A plain miss: requests of this instance that miss the same key *under the same
+/// generation* share one render (single-flight). The generation is part of the flight's
+/// name: a request that read a newer token (a write was acknowledged meanwhile) must
+/// not take a render whose database read may predate that write. The leader checks
+/// Redis once more first, since a flight that ended a moment ago may have stored it.
+async fn miss<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+    cache: &Cache,
+    key: &str,
+    looked_up_under: &str,
+) -> Result<(ServiceResponse<BoxBody>, Outcome), actix_web::Error> {
     let mut mine = Some((req, next));
     let mut leader_result = None;
-    let flight = format!("{}\n{key}", lookup.generation);
+    let flight = format!("{looked_up_under}\n{key}");
     let (shared, _role) = cache
         .page_flights()
         .run(&flight, || async {
             // Our own closure runs at most once, so the request is still ours here.
             let (req, next) = mine.take()?;
-            let mut generation = lookup.generation.clone();
+            let mut generation = looked_up_under.to_string();
             match look_again(cache, key).await {
                 Ok((Some(entry), _)) => {
                     leader_result = Some(Ok(answer(req, &entry, Outcome::Hit, cache)));
@@ -242,7 +266,7 @@ async fn cached<B: MessageBody + 'static>(
         // Another request rendered and stored it while this one waited.
         (Some(entry), Some((req, _))) => Ok(answer(req, &entry, Outcome::Hit, cache)),
         // Its result was not storable (an error page, say): render this one ourselves.
-        (None, Some((req, next))) => fill(req, next, cache, key, &lookup.generation, None)
+        (None, Some((req, next))) => fill(req, next, cache, key, looked_up_under, None)
             .await
             .map(|(res, outcome, _)| (res, outcome)),
         (_, None) => Err(actix_web::error::ErrorInternalServerError(
@@ -287,7 +311,7 @@ async fn fill<B: MessageBody + 'static>(
     stale: Option<Arc<Entry>>,
 ) -> Result<(ServiceResponse<BoxBody>, Outcome, Option<Arc<Entry>>), actix_web::Error> {
     let metrics = cache.metrics();
-    let res = next.call(req).await?;
+    let res = Box::pin(next.call(req)).await?;
     match (res.status(), stale) {
         // Stale-if-error: the database is down; a current-generation copy within grace
         // is better than an error page.
