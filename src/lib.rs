@@ -1,6 +1,7 @@
 //! Property Listings: a real-estate listings site whose pages are served from a
 //! multi-level Redis cache that never shows stale data.
 
+pub mod access_log;
 pub mod auth;
 pub mod cache;
 pub mod cli;

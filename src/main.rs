@@ -96,7 +96,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => {
             let app = Application::build(settings).await?;
             log::info!("listening on port {}", app.port());
-            app.run_until_stopped().await?;
+            let stopped = app.run_until_stopped().await;
+            property_listings::access_log::flush();
+            stopped?;
         }
         Command::Migrate => {
             db::prepare_database(&settings.database_url)?;

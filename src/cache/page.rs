@@ -29,6 +29,7 @@ use super::generation;
 use super::keys::normalised_url;
 use super::metrics::{Layer, Outcome};
 use super::{Cache, Freshness};
+use crate::access_log;
 use crate::auth;
 use crate::state::AppState;
 use crate::timing;
@@ -76,7 +77,7 @@ async fn page_cache(
     let Some(state) = req.app_data::<Data<AppState>>().cloned() else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
-    let access = log::log_enabled!(target: "access", log::Level::Info).then(|| {
+    let access = access_log::enabled().then(|| {
         let peer = req.peer_addr().map(|a| a.ip().to_string());
         (
             peer.unwrap_or_else(|| "-".into()),
@@ -117,19 +118,19 @@ async fn page_cache(
         .metrics()
         .observe_request(&route, outcome.as_header(), elapsed.as_secs_f64());
     // The access log: one line per request, with the cache outcome. Written here rather
-    // than by actix's Logger, which wraps every body in a byte-counting stream.
+    // than by actix's Logger, which wraps every body in a byte-counting stream; batched
+    // (see `access_log`).
     if let Some((peer, method, uri)) = access {
         let size = match res.response().body().size() {
             actix_web::body::BodySize::Sized(n) => n.to_string(),
             _ => "-".into(),
         };
-        log::info!(
-            target: "access",
+        access_log::write(format_args!(
             "{peer} \"{method} {uri}\" {} {size} {} {:.3}ms",
             res.status().as_u16(),
             outcome.as_header(),
             elapsed.as_secs_f64() * 1e3
-        );
+        ));
     }
     Ok(res)
 }

@@ -34,6 +34,11 @@ struct Server {
 
 impl Server {
     fn start() -> Self {
+        Self::start_logging("warn")
+    }
+
+    /// With `RUST_LOG` set to `rust_log`.
+    fn start_logging(rust_log: &str) -> Self {
         let settings = test_settings();
         let (_, db_name) =
             property_listings::db::split_database_url(&settings.database_url).unwrap();
@@ -50,7 +55,7 @@ impl Server {
             .env("ADMIN_USERNAME", ADMIN_USER)
             .env("ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("STATIC_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/static"))
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
             .current_dir(std::env::temp_dir())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -271,6 +276,49 @@ fn soak_duration() -> Duration {
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(10);
     Duration::from_secs(secs.max(3))
+}
+
+/// The access log is written in batches (`access_log.rs`): every request still gets its
+/// line, with the cache outcome, and promptly — not only once a batch fills up.
+#[tokio::test]
+async fn every_request_gets_an_access_log_line_within_a_moment() {
+    let mut server = Server::start_logging("warn,access=info");
+    let client = client(false);
+    server.wait_until_healthy(&client).await;
+    for _ in 0..3 {
+        let res = client.get(server.url("/properties/")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let res = client
+        .get(server.url("/properties/?page=999"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let wanted = |log: &str| {
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(" INFO  access] ") && l.contains("\"GET /properties/"))
+            .collect();
+        lines.len() == 4
+            && lines[0].contains("\"GET /properties/\" 200 ")
+            && lines[0].contains(" MISS ")
+            && lines[1].contains(" HIT ")
+            && lines[2].contains(" HIT ")
+            && lines[3].contains("\"GET /properties/?page=999\" 404 ")
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+        if wanted(&log) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected four access lines (MISS, HIT, HIT, 404) within 2 s:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
