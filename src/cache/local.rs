@@ -17,7 +17,8 @@ pub struct LocalTier {
 
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<String, (Arc<Entry>, i64)>,
+    /// Entry, kept until (ms), and the bytes it was counted as.
+    entries: HashMap<String, (Arc<Entry>, i64, usize)>,
     bytes: usize,
 }
 
@@ -40,7 +41,7 @@ impl LocalTier {
         }
         let mut inner = self.lock();
         match inner.entries.get(key) {
-            Some((entry, keep_until)) if *keep_until > now_ms() => Some(entry.clone()),
+            Some((entry, keep_until, _)) if *keep_until > now_ms() => Some(entry.clone()),
             Some(_) => {
                 inner.remove(key);
                 None
@@ -49,9 +50,11 @@ impl LocalTier {
         }
     }
 
-    /// Keeps `entry` until `keep_until_ms` at the latest.
-    pub fn insert(&self, key: &str, entry: Arc<Entry>, keep_until_ms: i64) {
-        let size = entry_size(&entry);
+    /// Keeps `entry` until `keep_until_ms` at the latest. With `decoded_too` (a
+    /// query-cache entry, kept decoded as well: `Entry::decoded`), its body is counted
+    /// twice: decoded rows take about as much room as their JSON.
+    pub fn insert(&self, key: &str, entry: Arc<Entry>, keep_until_ms: i64, decoded_too: bool) {
+        let size = entry_size(&entry) + if decoded_too { entry.body.len() } else { 0 };
         if self.capacity_bytes == 0 || size > self.capacity_bytes / 4 {
             return;
         }
@@ -64,7 +67,7 @@ impl LocalTier {
         inner.bytes += size;
         inner
             .entries
-            .insert(key.to_string(), (entry, keep_until_ms));
+            .insert(key.to_string(), (entry, keep_until_ms, size));
     }
 
     pub fn remove(&self, key: &str) {
@@ -78,8 +81,8 @@ impl LocalTier {
 
 impl Inner {
     fn remove(&mut self, key: &str) {
-        if let Some((entry, _)) = self.entries.remove(key) {
-            self.bytes -= entry_size(&entry);
+        if let Some((_, _, size)) = self.entries.remove(key) {
+            self.bytes -= size;
         }
     }
 }
@@ -111,20 +114,32 @@ mod tests {
     #[test]
     fn entries_are_kept_until_their_redis_lifetime_ends() {
         let tier = LocalTier::new(1 << 20);
-        tier.insert("a", entry(10), now_ms() + 60_000);
-        tier.insert("b", entry(10), now_ms() - 1);
+        tier.insert("a", entry(10), now_ms() + 60_000, false);
+        tier.insert("b", entry(10), now_ms() - 1, false);
         assert!(tier.get("a").is_some());
         assert!(tier.get("b").is_none());
+    }
+
+    #[test]
+    fn an_entry_kept_decoded_too_counts_its_body_twice() {
+        let tier = LocalTier::new(1 << 20);
+        let until = now_ms() + 60_000;
+        tier.insert("page", entry(1000), until, false);
+        let page = tier.bytes();
+        tier.insert("query", entry(1000), until, true);
+        assert_eq!(tier.bytes(), page + page + 1000);
+        tier.remove("query");
+        assert_eq!(tier.bytes(), page, "removed as counted");
     }
 
     #[test]
     fn the_tier_never_holds_more_than_its_capacity() {
         let tier = LocalTier::new(10_000);
         for i in 0..100 {
-            tier.insert(&format!("k{i}"), entry(1000), now_ms() + 60_000);
+            tier.insert(&format!("k{i}"), entry(1000), now_ms() + 60_000, i % 2 == 0);
             assert!(tier.bytes() <= 10_000);
         }
-        tier.insert("big", entry(5000), now_ms() + 60_000);
+        tier.insert("big", entry(5000), now_ms() + 60_000, false);
         assert!(
             tier.get("big").is_none(),
             "an entry over a quarter of the tier is not kept"

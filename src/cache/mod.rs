@@ -234,13 +234,14 @@ impl Cache {
 
     /// Keeps an entry in this process for as long as Redis keeps it.
     fn keep_locally(&self, key: &str, entry: Arc<Entry>) {
-        let ttl = if self.keys().is_page(key) {
+        let is_page = self.keys().is_page(key);
+        let ttl = if is_page {
             self.inner.page_ttl
         } else {
             self.inner.query_ttl
         };
         let keep_until = entry.stored_at_ms + (ttl + self.inner.grace).as_millis() as i64;
-        self.inner.local.insert(key, entry, keep_until);
+        self.inner.local.insert(key, entry, keep_until, !is_page);
     }
 
     /// Stores an entry built under `generation` (with pre-compressed variants when
