@@ -23,9 +23,14 @@ struct Pending {
     stamp: String,
 }
 
+static PENDING: OnceLock<Mutex<Pending>> = OnceLock::new();
+
+fn lock(pending: &'static Mutex<Pending>) -> MutexGuard<'static, Pending> {
+    pending.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn pending() -> MutexGuard<'static, Pending> {
-    static PENDING: OnceLock<Mutex<Pending>> = OnceLock::new();
-    let mutex = PENDING.get_or_init(|| {
+    lock(PENDING.get_or_init(|| {
         // The first line starts the flusher; it lives as long as the process.
         let started = std::thread::Builder::new()
             .name("access-log".into())
@@ -41,8 +46,7 @@ fn pending() -> MutexGuard<'static, Pending> {
             );
         }
         Mutex::default()
-    });
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
+    }))
 }
 
 /// Whether access lines are wanted (`RUST_LOG` lets `access` through at info).
@@ -69,9 +73,11 @@ pub fn write(line: fmt::Arguments<'_>) {
     }
 }
 
-/// Writes out every pending line.
+/// Writes out every pending line (if a line was ever written).
 pub fn flush() {
-    write_out(pending());
+    if let Some(pending) = PENDING.get() {
+        write_out(lock(pending));
+    }
 }
 
 /// Takes the pending lines and writes them. stderr is locked before the buffer is let

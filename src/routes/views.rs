@@ -170,7 +170,7 @@ impl From<&Property> for PropertyJson {
 
 /// The first `max` characters (runs of whitespace counted as one space), cut at a word
 /// boundary, with an ellipsis when cut. Reads no further into `text` than it needs; an
-/// ASCII text (the usual case) is taken a word at a time, by bytes.
+/// ASCII text (the usual case) is collapsed in one pass over its bytes.
 pub fn excerpt(text: &str, max: usize) -> String {
     let mut out = String::with_capacity(max.min(text.len()) + 4);
     let cut = if text.is_ascii() {
