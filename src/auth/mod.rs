@@ -77,12 +77,6 @@ pub fn current_admin(session: &Session) -> Option<Admin> {
         .then_some(Admin { id, username })
 }
 
-/// Whether the request carries a session of a signed-in admin (the page cache
-/// bypasses those).
-pub fn is_signed_in(req: &HttpRequest) -> bool {
-    has_session_cookie(req) && current_admin(&req.get_session()).is_some()
-}
-
 /// Whether the request carries a session cookie. Scans the `Cookie` headers in place:
 /// `HttpRequest::cookie` would parse every cookie and keep them in the request's
 /// extensions, which the page cache's hit path (asking this of every request) can skip.

@@ -54,7 +54,7 @@ pub async fn page_cache_outer(
     if auth::has_session_cookie(req.request()) {
         return pass_through(req, next).await;
     }
-    page_cache(req, next).await
+    page_cache(req, next, false).await
 }
 
 /// See `page_cache_outer`.
@@ -65,13 +65,15 @@ pub async fn page_cache_inner(
     if !auth::has_session_cookie(req.request()) {
         return pass_through(req, next).await;
     }
-    page_cache(req, next).await
+    page_cache(req, next, true).await
 }
 
 /// The page cache for one request: non-cacheable requests are marked `BYPASS`.
+/// `session_cookie`: whether the request has one (the caller has just looked).
 async fn page_cache(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
+    session_cookie: bool,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let started = Instant::now();
     let Some(state) = req.app_data::<Data<AppState>>().cloned() else {
@@ -85,8 +87,12 @@ async fn page_cache(
             req.uri().clone(),
         )
     });
-    let cache_key = cache_key_for(&req, &state.cache);
     let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
+    let cache_key = if read_only {
+        cache_key_for(&req, &state.cache, session_cookie)
+    } else {
+        None
+    };
     let (result, timings) = timing::scope(generation::request_scope(read_only, async {
         match cache_key {
             None => pass_through(req, next).await.map(|r| (r, Outcome::Bypass)),
@@ -152,13 +158,13 @@ fn cache_key_for_counting(res: &ServiceResponse<BoxBody>) -> bool {
     normalised_url(req.path(), req.query_string()).is_some()
 }
 
-/// The page key, or `None` when this request must not be served from or stored in the
-/// cache: not GET/HEAD, not a cacheable route, or not anonymous.
-fn cache_key_for(req: &ServiceRequest, cache: &Cache) -> Option<String> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return None;
-    }
-    if req.headers().contains_key("authorization") || auth::is_signed_in(req.request()) {
+/// The page key of a GET or HEAD, or `None` when it must not be served from or stored
+/// in the cache: not a cacheable route, or not anonymous (credentials, or a session
+/// cookie whose session is a signed-in admin's).
+fn cache_key_for(req: &ServiceRequest, cache: &Cache, session_cookie: bool) -> Option<String> {
+    if req.headers().contains_key("authorization")
+        || (session_cookie && auth::current_admin(&req.get_session()).is_some())
+    {
         return None;
     }
     let url = normalised_url(req.path(), req.query_string())?;
