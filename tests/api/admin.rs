@@ -53,20 +53,32 @@ async fn admin_posts_without_a_session_are_forbidden_and_write_nothing() {
     let app = spawn_app().await;
     let p = app.insert("Loft", "1", "A").await;
     let token = app.csrf_token("/admin/login").await; // a real token, but no sign-in
-    for path in [
+    let mut paths = write_routes(p.id).to_vec();
+    paths.push("/admin/logout".into());
+    assert_refused_and_nothing_written(&app, &paths, &token, p.id).await;
+}
+
+/// The admin routes that write a listing (`id`'s edit and delete, and "new").
+fn write_routes(id: i64) -> [String; 3] {
+    [
         "/admin/properties/new".to_string(),
-        format!("/admin/properties/{}/edit", p.id),
-        format!("/admin/properties/{}/delete", p.id),
-        "/admin/logout".into(),
-    ] {
+        format!("/admin/properties/{id}/edit"),
+        format!("/admin/properties/{id}/delete"),
+    ]
+}
+
+/// POSTs a listing form with `token` to each of `paths`: every one must be a 403, and
+/// the one listing there is (`id`, titled "Loft") must be exactly as it was.
+async fn assert_refused_and_nothing_written(app: &TestApp, paths: &[String], token: &str, id: i64) {
+    for path in paths {
         let res = app
-            .post_form(&path, &listing("Hacked", "1", "X", &token))
+            .post_form(path, &listing("Hacked", "1", "X", token))
             .await;
-        assert_eq!(res.status(), 403, "{path}");
+        assert_eq!(res.status(), 403, "{path} with {token:?}");
     }
     assert_eq!(app.count_rows(), 1);
     assert_eq!(
-        app.get_json(&format!("/api/properties/{}/", p.id)).await["title"],
+        app.get_json(&format!("/api/properties/{id}/")).await["title"],
         "Loft"
     );
 }
@@ -298,22 +310,8 @@ async fn a_missing_or_forged_csrf_token_is_forbidden_and_writes_nothing() {
     let app = signed_in_app().await;
     let p = app.insert("Loft", "1", "A").await;
     for token in ["", "0000", "forged"] {
-        for path in [
-            "/admin/properties/new".to_string(),
-            format!("/admin/properties/{}/edit", p.id),
-            format!("/admin/properties/{}/delete", p.id),
-        ] {
-            let res = app
-                .post_form(&path, &listing("Changed", "2", "B", token))
-                .await;
-            assert_eq!(res.status(), 403, "{path} with {token:?}");
-        }
+        assert_refused_and_nothing_written(&app, &write_routes(p.id), token, p.id).await;
     }
-    assert_eq!(app.count_rows(), 1);
-    assert_eq!(
-        app.get_json(&format!("/api/properties/{}/", p.id)).await["title"],
-        "Loft"
-    );
 }
 
 #[tokio::test]

@@ -12,19 +12,10 @@ use property_listings::cache::keys::LIST_PARAMS;
 
 use crate::helpers::{
     PrivateRedis, REDIS_URL, TestApp, anonymous_client, csrf_token_in, header, price_in_response,
-    property_data, spawn_app, spawn_app_with, spawn_instance_like, spawn_instance_with,
+    property_data, public_routes, spawn_app, spawn_app_with, spawn_instance_like,
+    spawn_instance_with,
 };
 use crate::proxy::FaultProxy;
-
-/// The four public routes that show a listing's price.
-fn price_routes(id: i64) -> [String; 4] {
-    [
-        "/properties/".to_string(),
-        format!("/properties/{id}/"),
-        "/api/properties/".to_string(),
-        format!("/api/properties/{id}/"),
-    ]
-}
 
 /// The price (in cents) of the only listing, as `path` shows it, and the `X-Cache` header.
 async fn observe_price(
@@ -65,7 +56,7 @@ async fn read_until_stopped(
     stop: Arc<AtomicBool>,
 ) -> ReaderReport {
     let client = anonymous_client();
-    let routes = price_routes(id);
+    let routes = public_routes(id);
     let mut report = ReaderReport::default();
     let mut turn = offset;
     while !stop.load(Ordering::SeqCst) {
@@ -163,7 +154,7 @@ async fn assert_everyone_agrees(apps: &[&TestApp], id: i64, expected: u64) {
     assert_eq!(apps[0].price_in_database(id), expected, "the database");
     let client = anonymous_client();
     for app in apps {
-        for path in price_routes(id) {
+        for path in public_routes(id) {
             for attempt in ["first", "cached"] {
                 let (seen, x_cache) = observe_price(&client, &app.address, &path).await.unwrap();
                 assert_eq!(seen, expected, "{attempt} read of {path} ({x_cache})");
@@ -297,7 +288,7 @@ fn generation_token(app: &TestApp) -> Option<String> {
 async fn deleting_the_generation_key_never_brings_back_pages_of_an_older_generation() {
     let app = spawn_app().await;
     let p = app.insert("Loft", "100", "Austin, TX").await;
-    let routes = price_routes(p.id);
+    let routes = public_routes(p.id);
     let client = anonymous_client();
     let mut tokens_seen = HashSet::new();
 
@@ -377,7 +368,7 @@ async fn with_a_tiny_maxmemory_and_lru_eviction_no_read_after_a_write_shows_old_
         PrivateRedis::start_with(&["--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru"]);
     let app = spawn_app_with(|s| s.redis_url = redis.url()).await;
     let p = app.insert("Pressure", "5000", "Evictville").await;
-    let mut paths: Vec<String> = price_routes(p.id).into();
+    let mut paths: Vec<String> = public_routes(p.id).into();
     for min_price in 1..=200 {
         paths.push(format!("/properties/?min_price={min_price}"));
         paths.push(format!("/api/properties/?min_price={min_price}"));
@@ -503,7 +494,7 @@ async fn every_key_the_app_writes_except_the_generation_is_written_with_an_expir
     let recorder = monitor(&redis);
 
     // Act: every kind of Redis write the app makes.
-    let mut paths: Vec<String> = price_routes(p.id).into();
+    let mut paths: Vec<String> = public_routes(p.id).into();
     paths.extend([
         "/properties/?q=loft".into(),
         "/api/properties/?sort=price_asc".into(),

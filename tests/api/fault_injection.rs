@@ -10,7 +10,8 @@ use diesel::Connection;
 
 use crate::helpers::{
     PrivateRedis, REDIS_URL, TestApp, anonymous_client, direct_database_url, header,
-    price_in_response, property_data, spawn_app, spawn_app_with, spawn_instance_with,
+    price_in_response, property_data, public_routes, spawn_app, spawn_app_with,
+    spawn_instance_with,
 };
 use crate::proxy::FaultProxy;
 
@@ -25,15 +26,6 @@ fn upstream(addr: &str) -> SocketAddr {
 fn through(url: &str, upstream: &str, proxy: &FaultProxy) -> String {
     assert!(url.contains(upstream), "{url} does not name {upstream}");
     url.replacen(upstream, &proxy.addr().to_string(), 1)
-}
-
-fn public_pages(id: i64) -> [String; 4] {
-    [
-        "/properties/".to_string(),
-        format!("/properties/{id}/"),
-        "/api/properties/".to_string(),
-        format!("/api/properties/{id}/"),
-    ]
 }
 
 /// Status and JSON body of `/api/cache/metrics`.
@@ -77,7 +69,7 @@ async fn with_the_redis_link_cut_every_page_is_served_and_caching_resumes_after_
     let redis = FaultProxy::start(upstream(REDIS));
     let app = spawn_app_with(|s| s.redis_url = through(&s.redis_url, REDIS, &redis)).await;
     let p = app.insert("Loft", "100", "Austin, TX").await;
-    let pages = public_pages(p.id);
+    let pages = public_routes(p.id);
     app.warm(&pages).await;
 
     redis.cut();
@@ -125,7 +117,7 @@ async fn with_500_ms_of_redis_latency_requests_answer_well_under_a_second_and_co
     let redis = FaultProxy::start(upstream(REDIS));
     let app = spawn_app_with(|s| s.redis_url = through(&s.redis_url, REDIS, &redis)).await;
     let p = app.insert("Loft", "100", "Austin, TX").await;
-    let pages = public_pages(p.id);
+    let pages = public_routes(p.id);
     app.warm(&pages).await;
 
     redis.latency(Duration::from_millis(500));
@@ -175,7 +167,7 @@ async fn a_write_while_redis_is_unreachable_leaves_no_stale_entry_for_any_instan
     let a = spawn_app_with(|s| s.redis_url = through(&s.redis_url, REDIS, &redis)).await;
     let b = spawn_instance_with(&a, |_| {}).await; // same proxy: Redis is down for both
     let p = a.insert("Loft", "100", "Austin, TX").await;
-    let pages = public_pages(p.id);
+    let pages = public_routes(p.id);
     a.warm(&pages).await;
     b.warm(&pages).await;
 
@@ -243,7 +235,7 @@ async fn a_write_from_an_instance_cut_off_from_redis_reaches_the_others_once_its
     let writer = spawn_app_with(|s| s.redis_url = through(&s.redis_url, REDIS, &link)).await;
     let reader = spawn_instance_with(&writer, |s| s.redis_url = REDIS_URL.into()).await;
     let p = writer.insert("Loft", "100", "Austin, TX").await;
-    let pages = public_pages(p.id);
+    let pages = public_routes(p.id);
     reader.warm(&pages).await;
 
     link.cut();
@@ -517,7 +509,7 @@ async fn a_redis_restarted_from_a_snapshot_taken_before_a_write_does_not_serve_t
     let port = redis.port;
     let app = spawn_app_with(|s| s.redis_url = redis.url()).await;
     let p = app.insert("Loft", "100", "Austin, TX").await;
-    let pages = public_pages(p.id);
+    let pages = public_routes(p.id);
     app.warm(&pages).await;
     // The snapshot holds the generation of that moment and pages showing 100.00.
     let generation = format!("{}:generation", app.prefix);

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{PrivateRedis, free_port, header, spawn_app_with};
+use crate::helpers::{PrivateRedis, free_port, header, public_routes, spawn_app_with};
 
 #[tokio::test]
 async fn with_redis_unreachable_every_page_is_served_from_the_database() {
@@ -10,12 +10,7 @@ async fn with_redis_unreachable_every_page_is_served_from_the_database() {
     let app = spawn_app_with(|s| s.redis_url = format!("redis://127.0.0.1:{closed}/0")).await;
     let p = app.insert("Loft", "100", "Austin, TX").await;
 
-    for path in [
-        "/properties/".to_string(),
-        format!("/properties/{}/", p.id),
-        "/api/properties/".into(),
-        format!("/api/properties/{}/", p.id),
-    ] {
+    for path in public_routes(p.id) {
         let started = Instant::now();
         let res = app.get_anonymous(&path).await;
         assert_eq!(res.status(), 200, "{path}");

@@ -159,6 +159,15 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// A GET with this app's client and extra request headers.
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut req = self.client.get(self.url(path));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        req.send().await.expect("request sent")
+    }
+
     /// A GET from a fresh, cookie-less client (an anonymous visitor).
     pub async fn get_anonymous(&self, path: &str) -> reqwest::Response {
         client()
@@ -332,6 +341,17 @@ impl Drop for TestApp {
             }
         }
     }
+}
+
+/// The four public routes that show a listing: the HTML list and detail pages and
+/// their JSON twins.
+pub fn public_routes(id: i64) -> [String; 4] {
+    [
+        "/properties/".to_string(),
+        format!("/properties/{id}/"),
+        "/api/properties/".to_string(),
+        format!("/api/properties/{id}/"),
+    ]
 }
 
 pub fn header<'a>(res: &'a reqwest::Response, name: &str) -> &'a str {

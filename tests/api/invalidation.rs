@@ -2,7 +2,7 @@
 
 use actix_web::web::Bytes;
 
-use crate::helpers::{header, property_data, spawn_app, spawn_instance_like};
+use crate::helpers::{header, property_data, public_routes, spawn_app, spawn_instance_like};
 
 #[tokio::test]
 async fn an_insert_shows_on_the_next_request_to_the_list_and_the_api() {
@@ -32,12 +32,7 @@ async fn an_insert_shows_on_the_next_request_to_the_list_and_the_api() {
 async fn an_update_shows_on_the_next_request_to_every_page() {
     let app = spawn_app().await;
     let p = app.insert("Loft", "100", "Austin, TX").await;
-    let paths = [
-        "/properties/".to_string(),
-        format!("/properties/{}/", p.id),
-        "/api/properties/".into(),
-        format!("/api/properties/{}/", p.id),
-    ];
+    let paths = public_routes(p.id);
     app.warm(&paths).await;
 
     app.state

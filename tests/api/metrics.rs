@@ -50,12 +50,8 @@ async fn the_app_counts_page_and_query_hits_misses_and_bypasses() {
     app.get_anonymous("/properties/").await; // page miss, query miss
     app.get_anonymous("/properties/").await; // page hit
     app.get_anonymous("/api/properties/").await; // page miss, query hit
-    app.client
-        .get(app.url("/properties/"))
-        .header("authorization", "Bearer x")
-        .send()
-        .await
-        .unwrap(); // page bypass, query hit
+    app.get_with("/properties/", &[("authorization", "Bearer x")])
+        .await; // page bypass, query hit
 
     let app_counters = &app.get_json("/api/cache/metrics").await["app"];
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{header, spawn_app, spawn_app_with};
+use crate::helpers::{header, public_routes, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn the_first_visit_misses_and_the_next_one_hits_with_the_same_body() {
@@ -25,12 +25,7 @@ async fn the_first_visit_misses_and_the_next_one_hits_with_the_same_body() {
 async fn every_public_page_and_api_route_is_cached() {
     let app = spawn_app().await;
     let p = app.insert("Loft", "100", "Austin, TX").await;
-    for path in [
-        "/properties/".to_string(),
-        format!("/properties/{}/", p.id),
-        "/api/properties/".into(),
-        format!("/api/properties/{}/", p.id),
-    ] {
+    for path in public_routes(p.id) {
         assert_eq!(
             header(&app.get_anonymous(&path).await, "x-cache"),
             "MISS",
@@ -66,19 +61,11 @@ async fn a_matching_if_none_match_gets_304_without_a_body() {
     assert!(etag.starts_with('"'), "strong etag: {etag}");
 
     let res = app
-        .client
-        .get(app.url("/properties/"))
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .unwrap();
+        .get_with("/properties/", &[("if-none-match", &etag)])
+        .await;
     let other = app
-        .client
-        .get(app.url("/properties/"))
-        .header("if-none-match", "\"something-else\"")
-        .send()
-        .await
-        .unwrap();
+        .get_with("/properties/", &[("if-none-match", "\"something-else\"")])
+        .await;
 
     assert_eq!(res.status(), 304);
     assert_eq!(header(&res, "etag"), etag);
@@ -128,12 +115,8 @@ async fn a_request_with_credentials_bypasses_the_cache() {
     app.get_anonymous("/properties/").await;
 
     let res = app
-        .client
-        .get(app.url("/properties/"))
-        .header("authorization", "Basic dXNlcjpwYXNz")
-        .send()
-        .await
-        .unwrap();
+        .get_with("/properties/", &[("authorization", "Basic dXNlcjpwYXNz")])
+        .await;
 
     assert_eq!(header(&res, "x-cache"), "BYPASS");
 }
@@ -144,12 +127,8 @@ async fn a_forged_session_cookie_is_just_an_anonymous_visitor() {
     app.get_anonymous("/properties/").await;
 
     let res = app
-        .client
-        .get(app.url("/properties/"))
-        .header("cookie", "pl_session=forged")
-        .send()
-        .await
-        .unwrap();
+        .get_with("/properties/", &[("cookie", "pl_session=forged")])
+        .await;
 
     assert_eq!(header(&res, "x-cache"), "HIT");
     assert!(res.headers().get("set-cookie").is_none());
@@ -283,14 +262,12 @@ async fn cached_pages_are_served_pre_compressed_in_the_coding_the_client_accepts
     let identity_tag = header(&plain, "etag").to_string();
     let identity = plain.text().await.unwrap();
 
-    let get = |coding: &'static str| {
-        app.client
-            .get(app.url("/properties/"))
-            .header("accept-encoding", coding)
-            .send()
-    };
-    let br = get("gzip, deflate, br").await.unwrap();
-    let gz = get("gzip").await.unwrap();
+    let br = app
+        .get_with("/properties/", &[("accept-encoding", "gzip, deflate, br")])
+        .await;
+    let gz = app
+        .get_with("/properties/", &[("accept-encoding", "gzip")])
+        .await;
 
     assert_eq!(header(&br, "x-cache"), "HIT");
     assert_eq!(header(&br, "content-encoding"), "br");
@@ -310,12 +287,10 @@ async fn cached_pages_are_served_pre_compressed_in_the_coding_the_client_accepts
     assert_eq!(ungzip, identity);
 
     let revalidated = app
-        .client
-        .get(app.url("/properties/"))
-        .header("accept-encoding", "br")
-        .header("if-none-match", &br_tag)
-        .send()
-        .await
-        .unwrap();
+        .get_with(
+            "/properties/",
+            &[("accept-encoding", "br"), ("if-none-match", &br_tag)],
+        )
+        .await;
     assert_eq!(revalidated.status(), 304);
 }

@@ -106,6 +106,12 @@ impl Drop for Server {
     }
 }
 
+/// The JSON body of an anonymous GET.
+async fn get_json(url: &str) -> serde_json::Value {
+    let res = client(false).get(url).send().await.expect("request sent");
+    res.json().await.expect("a JSON body")
+}
+
 /// Resident memory of process `pid` in KiB (`VmRSS` in `/proc/PID/status`).
 fn rss_kib(pid: u32) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -343,14 +349,7 @@ async fn a_soak_run_has_no_5xx_no_stale_read_no_lost_write_and_flat_memory() {
             .await,
         303
     );
-    let listing: serde_json::Value = client(false)
-        .get(server.url("/api/properties/?sort=price_desc"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listing = get_json(&server.url("/api/properties/?sort=price_desc")).await;
     let hot = listing["results"][0]["id"]
         .as_i64()
         .expect("the hot listing");
@@ -404,14 +403,7 @@ async fn a_soak_run_has_no_5xx_no_stale_read_no_lost_write_and_flat_memory() {
             }
             9 => {
                 // Delete the newest listing (the API lists newest first).
-                let newest: serde_json::Value = client(false)
-                    .get(server.url("/api/properties/"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let newest = get_json(&server.url("/api/properties/")).await;
                 let id = newest["results"][0]["id"].as_i64().unwrap();
                 if id == hot {
                     continue;
