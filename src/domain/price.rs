@@ -72,13 +72,9 @@ impl Price {
         self.0
     }
 
-    /// `1234567.5` → `"1,234,567.50"`.
-    pub fn display(self) -> String {
-        format_money(self.0)
-    }
-
-    /// The same as `display`, written straight into a formatter (no allocation).
-    pub fn shown(self) -> Money {
+    /// How pages show it: `1234567.5` → `1,234,567.50`, written straight into a
+    /// formatter (no allocation).
+    pub fn display(self) -> Money {
         Money(self.0)
     }
 }
@@ -88,11 +84,6 @@ impl fmt::Display for Price {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:.2}", self.0)
     }
-}
-
-/// Formats money with thousands separators and exactly two decimals.
-pub fn format_money(value: Decimal) -> String {
-    Money(value).to_string()
 }
 
 /// Money with thousands separators and exactly two decimals, as a `Display`
@@ -210,23 +201,35 @@ mod tests {
 
     #[test]
     fn money_is_shown_with_thousands_separators() {
-        assert_eq!(Price::parse("1234567.5").unwrap().display(), "1,234,567.50");
-        assert_eq!(Price::parse("999").unwrap().display(), "999.00");
-        assert_eq!(Price::parse("1000").unwrap().display(), "1,000.00");
-        assert_eq!(Price::parse("0").unwrap().display(), "0.00");
-        assert_eq!(Price::parse("123456").unwrap().display(), "123,456.00");
         assert_eq!(
-            Price::parse("99999999.99").unwrap().display(),
+            Price::parse("1234567.5").unwrap().display().to_string(),
+            "1,234,567.50"
+        );
+        assert_eq!(Price::parse("999").unwrap().display().to_string(), "999.00");
+        assert_eq!(
+            Price::parse("1000").unwrap().display().to_string(),
+            "1,000.00"
+        );
+        assert_eq!(Price::parse("0").unwrap().display().to_string(), "0.00");
+        assert_eq!(
+            Price::parse("123456").unwrap().display().to_string(),
+            "123,456.00"
+        );
+        assert_eq!(
+            Price::parse("99999999.99").unwrap().display().to_string(),
             "99,999,999.99"
         );
-        assert_eq!(format_money(Decimal::new(-123_456_750, 2)), "-1,234,567.50");
-        assert_eq!(format_money(Decimal::new(-5, 1)), "-0.50");
+        assert_eq!(
+            Money(Decimal::new(-123_456_750, 2)).to_string(),
+            "-1,234,567.50"
+        );
+        assert_eq!(Money(Decimal::new(-5, 1)).to_string(), "-0.50");
         let rounded = Decimal::new(12_345, 3);
         assert_eq!(
-            format_money(rounded),
+            Money(rounded).to_string(),
             format!("{rounded:.2}"),
             "rounded like {{:.2}}"
         );
-        assert_eq!(format_money(Decimal::MAX).len(), 29 + 9 + 3);
+        assert_eq!(Money(Decimal::MAX).to_string().len(), 29 + 9 + 3);
     }
 }

@@ -35,7 +35,7 @@ impl<'a> PropertyView<'a> {
             title: &p.title,
             description: &p.description,
             excerpt: excerpt(&p.description, 160),
-            price: p.price().shown(),
+            price: p.price().display(),
             location: &p.location,
             created_at: Rfc3339(p.created_at),
             created_date: ShortDate(p.created_at),
@@ -248,11 +248,6 @@ fn collapse_chars(text: &str, max: usize, out: &mut String) -> bool {
     false
 }
 
-/// "just now", "5 minutes ago", "3 days ago", …
-pub fn time_ago(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    Ago { then, now }.to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,8 +323,9 @@ mod tests {
     #[test]
     fn ages_read_naturally() {
         let now = Utc::now();
-        assert_eq!(time_ago(now, now), "just now");
-        assert_eq!(time_ago(now - Duration::minutes(1), now), "1 minute ago");
-        assert_eq!(time_ago(now - Duration::days(3), now), "3 days ago");
+        let ago = |then| Ago { then, now }.to_string();
+        assert_eq!(ago(now), "just now");
+        assert_eq!(ago(now - Duration::minutes(1)), "1 minute ago");
+        assert_eq!(ago(now - Duration::days(3)), "3 days ago");
     }
 }

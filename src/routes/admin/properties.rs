@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::{admin_page, see_other};
 use crate::auth::{self, Admin};
-use crate::domain::{Description, Location, Price, Title};
+use crate::domain::{Description, Location, Money, Price, Title};
 use crate::error::AppError;
 use crate::models::property::{Property, PropertyData, PropertyFilter, Sort};
 use crate::routes::properties::parse_id;
@@ -93,7 +93,7 @@ pub struct FormPage {
 pub struct AdminRow {
     pub id: i64,
     pub title: String,
-    pub price: String,
+    pub price: Money,
     pub location: String,
     pub created_date: String,
     pub url: String,
