@@ -72,23 +72,25 @@ impl Coding {
     }
 
     /// The best coding an `Accept-Encoding` value allows: brotli, then gzip, then none.
+    /// A coding named with `q=0` is refused even when `*` would allow it (RFC 9110
+    /// §12.5.3); `*` stands only for codings the header does not name.
     pub fn negotiate(accept_encoding: Option<&str>) -> Self {
         let Some(accept) = accept_encoding else {
             return Self::Identity;
         };
-        let accepts = |name: &str| {
-            accept.split(',').any(|part| {
+        // The q-value the header gives `name` (1 when it has none), if it names it.
+        let q_of = |name: &str| {
+            accept.split(',').find_map(|part| {
                 let mut pieces = part.split(';');
                 let token = pieces.next().unwrap_or("").trim();
-                let refused = pieces.any(|p| {
-                    p.trim()
-                        .strip_prefix("q=")
-                        .and_then(|q| q.trim().parse::<f32>().ok())
-                        .is_some_and(|q| q <= 0.0)
-                });
-                (token.eq_ignore_ascii_case(name) || token == "*") && !refused
+                token.eq_ignore_ascii_case(name).then(|| {
+                    pieces
+                        .find_map(|p| p.trim().strip_prefix("q="))
+                        .map_or(1.0, |q| q.trim().parse::<f32>().unwrap_or(0.0))
+                })
             })
         };
+        let accepts = |name: &str| q_of(name).or_else(|| q_of("*")).is_some_and(|q| q > 0.0);
         if accepts("br") {
             Self::Brotli
         } else if accepts("gzip") {
@@ -320,6 +322,13 @@ mod tests {
         assert_eq!(Coding::negotiate(Some("gzip, deflate, br")), Coding::Brotli);
         assert_eq!(Coding::negotiate(Some("gzip")), Coding::Gzip);
         assert_eq!(Coding::negotiate(Some("br;q=0, gzip")), Coding::Gzip);
+        assert_eq!(Coding::negotiate(Some("br;q=0, *")), Coding::Gzip);
+        assert_eq!(Coding::negotiate(Some("*")), Coding::Brotli);
+        assert_eq!(Coding::negotiate(Some("*;q=0, gzip")), Coding::Gzip);
+        assert_eq!(
+            Coding::negotiate(Some("gzip;q=0, br;q=0, *")),
+            Coding::Identity
+        );
         assert_eq!(Coding::negotiate(Some("identity")), Coding::Identity);
     }
 

@@ -2,6 +2,8 @@
 //! `PREFIX:` so several apps (or test runs) can share one Redis, and `cache clear`
 //! can find exactly this app's keys with `SCAN MATCH PREFIX:*`.
 
+use std::borrow::Cow;
+
 /// Query parameters of the listing routes: the only ones that form a page key.
 pub const LIST_PARAMS: &[&str] = &["location", "max_price", "min_price", "page", "q", "sort"];
 
@@ -84,51 +86,90 @@ impl Keys {
     }
 }
 
-/// Which query parameters a cacheable path keeps in its key, or `None` when the path
-/// is not page-cached at all (admin, health, metrics, static files…).
-pub fn cacheable_params(path: &str) -> Option<&'static [&'static str]> {
-    match path {
-        "/properties/" | "/api/properties/" => Some(LIST_PARAMS),
-        _ => {
-            let id = path
-                .strip_prefix("/properties/")
-                .or_else(|| path.strip_prefix("/api/properties/"))?
-                .strip_suffix('/')?;
-            (!id.is_empty() && id.len() <= 19 && id.bytes().all(|b| b.is_ascii_digit()))
-                .then_some(&[][..])
+/// A cacheable path in its one canonical spelling, and the query parameters its key
+/// keeps; `None` when the path is not page-cached at all (admin, health, static
+/// files…). Percent-encoded bytes are decoded as the router decodes them (an encoded
+/// `/` never joins segments) and a listing id is written without leading zeros, so
+/// `/api/%70roperties/0004/` is `/api/properties/4/`. An id the handler would not
+/// accept (`+1`) is no cacheable path: the handler answers 404 without a database read.
+pub fn cacheable_path(path: &str) -> Option<(Cow<'_, str>, &'static [&'static str])> {
+    let path = if path.contains('%') {
+        let mut decoded = String::with_capacity(path.len());
+        for (i, segment) in path.split('/').enumerate() {
+            let segment = percent_encoding::percent_decode_str(segment)
+                .decode_utf8()
+                .ok()?;
+            if segment.contains('/') {
+                return None;
+            }
+            if i > 0 {
+                decoded.push('/');
+            }
+            decoded.push_str(&segment);
+        }
+        Cow::Owned(decoded)
+    } else {
+        Cow::Borrowed(path)
+    };
+    match path.as_ref() {
+        "/properties/" | "/api/properties/" => Some((path, LIST_PARAMS)),
+        p => {
+            let (base, rest) = match p.strip_prefix("/api/properties/") {
+                Some(rest) => ("/api/properties/", rest),
+                None => ("/properties/", p.strip_prefix("/properties/")?),
+            };
+            let raw = rest.strip_suffix('/')?;
+            let id = crate::domain::parse_id(raw)?;
+            if raw.starts_with('0') || matches!(path, Cow::Owned(_)) {
+                return Some((Cow::Owned(format!("{base}{id}/")), &[]));
+            }
+            Some((path, &[]))
         }
     }
 }
 
-/// The page-cache identity of a request: its path plus the known, non-empty query
-/// parameters sorted by name (first occurrence wins, as in the handlers). Unknown
-/// parameters are dropped, so junk in a URL cannot grow the keyspace.
+/// The page-cache identity of a request: its canonical path plus the known query
+/// parameters in canonical form (parsed values: `page=02` is `page=2`, `min_price=0005`
+/// is `min_price=5`; empty and default values dropped), sorted by name, first
+/// occurrence winning as in the handlers. Unknown parameters are dropped, so junk in a
+/// URL cannot grow the keyspace, and every spelling of one page shares its key. A value
+/// the handler would refuse makes the request uncacheable: it gets a 400 that reads
+/// nothing from the database.
 pub fn normalised_url(path: &str, query: &str) -> Option<String> {
-    let known = cacheable_params(path)?;
-    if known.is_empty() {
-        return Some(path.to_string());
+    let (path, known) = cacheable_path(path)?;
+    if known.is_empty() || query.is_empty() {
+        return Some(path.into_owned());
     }
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
-    let mut kept: Vec<(&str, &str)> = Vec::new();
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).ok()?;
+    let mut kept: Vec<(&str, String)> = Vec::new();
     for name in known {
-        if let Some((_, v)) = pairs.iter().find(|(k, _)| k == name)
-            && !v.trim().is_empty()
-            && !is_default(name, v.trim())
-        {
-            kept.push((name, v.trim()));
+        let Some((_, v)) = pairs.iter().find(|(k, _)| k == name) else {
+            continue;
+        };
+        let v = v.trim();
+        if v.is_empty() {
+            continue;
         }
+        let canonical = match *name {
+            "page" => match v.parse::<usize>().ok()? {
+                1 => continue,
+                n => n.to_string(),
+            },
+            "sort" => match v {
+                "newest" => continue,
+                "price_asc" | "price_desc" => v.to_string(),
+                _ => return None,
+            },
+            "min_price" | "max_price" => crate::domain::Price::parse(v).ok()?.query_value(),
+            _ => v.to_string(),
+        };
+        kept.push((name, canonical));
     }
     if kept.is_empty() {
-        return Some(path.to_string());
+        return Some(path.into_owned());
     }
     let query = serde_urlencoded::to_string(&kept).ok()?;
     Some(format!("{path}?{query}"))
-}
-
-/// Defaults spelled out (`sort=newest`, `page=1`, as the search form submits them)
-/// name the same page as leaving them out.
-fn is_default(name: &str, value: &str) -> bool {
-    matches!((name, value), ("sort", "newest") | ("page", "1"))
 }
 
 #[cfg(test)]
@@ -161,6 +202,41 @@ mod tests {
             normalised_url("/properties/", "q=&location=&sort=price_asc").as_deref(),
             Some("/properties/?sort=price_asc")
         );
+    }
+
+    #[test]
+    fn every_spelling_of_a_page_has_the_canonical_key() {
+        for (spelling, canonical) in [
+            ("/properties/007/", "/properties/7/"),
+            ("/properties/%37/", "/properties/7/"),
+            ("/api/%70roperties/%30%37/", "/api/properties/7/"),
+            ("/api/%70roperties/", "/api/properties/"),
+        ] {
+            assert_eq!(normalised_url(spelling, "").as_deref(), Some(canonical));
+        }
+        assert_eq!(
+            normalised_url("/properties/", "page=02&min_price=0005.0&max_price=9.50").as_deref(),
+            Some("/properties/?max_price=9.5&min_price=5&page=2")
+        );
+        assert_eq!(
+            normalised_url("/properties/", "page=01&sort=newest").as_deref(),
+            Some("/properties/")
+        );
+    }
+
+    #[test]
+    fn a_value_the_handler_refuses_or_a_joined_segment_is_not_cached() {
+        for (path, query) in [
+            ("/properties/+7/", ""),
+            ("/properties%2F7/", ""),
+            ("/properties/%2F7/", ""),
+            ("/properties/%FF/", ""),
+            ("/properties/", "page=abc"),
+            ("/properties/", "sort=cheapest"),
+            ("/properties/", "min_price=-1"),
+        ] {
+            assert_eq!(normalised_url(path, query), None, "{path}?{query}");
+        }
     }
 
     #[test]

@@ -72,6 +72,12 @@ impl Price {
         self.0
     }
 
+    /// The shortest plain form (`0150000.50` → `150000.5`, `12.00` → `12`): how a price
+    /// stands in a URL, one spelling per value (the page cache keys on it).
+    pub fn query_value(self) -> String {
+        self.0.normalize().to_string()
+    }
+
     /// How pages show it: `1234567.5` → `1,234,567.50`, written straight into a
     /// formatter (no allocation).
     pub fn display(self) -> Money {
@@ -169,6 +175,20 @@ mod tests {
             (".5", "0.50"),
         ] {
             assert_eq!(Price::parse(raw).unwrap().to_string(), shown, "{raw}");
+        }
+    }
+
+    #[test]
+    fn a_price_has_one_shortest_spelling_in_urls() {
+        for (raw, canonical) in [
+            ("0", "0"),
+            ("0.00", "0"),
+            ("0150000.50", "150000.5"),
+            ("12.00", "12"),
+            (".5", "0.5"),
+            ("1250", "1250"),
+        ] {
+            assert_eq!(Price::parse(raw).unwrap().query_value(), canonical, "{raw}");
         }
     }
 

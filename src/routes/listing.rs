@@ -14,7 +14,9 @@ pub const PAGE_SIZE: usize = 20;
 const MAX_Q_CHARS: usize = 200;
 const MAX_LOCATION_CHARS: usize = 100;
 
-/// A parsed listing query. Raw values are kept for re-filling the search form.
+/// A parsed listing query. `raw` holds the values, in canonical form, for re-filling the
+/// search form and building page links: every spelling of one query renders the same
+/// page, as the page cache keys them to one entry (`cache::keys::normalised_url`).
 #[derive(Clone, Debug, Default)]
 pub struct ListQuery {
     pub filter: PropertyFilter,
@@ -30,6 +32,10 @@ pub struct RawListQuery {
     pub min_price: String,
     pub max_price: String,
     pub sort: String,
+}
+
+fn price_text(price: Option<Price>) -> String {
+    price.map(Price::query_value).unwrap_or_default()
 }
 
 impl ListQuery {
@@ -94,9 +100,12 @@ impl ListQuery {
             raw: RawListQuery {
                 q: filter.q.clone().unwrap_or_default(),
                 location: filter.location.clone().unwrap_or_default(),
-                min_price: get("min_price").unwrap_or_default(),
-                max_price: get("max_price").unwrap_or_default(),
-                sort: get("sort").unwrap_or_default(),
+                min_price: price_text(filter.min_price),
+                max_price: price_text(filter.max_price),
+                sort: match sort {
+                    Sort::Newest => String::new(),
+                    other => other.as_str().to_string(),
+                },
             },
             filter,
             sort,
@@ -107,14 +116,13 @@ impl ListQuery {
     /// The canonical identity of this query (parsed values, so `sort=newest`, `page=1`,
     /// `1250` and `1250.00` name the same result page) for the query cache key.
     pub fn cache_id(&self) -> String {
-        let price = |p: Option<crate::domain::Price>| p.map(|p| p.to_string()).unwrap_or_default();
         let pairs = [
             ("sort", self.sort.as_str().to_string()),
             ("page", self.page.to_string()),
             ("q", self.filter.q.clone().unwrap_or_default()),
             ("location", self.filter.location.clone().unwrap_or_default()),
-            ("min_price", price(self.filter.min_price)),
-            ("max_price", price(self.filter.max_price)),
+            ("min_price", price_text(self.filter.min_price)),
+            ("max_price", price_text(self.filter.max_price)),
         ];
         serde_urlencoded::to_string(pairs).unwrap_or_default()
     }

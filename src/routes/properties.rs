@@ -115,10 +115,7 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
 
 /// Parses a path id; anything but a positive integer is simply "not found".
 pub fn parse_id(raw: &str) -> Result<i64, AppError> {
-    match raw.parse::<i64>() {
-        Ok(id) if id > 0 => Ok(id),
-        _ => Err(AppError::NotFound),
-    }
+    crate::domain::parse_id(raw).ok_or(AppError::NotFound)
 }
 
 /// The property a detail route names (a database load behind the page cache).

@@ -294,3 +294,99 @@ async fn cached_pages_are_served_pre_compressed_in_the_coding_the_client_accepts
         .await;
     assert_eq!(revalidated.status(), 304);
 }
+
+#[tokio::test]
+async fn every_spelling_of_a_page_is_served_from_its_one_key() {
+    let app = spawn_app().await;
+    let p = app.insert("Loft", "100", "Austin, TX").await;
+    let id = p.id;
+    let spellings = [
+        (
+            "/api/properties/".to_string(),
+            "/api/%70roperties/".to_string(),
+        ),
+        (
+            format!("/properties/{id}/"),
+            format!("/properties/{id:04}/"),
+        ),
+        (format!("/properties/{id}/"), format!("/properties/%3{id}/")),
+        (
+            format!("/api/properties/{id}/"),
+            format!("/api/properties/00{id}/"),
+        ),
+        (
+            format!("/api/properties/{id}/"),
+            format!("/api/%70roperties/%3{id}/"),
+        ),
+        (
+            "/properties/".to_string(),
+            "/properties/?page=01".to_string(),
+        ),
+        (
+            "/properties/?min_price=5".to_string(),
+            "/properties/?min_price=0005.0".to_string(),
+        ),
+        (
+            "/api/properties/?max_price=200&sort=price_asc".to_string(),
+            "/api/properties/?sort=price_asc&max_price=0200.00".to_string(),
+        ),
+    ];
+    assert!(id < 10, "the %3N spelling needs a one-digit id");
+    for (canonical, _) in &spellings {
+        app.get_anonymous(canonical).await;
+    }
+    let keys_before = app.page_keys();
+
+    for (canonical, other) in &spellings {
+        let res = app.get_anonymous(other).await;
+        assert_eq!(res.status(), 200, "{other}");
+        assert_eq!(
+            header(&res, "x-cache"),
+            "HIT",
+            "{other} is served from {canonical}"
+        );
+        let canonical_body = app.get_anonymous(canonical).await.text().await.unwrap();
+        assert_eq!(res.text().await.unwrap(), canonical_body, "{other}");
+    }
+
+    assert_eq!(app.page_keys(), keys_before, "no spelling adds a key");
+}
+
+#[tokio::test]
+async fn a_signed_or_spaced_id_is_not_found_rather_than_an_uncached_page() {
+    let app = spawn_app().await;
+    let p = app.insert("Loft", "100", "Austin, TX").await;
+    for path in [
+        format!("/properties/+{}/", p.id),
+        format!("/properties/%2B{}/", p.id),
+        format!("/api/properties/+{}/", p.id),
+        format!("/properties/%20{}/", p.id),
+    ] {
+        let res = app.get_anonymous(&path).await;
+        assert_eq!(res.status(), 404, "{path}");
+    }
+    assert!(app.page_keys().is_empty());
+}
+
+#[tokio::test]
+async fn a_coding_refused_with_q_0_is_not_sent_even_when_a_wildcard_allows_the_rest() {
+    let app = spawn_app().await;
+    app.insert_many(5).await;
+    for (accept, expected) in [
+        ("br;q=0, *", Some("gzip")),
+        ("gzip;q=0, br;q=0, *", None),
+        ("*", Some("br")),
+    ] {
+        for _ in 0..2 {
+            let res = app
+                .get_with("/properties/", &[("accept-encoding", accept)])
+                .await;
+            assert_eq!(res.status(), 200);
+            let coding = res
+                .headers()
+                .get("content-encoding")
+                .map(|v| v.to_str().unwrap().to_string());
+            assert_eq!(coding.as_deref(), expected, "Accept-Encoding: {accept}");
+        }
+    }
+}
