@@ -73,6 +73,8 @@ struct Inner {
     local: LocalTier,
     page_flights: SingleFlight<Option<Arc<Entry>>>,
     query_flights: SingleFlight<Option<Arc<dyn Any + Send + Sync>>>,
+    /// The last key listing (when, for which limit, what): see `list_keys`.
+    key_listing: tokio::sync::Mutex<Option<(std::time::Instant, usize, KeyListing)>>,
 }
 
 /// The result of a generation-checked lookup.
@@ -109,6 +111,7 @@ impl Cache {
                 local: LocalTier::new(settings.local_cache_bytes),
                 page_flights: SingleFlight::default(),
                 query_flights: SingleFlight::default(),
+                key_listing: tokio::sync::Mutex::default(),
             }),
         })
     }
@@ -454,6 +457,7 @@ impl Cache {
             }
         }
         self.inner.metrics.invalidation();
+        *self.inner.key_listing.lock().await = None;
         Ok(deleted)
     }
 
@@ -473,12 +477,30 @@ impl Cache {
         })
     }
 
-    /// Up to `limit` of this app's keys (`SCAN MATCH PREFIX:*`, never `KEYS`), sorted,
-    /// each with its remaining TTL and size, for the dashboard. Bounded twice: it stops
-    /// once `limit` keys are found or after a fixed number of `SCAN` rounds (a Redis
-    /// shared with a large keyspace is never walked in full); `complete` says whether the
-    /// whole keyspace was seen. TTLs and sizes come from one pipeline.
+    /// Up to `limit` of this app's keys, for the dashboard (see `scan_keys`). Anyone may
+    /// ask, as often as they like, so what it costs Redis is bounded here: one listing
+    /// per `KEY_LISTING_REUSE` per instance, shared by every caller. Callers that arrive
+    /// while a listing runs wait for it (the lock is held across it: single-flight);
+    /// later ones get its copy until it is that old. `clear` drops the copy.
     pub async fn list_keys(&self, limit: usize) -> Result<KeyListing, CacheUnavailable> {
+        let mut last = self.inner.key_listing.lock().await;
+        if let Some((at, for_limit, listing)) = last.as_ref()
+            && *for_limit == limit
+            && at.elapsed() < KEY_LISTING_REUSE
+        {
+            return Ok(listing.clone());
+        }
+        let listing = self.scan_keys(limit).await?;
+        *last = Some((std::time::Instant::now(), limit, listing.clone()));
+        Ok(listing)
+    }
+
+    /// Up to `limit` of this app's keys (`SCAN MATCH PREFIX:*`, never `KEYS`), sorted,
+    /// each with its remaining TTL and size. Bounded twice: it stops once `limit` keys
+    /// are found or after a fixed number of `SCAN` rounds (a Redis shared with a large
+    /// keyspace is never walked in full); `complete` says whether the whole keyspace was
+    /// seen. TTLs and sizes come from one pipeline.
+    async fn scan_keys(&self, limit: usize) -> Result<KeyListing, CacheUnavailable> {
         const SCAN_COUNT: u64 = 500;
         const MAX_SCAN_ROUNDS: usize = 40;
         let mut found = std::collections::BTreeSet::new();
@@ -538,6 +560,9 @@ impl Cache {
         Ok(KeyListing { keys, complete })
     }
 }
+
+/// How long one key listing is reused (`Cache::list_keys`).
+pub const KEY_LISTING_REUSE: Duration = Duration::from_secs(1);
 
 /// One key of this app, as `Cache::list_keys` reports it.
 #[derive(Clone, Debug, serde::Serialize)]

@@ -1,8 +1,10 @@
 //! The cache dashboard's server side: the list of this app's Redis keys and the
 //! clear-cache button (signed-in admins only, CSRF-protected).
 
+use property_listings::cache::KEY_LISTING_REUSE;
+
 use crate::helpers::{
-    TestApp, client, csrf_token_in, free_port, header, spawn_app, spawn_app_with,
+    PrivateRedis, TestApp, client, csrf_token_in, free_port, header, spawn_app, spawn_app_with,
 };
 
 /// Fills the page and query caches with a few anonymous visits.
@@ -271,4 +273,43 @@ async fn search_terms_in_key_names_are_shown_to_admins_only() {
         "{anonymous_keys}"
     );
     assert!(admin_keys.contains("secret"), "{admin_keys}");
+}
+
+/// How many `SCAN` commands a Redis server has run since its stats were reset.
+fn scan_calls(redis: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(redis).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_scan:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_burst_of_key_list_requests_costs_redis_one_listing() {
+    let redis = PrivateRedis::start();
+    let app = spawn_app_with(|s| s.redis_url = redis.url()).await;
+    warm_cache(&app).await;
+    let mut conn = redis.connection();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut conn)
+        .unwrap();
+
+    let burst = (0..40).map(|_| app.get_anonymous("/api/cache/keys"));
+    let responses = futures_util::future::join_all(burst).await;
+
+    assert!(responses.iter().all(|r| r.status() == 200));
+    let scans = scan_calls(&mut conn);
+    assert!(scans <= 2, "40 listings at once ran {scans} SCANs");
+
+    // The shared copy is short-lived: a key stored now is listed a moment later.
+    app.get_anonymous("/properties/?sort=price_asc").await;
+    tokio::time::sleep(KEY_LISTING_REUSE).await;
+    let listed = app.get_json("/api/cache/keys").await;
+    assert!(
+        listed_keys(&listed)
+            .iter()
+            .any(|k| k.ends_with(":page:/properties/?sort=price_asc")),
+        "{listed}"
+    );
 }
