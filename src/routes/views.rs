@@ -24,9 +24,14 @@ pub struct PropertyView<'a> {
     pub created_at: Rfc3339,
     pub created_date: ShortDate,
     pub listed_ago: Ago,
+    /// Which of the stylesheet's `HUES` picture colours (`.hue-N`): a class, not an
+    /// inline style, so the Content-Security-Policy can refuse inline styles.
     pub hue: u32,
     pub url: PropertyUrl,
 }
+
+/// How many `.hue-N` classes `static/css/site.css` defines.
+const HUES: u64 = 24;
 
 impl<'a> PropertyView<'a> {
     pub fn new(p: &'a Property, now: DateTime<Utc>) -> Self {
@@ -43,7 +48,7 @@ impl<'a> PropertyView<'a> {
                 then: p.created_at,
                 now,
             },
-            hue: (p.id.unsigned_abs().wrapping_mul(47) % 360) as u32,
+            hue: (p.id.unsigned_abs().wrapping_mul(7) % HUES) as u32,
             url: PropertyUrl(p.id),
         }
     }

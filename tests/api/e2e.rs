@@ -117,6 +117,8 @@ impl ChromeDriver {
         let capabilities = json!({
             "browserName": "chrome",
             "goog:chromeOptions": { "binary": chromium, "args": args },
+            // The console, for Content-Security-Policy violations (`assert_no_csp_violations`).
+            "goog:loggingPrefs": { "browser": "ALL" },
         });
         let serde_json::Value::Object(capabilities) = capabilities else {
             unreachable!("an object literal")
@@ -471,6 +473,44 @@ async fn flow(app: Arc<TestApp>, c: Client) {
     wait_for_keys_table(&c).await;
     assert_fits_width(&c, "the dashboard").await;
     shot(&c, "22-phone-dashboard").await;
+
+    // 13. No page of the flow broke the site's own Content-Security-Policy.
+    assert_no_csp_violations(&c).await;
+}
+
+/// ChromeDriver's browser console log since the last call (a WebDriver extension that
+/// fantoccini has no method for).
+#[derive(Debug)]
+struct BrowserLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(r#"{"type":"browser"}"#.into()))
+    }
+}
+
+/// Chromium reports each refused inline script or style, `eval` or foreign load on the
+/// console as "… violates the following Content Security Policy directive …".
+async fn assert_no_csp_violations(c: &Client) {
+    let log = c.issue_cmd(BrowserLog).await.expect("the browser log");
+    let entries = log.as_array().expect("log entries");
+    let violations: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .filter(|m| m.contains("Content Security Policy"))
+        .collect();
+    assert!(violations.is_empty(), "CSP violations: {violations:#?}");
 }
 
 // ---------- helpers: each panics with what it was looking for ----------

@@ -1,6 +1,6 @@
 //! The public pages and the JSON API, as a visitor uses them.
 
-use crate::helpers::{header, spawn_app};
+use crate::helpers::{header, public_routes, spawn_app};
 
 #[tokio::test]
 async fn the_root_redirects_to_the_listing_page() {
@@ -220,4 +220,84 @@ async fn static_files_and_the_dashboard_are_served() {
     let dashboard = app.get("/cache/").await;
     assert_eq!(dashboard.status(), 200);
     assert!(dashboard.text().await.unwrap().contains(&app.prefix));
+}
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers_cache_hits_included() {
+    let app = spawn_app().await;
+    let p = app.insert("Loft", "100", "Austin, TX").await;
+    let mut paths: Vec<String> = public_routes(p.id).into();
+    paths.extend(
+        [
+            "/admin/login",
+            "/admin/",
+            "/cache/",
+            "/api/cache/metrics",
+            "/healthz",
+            "/static/css/site.css",
+            "/no/such/page",
+            "/properties/?page=x",
+        ]
+        .map(String::from),
+    );
+
+    for round in ["first", "second"] {
+        for path in &paths {
+            let res = app.get_anonymous(path).await;
+            let what = format!(
+                "{path} ({round} visit, X-Cache {})",
+                header(&res, "x-cache")
+            );
+            assert_eq!(header(&res, "x-content-type-options"), "nosniff", "{what}");
+            assert_eq!(header(&res, "referrer-policy"), "same-origin", "{what}");
+            assert_eq!(header(&res, "x-frame-options"), "DENY", "{what}");
+            let csp = header(&res, "content-security-policy");
+            for directive in [
+                "default-src 'self'",
+                "script-src 'self'",
+                "frame-ancestors 'none'",
+            ] {
+                assert!(csp.contains(directive), "{what}: {csp}");
+            }
+            assert!(!csp.contains("unsafe-inline"), "{what}: {csp}");
+        }
+    }
+    assert_eq!(
+        header(&app.get_anonymous("/properties/").await, "x-cache"),
+        "HIT"
+    );
+}
+
+#[tokio::test]
+async fn pages_have_no_inline_script_or_style_for_the_policy_to_refuse() {
+    let app = spawn_app().await;
+    let p = app.insert("Loft", "100", "Austin, TX").await;
+    app.sign_in().await;
+    for path in [
+        "/properties/".to_string(),
+        format!("/properties/{}/", p.id),
+        "/cache/".into(),
+        "/admin/".into(),
+        "/admin/properties/new".into(),
+        format!("/admin/properties/{}/edit", p.id),
+        format!("/admin/properties/{}/delete", p.id),
+    ] {
+        let html = app.get(&path).await.text().await.unwrap();
+        assert!(!html.contains(" style="), "{path} has an inline style");
+        let handler = html.match_indices(" on").find(|(i, _)| {
+            let name: String = html[i + 3..]
+                .chars()
+                .take_while(char::is_ascii_lowercase)
+                .collect();
+            !name.is_empty() && html[i + 3 + name.len()..].starts_with('=')
+        });
+        assert!(handler.is_none(), "{path} has an inline event handler");
+        for script in html.split("<script").skip(1) {
+            let tag = script.split('>').next().unwrap_or_default();
+            assert!(
+                tag.contains(" src="),
+                "{path} has an inline script: <script{tag}>"
+            );
+        }
+    }
 }
