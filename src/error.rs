@@ -209,3 +209,10 @@ pub fn render_html<T: Template>(template: &T) -> Result<HttpResponse, AppError> 
         .content_type("text/html; charset=utf-8")
         .body(body))
 }
+
+/// The query cache answers an unavailable database with an expired entry, if any.
+impl crate::cache::query::LoadError for AppError {
+    fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}

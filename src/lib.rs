@@ -15,4 +15,5 @@ pub mod schema;
 pub mod seed;
 pub mod startup;
 pub mod state;
+pub mod telemetry;
 pub mod timing;

@@ -133,7 +133,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Cache { action } => {
             // Only Redis is needed here: these work while PostgreSQL is down.
-            let cache = Cache::new(&settings, Arc::new(Metrics::new()))?;
+            let cache = Cache::new(&settings, Arc::new(Metrics::new()), |_| {})?;
             match action {
                 CacheAction::Metrics => {
                     // The per-layer counters live in the serving process: ask it when

@@ -14,12 +14,12 @@ use crate::auth::{self, password};
 use crate::cache::Cache;
 use crate::cache::invalidation::CacheInvalidation;
 use crate::cache::metrics::Metrics;
-use crate::cache::page::{page_cache_inner, page_cache_outer};
 use crate::config::Settings;
 use crate::db;
 use crate::models::admin_user::AdminUser;
 use crate::models::repository::PropertyRepository;
 use crate::routes;
+use crate::routes::cacheable::{page_cache_inner, page_cache_outer, private_if_session_written};
 use crate::state::AppState;
 
 /// Creates the database if needed, migrates, and wires pool, cache and hooks.
@@ -31,7 +31,9 @@ pub fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         settings.db_timeout,
     );
     let metrics = Arc::new(Metrics::new());
-    let cache = Cache::new(&settings, metrics)?;
+    let cache = Cache::new(&settings, metrics, |spent| {
+        crate::timing::record(crate::timing::Kind::Cache, spent)
+    })?;
     let properties = PropertyRepository::new(
         pool.clone(),
         vec![Arc::new(CacheInvalidation::new(cache.clone()))],
@@ -128,9 +130,11 @@ impl Application {
                 // The page cache around the session middleware: outside it for requests
                 // without a session cookie (a hit needs neither sessions nor routing),
                 // inside it for the others, so it can tell signed-in admins apart.
+                .wrap(from_fn(private_if_session_written))
                 .wrap(from_fn(page_cache_inner))
                 .wrap(auth::session_middleware(key.clone(), cookie_secure))
                 .wrap(from_fn(page_cache_outer))
+                .wrap(from_fn(crate::telemetry::telemetry))
                 .wrap(security_headers())
                 .app_data(app_state.clone())
                 .configure(routes::admin::config)

@@ -141,6 +141,12 @@ impl Entry {
         Some(value)
     }
 
+    /// Records `value` as this entry's decoded body (its builder has it already), so
+    /// that no holder decodes it again.
+    pub fn remember_decoded<T: Any + Send + Sync>(&self, value: Arc<T>) {
+        let _ = self.decoded.0.set(value);
+    }
+
     /// The body and ETag for a coding (identity when that coding is not stored).
     pub fn variant(&self, coding: Coding) -> (Coding, &Bytes, Cow<'_, str>) {
         let tagged =

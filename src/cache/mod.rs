@@ -34,9 +34,9 @@ pub mod local;
 pub mod metrics;
 pub mod page;
 pub mod query;
+pub mod refresh;
 pub mod store;
 
-use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -71,8 +71,8 @@ struct Inner {
     invalidation_pending: AtomicBool,
     flush_lock: tokio::sync::Mutex<()>,
     local: LocalTier,
-    page_flights: SingleFlight<Option<Arc<Entry>>>,
-    query_flights: SingleFlight<Option<Arc<dyn Any + Send + Sync>>>,
+    /// Builds under way in this instance, by generation and key (`refresh.rs`).
+    flights: SingleFlight<Option<Arc<Entry>>>,
     /// The last key listing (when, for which limit, what): see `list_keys`.
     key_listing: tokio::sync::Mutex<Option<(std::time::Instant, usize, KeyListing)>>,
 }
@@ -94,8 +94,18 @@ pub enum Freshness {
 }
 
 impl Cache {
-    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let store = RedisStore::new(&settings.redis_url, settings.redis_timeout, metrics.clone())?;
+    /// `on_redis_time` is told how long each Redis command took (for `Server-Timing`).
+    pub fn new(
+        settings: &Settings,
+        metrics: Arc<Metrics>,
+        on_redis_time: fn(Duration),
+    ) -> anyhow::Result<Self> {
+        let store = RedisStore::new(
+            &settings.redis_url,
+            settings.redis_timeout,
+            metrics.clone(),
+            on_redis_time,
+        )?;
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
@@ -109,8 +119,7 @@ impl Cache {
                 invalidation_pending: AtomicBool::new(true),
                 flush_lock: tokio::sync::Mutex::new(()),
                 local: LocalTier::new(settings.local_cache_bytes),
-                page_flights: SingleFlight::default(),
-                query_flights: SingleFlight::default(),
+                flights: SingleFlight::default(),
                 key_listing: tokio::sync::Mutex::default(),
             }),
         })
@@ -128,12 +137,8 @@ impl Cache {
         &self.inner.store
     }
 
-    pub fn page_flights(&self) -> &SingleFlight<Option<Arc<Entry>>> {
-        &self.inner.page_flights
-    }
-
-    pub fn query_flights(&self) -> &SingleFlight<Option<Arc<dyn Any + Send + Sync>>> {
-        &self.inner.query_flights
+    pub(crate) fn flights(&self) -> &SingleFlight<Option<Arc<Entry>>> {
+        &self.inner.flights
     }
 
     pub fn page_ttl(&self) -> Duration {
@@ -247,8 +252,9 @@ impl Cache {
         self.inner.local.insert(key, entry, keep_until, !is_page);
     }
 
-    /// Stores an entry built under `generation` (with pre-compressed variants when
-    /// `compress`: pages are, query results are not); Redis keeps it `ttl + grace`.
+    /// Builds an entry under `generation` (with pre-compressed variants when `compress`:
+    /// pages are, query results are not) and stores it; Redis keeps it `ttl + grace`.
+    /// The entry is returned also when Redis failed to store it, with the failure.
     pub async fn put(
         &self,
         key: &str,
@@ -257,7 +263,7 @@ impl Cache {
         body: Bytes,
         ttl: Duration,
         compress: bool,
-    ) -> Result<Arc<Entry>, CacheUnavailable> {
+    ) -> (Arc<Entry>, Result<(), CacheUnavailable>) {
         let entry = Arc::new(Entry::build(generation, content_type, body, compress));
         let keep = ttl + self.inner.grace;
         let cmd = redis::cmd("SET")
@@ -266,9 +272,11 @@ impl Cache {
             .arg("PX")
             .arg(keep.as_millis().max(1) as u64)
             .to_owned();
-        self.query::<()>(&cmd).await?;
-        self.keep_locally(key, entry.clone());
-        Ok(entry)
+        let stored = self.query::<()>(&cmd).await;
+        if stored.is_ok() {
+            self.keep_locally(key, entry.clone());
+        }
+        (entry, stored)
     }
 
     pub fn freshness(&self, entry: &Entry, ttl: Duration) -> Freshness {

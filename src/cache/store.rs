@@ -40,6 +40,8 @@ pub struct RedisStore {
     timeout: Duration,
     metrics: Arc<Metrics>,
     breaker: Arc<Breaker>,
+    /// Told how long each command took.
+    on_time: fn(Duration),
 }
 
 #[derive(Default)]
@@ -51,7 +53,12 @@ struct Breaker {
 impl RedisStore {
     /// Connects lazily: the app starts without Redis and the connection manager
     /// reconnects by itself once Redis is back.
-    pub fn new(url: &str, timeout: Duration, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+        on_time: fn(Duration),
+    ) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)
             .map_err(|e| anyhow::anyhow!("REDIS_URL {url:?} is not usable: {e}"))?;
         let config = ConnectionManagerConfig::new()
@@ -68,6 +75,7 @@ impl RedisStore {
             timeout,
             metrics,
             breaker: Arc::default(),
+            on_time,
         })
     }
 
@@ -126,7 +134,7 @@ impl RedisStore {
         };
         let started = std::time::Instant::now();
         let result = tokio::time::timeout(self.timeout, f(conn)).await;
-        crate::timing::record(crate::timing::Kind::Cache, started.elapsed());
+        (self.on_time)(started.elapsed());
         match result {
             Ok(Ok(v)) => {
                 self.on_success();

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use crate::cache::query::{AllProperties, PageOfProperties, Served, get_all_properties, get_page};
+use serde::{Deserialize, Serialize};
+
+use crate::cache::query::{Served, get_or_fill};
 use crate::domain::Price;
 use crate::error::AppError;
 use crate::models::property::{Property, PropertyFilter, Sort};
@@ -185,6 +187,68 @@ impl ResultPage {
     }
 }
 
+/// Above this many properties, `all_properties` no longer holds the rows.
+pub const ALL_PROPERTIES_MAX: usize = 200;
+
+/// What `PREFIX:all_properties` holds: every property, newest first, while there are at
+/// most `ALL_PROPERTIES_MAX` of them (one entry then serves every page and sort of the
+/// unfiltered list). Past that size one blob stops paying (each miss would load, encode
+/// and ship every row), so it records only that the table is large, and listing pages
+/// are cached one result page at a time (`get_page`; filtered searches always are).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub enum AllProperties {
+    /// Every property, newest first.
+    Rows(Vec<Property>),
+    /// More than `ALL_PROPERTIES_MAX`: use `get_page`.
+    TooMany,
+}
+
+/// One page of a listing query and the number of matches.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct PageOfProperties {
+    pub rows: Vec<Property>,
+    pub count: i64,
+}
+
+/// The seed's `get_all_properties()`: every property, newest first (or `TooMany`),
+/// through the query cache.
+pub async fn get_all_properties(
+    state: &AppState,
+) -> Result<(Arc<AllProperties>, Served), AppError> {
+    let key = state.cache.keys().all_properties();
+    get_or_fill(&state.cache, &key, || async {
+        let rows = crate::db::run(&state.db, |conn| {
+            Ok(Property::newest_first(conn, ALL_PROPERTIES_MAX as i64 + 1)?)
+        })
+        .await?;
+        Ok(if rows.len() > ALL_PROPERTIES_MAX {
+            AllProperties::TooMany
+        } else {
+            AllProperties::Rows(rows)
+        })
+    })
+    .await
+}
+
+/// One page of matching properties (`limit` rows from `offset`) and the total, through
+/// the query cache under `PREFIX:query:<canonical query>`.
+async fn get_page(
+    state: &AppState,
+    query: &ListQuery,
+    limit: i64,
+    offset: i64,
+) -> Result<(Arc<PageOfProperties>, Served), AppError> {
+    let key = state.cache.keys().query(&query.cache_id());
+    get_or_fill(&state.cache, &key, || async {
+        let (rows, count) = state
+            .properties
+            .list(query.filter.clone(), query.sort, limit, offset)
+            .await?;
+        Ok(PageOfProperties { rows, count })
+    })
+    .await
+}
+
 /// Fetches the page asked for, through the query cache: from `all_properties` while
 /// the table is small and the list unfiltered, else from the cached result page.
 /// Page 1 always exists; a page past the end is a 404.
@@ -202,15 +266,7 @@ pub async fn fetch_page(state: &AppState, query: &ListQuery) -> Result<ResultPag
             return paged(query, Rows::All(all, picked), count, served);
         }
     }
-    let (page, served) = get_page(
-        state,
-        &query.cache_id(),
-        &query.filter,
-        query.sort,
-        PAGE_SIZE as i64,
-        offset as i64,
-    )
-    .await?;
+    let (page, served) = get_page(state, query, PAGE_SIZE as i64, offset as i64).await?;
     let count = usize::try_from(page.count).unwrap_or(0);
     paged(query, Rows::Page(page), count, served)
 }

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod api;
 pub mod cache;
+pub mod cacheable;
 pub mod health;
 pub mod listing;
 pub mod properties;

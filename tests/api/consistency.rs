@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use property_listings::cache::keys::LIST_PARAMS;
+use property_listings::routes::cacheable::LIST_PARAMS;
 
 use crate::helpers::{
     PrivateRedis, REDIS_URL, TestApp, anonymous_client, csrf_token_in, header, price_in_response,

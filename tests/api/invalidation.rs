@@ -116,6 +116,7 @@ async fn a_reader_that_stores_old_rows_after_the_invalidation_is_never_served() 
             true,
         )
         .await
+        .1
         .unwrap();
 
     let after = cache.lookup(&key).await.unwrap();
@@ -143,6 +144,7 @@ async fn losing_the_generation_key_does_not_revive_old_entries() {
             true,
         )
         .await
+        .1
         .unwrap();
     app.insert("Write", "1", "A").await; // the entry above is now dead
 

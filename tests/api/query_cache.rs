@@ -2,9 +2,8 @@
 
 use std::time::Duration;
 
-use property_listings::cache::query::{
-    ALL_PROPERTIES_MAX, AllProperties, Served, get_all_properties,
-};
+use property_listings::cache::query::Served;
+use property_listings::routes::listing::{ALL_PROPERTIES_MAX, AllProperties, get_all_properties};
 
 use crate::helpers::{spawn_app, spawn_app_with};
 

@@ -1,0 +1,230 @@
+//! The one refresh machine, used by the page cache and the query cache alike: how a
+//! key is answered from Redis, refreshed, shared and stored.
+//!
+//! - a current, fresh entry answers (`Hit`);
+//! - a current entry past its TTL (within grace): one caller, of any instance, takes the
+//!   refresh lock, looks again (the lock may have just been released by a refresh) and
+//!   rebuilds; the others answer with the expired entry meanwhile (`Stale`);
+//! - no usable entry: callers of this instance that miss the same key under the same
+//!   generation share one build (single-flight); the leader looks again first, since a
+//!   flight that ended a moment ago may have stored it;
+//! - a build that finds its source unavailable (PostgreSQL down) while an expired entry
+//!   exists is answered with that entry (`Stale`, stale-if-error);
+//! - when Redis cannot be used, the build runs without the cache (`Bypass`).
+//!
+//! Every build is tagged with a generation read *before* it (see the module docs of
+//! `cache`): the lookup's, or the one read by the look-again just before building.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::metrics::{Layer, Outcome};
+use super::{Cache, Entry, Freshness};
+
+/// What a build produced: `O` is the caller's own result (a response, a value).
+pub enum Built<O> {
+    /// Built for the cache; `Arc<Entry>` is shared with callers waiting on this build
+    /// (stored in Redis unless Redis failed meanwhile).
+    Stored(O, Arc<Entry>),
+    /// Not for the cache (an error page, a response that sets a cookie…).
+    NotStored(O),
+    /// Built from data past its TTL (PostgreSQL down): sent, counted stale, not stored.
+    FromStaleData(O),
+    /// The source is unavailable: an expired entry answers instead, if there is one.
+    Unavailable(O),
+}
+
+impl<O> Built<O> {
+    fn entry(&self) -> Option<Arc<Entry>> {
+        match self {
+            Self::Stored(_, entry) => Some(entry.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// How a key was answered; `V` is an entry's value as the layer reads it.
+pub enum Fetched<V, O> {
+    /// From an entry: fresh (`Hit`), or expired within grace (`Stale`).
+    Cached(V, Outcome),
+    /// By this caller's build (`Miss`, `Stale` when built from stale data, or `Bypass`).
+    Built(O, Outcome),
+    /// The build found its source unavailable: answered from an expired entry instead.
+    StaleInstead(V, O),
+}
+
+/// One key, one layer: the parameters of a fetch.
+pub struct Spec<'a, D> {
+    pub layer: Layer,
+    pub key: &'a str,
+    pub ttl: Duration,
+    /// An entry's value, or `None` when the entry cannot be used (a query-cache entry
+    /// that does not decode): then it counts as missing.
+    pub read: D,
+}
+
+/// Answers `spec.key` (see the module docs). `build` gets the generation to store its
+/// entry under, or `None` when Redis cannot be used (build, but do not store).
+pub async fn fetch<V, O, D, B, Fut>(cache: &Cache, spec: Spec<'_, D>, build: B) -> Fetched<V, O>
+where
+    D: Fn(&Arc<Entry>) -> Option<V>,
+    B: FnOnce(Option<String>) -> Fut,
+    Fut: Future<Output = Built<O>>,
+{
+    let lookup = match cache.lookup(spec.key).await {
+        Ok(lookup) => lookup,
+        Err(_) => {
+            let output = match build(None).await {
+                Built::Stored(o, _)
+                | Built::NotStored(o)
+                | Built::FromStaleData(o)
+                | Built::Unavailable(o) => o,
+            };
+            cache.metrics().lookup(spec.layer, Outcome::Bypass);
+            return Fetched::Built(output, Outcome::Bypass);
+        }
+    };
+    let entry = lookup
+        .entry
+        .and_then(|e| Some((cache.freshness(&e, spec.ttl), (spec.read)(&e)?)));
+    match entry {
+        Some((Freshness::Fresh, value)) => {
+            cache.metrics().lookup(spec.layer, Outcome::Hit);
+            Fetched::Cached(value, Outcome::Hit)
+        }
+        // Boxed, so that the future of a hit stays small (the page cache moves it into
+        // place for every request).
+        Some((Freshness::Expired, stale)) => {
+            Box::pin(refresh(cache, &spec, lookup.generation, stale, build)).await
+        }
+        None => Box::pin(miss(cache, &spec, lookup.generation, build)).await,
+    }
+}
+
+/// An expired entry: refresh it under the lock, or answer with it.
+async fn refresh<V, O, D, B, Fut>(
+    cache: &Cache,
+    spec: &Spec<'_, D>,
+    generation: String,
+    stale: V,
+    build: B,
+) -> Fetched<V, O>
+where
+    D: Fn(&Arc<Entry>) -> Option<V>,
+    B: FnOnce(Option<String>) -> Fut,
+    Fut: Future<Output = Built<O>>,
+{
+    if !cache.try_refresh_lock(spec.key).await {
+        cache.metrics().lookup(spec.layer, Outcome::Stale);
+        return Fetched::Cached(stale, Outcome::Stale);
+    }
+    let fetched = match look_again(cache, spec).await {
+        Ok((Some(fresh), _)) => {
+            cache.metrics().lookup(spec.layer, Outcome::Hit);
+            Fetched::Cached(fresh, Outcome::Hit)
+        }
+        again => {
+            let generation = again.map_or(generation, |(_, newer)| newer);
+            settle(
+                cache,
+                spec.layer,
+                build(Some(generation)).await,
+                Some(stale),
+            )
+        }
+    };
+    cache.release_refresh_lock(spec.key).await;
+    fetched
+}
+
+/// No usable entry: one build per key and generation in this instance.
+async fn miss<V, O, D, B, Fut>(
+    cache: &Cache,
+    spec: &Spec<'_, D>,
+    generation: String,
+    build: B,
+) -> Fetched<V, O>
+where
+    D: Fn(&Arc<Entry>) -> Option<V>,
+    B: FnOnce(Option<String>) -> Fut,
+    Fut: Future<Output = Built<O>>,
+{
+    // The generation is part of the flight's name: a caller that read a newer token (a
+    // write was acknowledged meanwhile) must not take a build that may predate it.
+    let flight = format!("{generation}\n{}", spec.key);
+    let mut build = Some(build);
+    let mut leader = None;
+    let (shared, _role) = cache
+        .flights()
+        .run(&flight, || async {
+            // Our own closure runs at most once, so the build is still ours here.
+            let build = build.take()?;
+            let generation = match look_again_entry(cache, spec).await {
+                Ok((Some((entry, value)), _)) => {
+                    cache.metrics().lookup(spec.layer, Outcome::Hit);
+                    leader = Some(Fetched::Cached(value, Outcome::Hit));
+                    return Some(entry);
+                }
+                // Read before the build's database read: a valid tag for what it loads.
+                Ok((None, newer)) => newer,
+                Err(_) => generation.clone(),
+            };
+            let built = build(Some(generation)).await;
+            let entry = built.entry();
+            leader = Some(settle(cache, spec.layer, built, None));
+            entry
+        })
+        .await;
+    if let Some(fetched) = leader {
+        return fetched;
+    }
+    // Another caller built it while this one waited: its entry, if the layer can read it.
+    if let Some(value) = shared.as_ref().and_then(|entry| (spec.read)(entry)) {
+        cache.metrics().lookup(spec.layer, Outcome::Hit);
+        return Fetched::Cached(value, Outcome::Hit);
+    }
+    match build {
+        // Its build was not for the cache (an error, say): build for this caller.
+        Some(build) => settle(cache, spec.layer, build(Some(generation)).await, None),
+        None => unreachable!("a caller that did not lead still holds its build"),
+    }
+}
+
+/// Looks the key up once more: the value of its fresh, readable entry if one was stored
+/// meanwhile, and the generation current now.
+async fn look_again<V, D: Fn(&Arc<Entry>) -> Option<V>>(
+    cache: &Cache,
+    spec: &Spec<'_, D>,
+) -> Result<(Option<V>, String), super::CacheUnavailable> {
+    let (found, generation) = look_again_entry(cache, spec).await?;
+    Ok((found.map(|(_, value)| value), generation))
+}
+
+/// `look_again`, with the entry too (to share it with waiting callers).
+async fn look_again_entry<V, D: Fn(&Arc<Entry>) -> Option<V>>(
+    cache: &Cache,
+    spec: &Spec<'_, D>,
+) -> Result<(Option<(Arc<Entry>, V)>, String), super::CacheUnavailable> {
+    let again = cache.lookup(spec.key).await?;
+    let fresh = again
+        .entry
+        .filter(|e| cache.freshness(e, spec.ttl) == Freshness::Fresh)
+        .and_then(|e| {
+            let value = (spec.read)(&e)?;
+            Some((e, value))
+        });
+    Ok((fresh, again.generation))
+}
+
+/// Counts and answers a build; with `stale`, an unavailable source is answered from it.
+fn settle<V, O>(cache: &Cache, layer: Layer, built: Built<O>, stale: Option<V>) -> Fetched<V, O> {
+    let (fetched, outcome) = match (built, stale) {
+        (Built::Unavailable(o), Some(value)) => (Fetched::StaleInstead(value, o), Outcome::Stale),
+        (Built::FromStaleData(o), _) => (Fetched::Built(o, Outcome::Stale), Outcome::Stale),
+        (Built::Stored(o, _) | Built::NotStored(o) | Built::Unavailable(o), _) => {
+            (Fetched::Built(o, Outcome::Miss), Outcome::Miss)
+        }
+    };
+    cache.metrics().lookup(layer, outcome);
+    fetched
+}

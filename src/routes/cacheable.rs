@@ -1,0 +1,268 @@
+//! Which requests the page cache may answer — the one declaration of the cacheable
+//! routes (`/properties/`, `/properties/{id}/` and their `/api/` twins) and of their
+//! canonical URLs — and the two middlewares that hand them to `cache::page`.
+//!
+//! The page cache sits twice around the session middleware (see `startup.rs`): the outer
+//! one takes every request without a session cookie, so a hit costs neither the session
+//! middleware nor routing; the inner one takes requests with a session cookie, where the
+//! session tells a signed-in admin (bypass) from a visitor whose cookie only holds a CSRF
+//! token (cached as usual). Each request is handled exactly once.
+
+use std::borrow::Cow;
+
+use actix_session::{SessionExt, SessionStatus};
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{CACHE_CONTROL, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::web::Data;
+
+use crate::auth;
+use crate::cache::page::{self, Cacheable};
+use crate::state::AppState;
+
+/// Query parameters of the listing routes: the only ones that form a page key.
+pub const LIST_PARAMS: &[&str] = &["location", "max_price", "min_price", "page", "q", "sort"];
+
+/// A cacheable path in its one canonical spelling, and the query parameters its key
+/// keeps; `None` when the path is not page-cached at all (admin, health, static
+/// files…). Percent-encoded bytes are decoded as the router decodes them (an encoded
+/// `/` never joins segments) and a listing id is written without leading zeros, so
+/// `/api/%70roperties/0004/` is `/api/properties/4/`. An id the handler would not
+/// accept (`+1`) is no cacheable path: the handler answers 404 without a database read.
+pub fn cacheable_path(path: &str) -> Option<(Cow<'_, str>, &'static [&'static str])> {
+    let path = if path.contains('%') {
+        let mut decoded = String::with_capacity(path.len());
+        for (i, segment) in path.split('/').enumerate() {
+            let segment = percent_encoding::percent_decode_str(segment)
+                .decode_utf8()
+                .ok()?;
+            if segment.contains('/') {
+                return None;
+            }
+            if i > 0 {
+                decoded.push('/');
+            }
+            decoded.push_str(&segment);
+        }
+        Cow::Owned(decoded)
+    } else {
+        Cow::Borrowed(path)
+    };
+    match path.as_ref() {
+        "/properties/" | "/api/properties/" => Some((path, LIST_PARAMS)),
+        p => {
+            let (base, rest) = match p.strip_prefix("/api/properties/") {
+                Some(rest) => ("/api/properties/", rest),
+                None => ("/properties/", p.strip_prefix("/properties/")?),
+            };
+            let raw = rest.strip_suffix('/')?;
+            let id = crate::domain::parse_id(raw)?;
+            if raw.starts_with('0') || matches!(path, Cow::Owned(_)) {
+                return Some((Cow::Owned(format!("{base}{id}/")), &[]));
+            }
+            Some((path, &[]))
+        }
+    }
+}
+
+/// The page-cache identity of a request: its canonical path plus the known query
+/// parameters in canonical form (parsed values: `page=02` is `page=2`, `min_price=0005`
+/// is `min_price=5`; empty and default values dropped), sorted by name, first
+/// occurrence winning as in the handlers. Unknown parameters are dropped, so junk in a
+/// URL cannot grow the keyspace, and every spelling of one page shares its key. A value
+/// the handler would refuse makes the request uncacheable: it gets a 400 that reads
+/// nothing from the database.
+pub fn normalised_url(path: &str, query: &str) -> Option<String> {
+    let (path, known) = cacheable_path(path)?;
+    if known.is_empty() || query.is_empty() {
+        return Some(path.into_owned());
+    }
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).ok()?;
+    let mut kept: Vec<(&str, String)> = Vec::new();
+    for name in known {
+        let Some((_, v)) = pairs.iter().find(|(k, _)| k == name) else {
+            continue;
+        };
+        let v = v.trim();
+        if v.is_empty() {
+            continue;
+        }
+        let canonical = match *name {
+            "page" => match v.parse::<usize>().ok()? {
+                1 => continue,
+                n => n.to_string(),
+            },
+            "sort" => match v {
+                "newest" => continue,
+                "price_asc" | "price_desc" => v.to_string(),
+                _ => return None,
+            },
+            "min_price" | "max_price" => crate::domain::Price::parse(v).ok()?.query_value(),
+            _ => v.to_string(),
+        };
+        kept.push((name, canonical));
+    }
+    if kept.is_empty() {
+        return Some(path.into_owned());
+    }
+    let query = serde_urlencoded::to_string(&kept).ok()?;
+    Some(format!("{path}?{query}"))
+}
+
+/// The page cache for requests without a session cookie (outside the session middleware).
+pub async fn page_cache_outer(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    if auth::has_session_cookie(req.request()) {
+        return page::pass_through(req, next).await;
+    }
+    serve(req, next, false).await
+}
+
+/// The page cache for requests with a session cookie (inside the session middleware).
+pub async fn page_cache_inner(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    if !auth::has_session_cookie(req.request()) {
+        return page::pass_through(req, next).await;
+    }
+    serve(req, next, true).await
+}
+
+async fn serve(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+    session_cookie: bool,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let Some(state) = req.app_data::<Data<AppState>>().cloned() else {
+        return page::pass_through(req, next).await;
+    };
+    let cacheable = decide(&req, session_cookie);
+    page::serve(&state.cache, cacheable, req, next).await
+}
+
+/// A cacheable page unless the request is not anonymous (credentials, or a session
+/// cookie whose session is a signed-in admin's). `session_cookie`: whether the request
+/// has one (the caller has just looked).
+fn decide(req: &ServiceRequest, session_cookie: bool) -> Cacheable {
+    let Some(url) = normalised_url(req.path(), req.query_string()) else {
+        return Cacheable::No;
+    };
+    if req.headers().contains_key("authorization")
+        || (session_cookie && auth::current_admin(&req.get_session()).is_some())
+    {
+        return Cacheable::NotForThisRequest;
+    }
+    Cacheable::Page(url)
+}
+
+/// Innermost: a response whose session changed (the session middleware will set a
+/// cookie on it) is marked `Cache-Control: private`, for the page cache and any other
+/// shared cache, unless the handler chose its own `Cache-Control`.
+pub async fn private_if_session_written(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let mut res = next.call(req).await?;
+    if res.request().get_session().status() != SessionStatus::Unchanged
+        && !res.headers().contains_key(CACHE_CONTROL)
+    {
+        res.headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    }
+    Ok(res)
+}
+
+/// The route pattern of a cacheable path (for the latency histogram's label), without
+/// asking the router (hits are answered before routing).
+pub fn route_of(path: &str) -> Option<&'static str> {
+    let (path, params) = cacheable_path(path)?;
+    Some(match (path.starts_with("/api/"), params.is_empty()) {
+        (false, false) => "/properties/",
+        (true, false) => "/api/properties/",
+        (false, true) => "/properties/{id}/",
+        (true, true) => "/api/properties/{id}/",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_parameters_do_not_change_the_key() {
+        assert_eq!(
+            normalised_url("/properties/", "utm=1&sort=price_asc&page=2&zz=3").as_deref(),
+            Some("/properties/?page=2&sort=price_asc")
+        );
+        assert_eq!(
+            normalised_url("/properties/", "junk=1").as_deref(),
+            Some("/properties/")
+        );
+    }
+
+    #[test]
+    fn spelled_out_defaults_are_the_same_as_absent_ones() {
+        assert_eq!(
+            normalised_url("/properties/", "sort=newest&page=1").as_deref(),
+            Some("/properties/")
+        );
+    }
+
+    #[test]
+    fn empty_values_are_the_same_as_absent_ones() {
+        assert_eq!(
+            normalised_url("/properties/", "q=&location=&sort=price_asc").as_deref(),
+            Some("/properties/?sort=price_asc")
+        );
+    }
+
+    #[test]
+    fn every_spelling_of_a_page_has_the_canonical_key() {
+        for (spelling, canonical) in [
+            ("/properties/007/", "/properties/7/"),
+            ("/properties/%37/", "/properties/7/"),
+            ("/api/%70roperties/%30%37/", "/api/properties/7/"),
+            ("/api/%70roperties/", "/api/properties/"),
+        ] {
+            assert_eq!(normalised_url(spelling, "").as_deref(), Some(canonical));
+        }
+        assert_eq!(
+            normalised_url("/properties/", "page=02&min_price=0005.0&max_price=9.50").as_deref(),
+            Some("/properties/?max_price=9.5&min_price=5&page=2")
+        );
+        assert_eq!(
+            normalised_url("/properties/", "page=01&sort=newest").as_deref(),
+            Some("/properties/")
+        );
+    }
+
+    #[test]
+    fn a_value_the_handler_refuses_or_a_joined_segment_is_not_cached() {
+        for (path, query) in [
+            ("/properties/+7/", ""),
+            ("/properties%2F7/", ""),
+            ("/properties/%2F7/", ""),
+            ("/properties/%FF/", ""),
+            ("/properties/", "page=abc"),
+            ("/properties/", "sort=cheapest"),
+            ("/properties/", "min_price=-1"),
+        ] {
+            assert_eq!(normalised_url(path, query), None, "{path}?{query}");
+        }
+    }
+
+    #[test]
+    fn detail_pages_ignore_every_parameter_and_other_paths_are_not_cached() {
+        assert_eq!(
+            normalised_url("/api/properties/42/", "x=1").as_deref(),
+            Some("/api/properties/42/")
+        );
+        assert_eq!(normalised_url("/admin/", ""), None);
+        assert_eq!(normalised_url("/properties/abc/", ""), None);
+        assert_eq!(normalised_url("/cache/", ""), None);
+    }
+}
