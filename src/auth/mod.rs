@@ -1,6 +1,8 @@
 //! Admin authentication: the signed and encrypted cookie session, the CSRF token kept
-//! in it, the `Admin` extractor that guards `/admin/`, and sign-in throttling.
+//! in it, the `Admin` extractor that guards `/admin/`, the client address, and sign-in
+//! throttling.
 
+pub mod client_ip;
 pub mod password;
 pub mod throttle;
 

@@ -187,3 +187,21 @@ async fn create_admin_refuses_a_short_password_and_creates_a_good_one() {
         "an existing admin is not overwritten"
     );
 }
+
+#[test]
+fn a_malformed_trusted_proxies_value_stops_the_program_with_a_clear_error() {
+    let settings = test_settings();
+    let out = Command::new(env!("CARGO_BIN_EXE_property-listings"))
+        .arg("migrate")
+        .env("DATABASE_URL", &settings.database_url)
+        .env("TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal")
+        .output()
+        .expect("the binary runs");
+
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("TRUSTED_PROXIES") && stderr.contains("proxy.internal"),
+        "{stderr}"
+    );
+}
