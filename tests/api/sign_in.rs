@@ -1,5 +1,7 @@
 //! Sign-in and sign-out as an attacker tries them: simultaneous guesses, huge or
-//! malformed user names, forged `X-Forwarded-For`.
+//! malformed user names, replayed cookies, forged `X-Forwarded-For`.
+
+use std::time::Duration;
 
 use futures_util::future::join_all;
 
@@ -50,6 +52,15 @@ async fn post_as(
         req = req.header(*name, *value);
     }
     req.send().await.unwrap()
+}
+
+async fn get_as(app: &TestApp, path: &str, cookie: &str) -> reqwest::Response {
+    anonymous_client()
+        .get(app.url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Fires 30 sign-ins for the admin at once (29 wrong, 1 right); returns the statuses.
@@ -168,6 +179,116 @@ async fn a_nul_byte_in_the_sign_in_form_gets_the_generic_failure() {
                 .contains("Invalid user name or password.")
         );
     }
+}
+
+#[tokio::test]
+async fn a_cookie_saved_before_sign_out_is_signed_out() {
+    let app = spawn_app().await;
+    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
+    let (cookie, token) = sign_in_page(&app).await;
+    let form = [
+        ("username", ADMIN_USER),
+        ("password", ADMIN_PASSWORD),
+        ("csrf_token", token.as_str()),
+    ];
+    let signed_in = post_as(&app, "/admin/login", &cookie, &form, &[]).await;
+    assert_eq!(signed_in.status(), 303);
+    let saved = session_cookie(&signed_in);
+    let page = get_as(&app, "/admin/properties/new", &saved).await;
+    let token = csrf_token_in(&page.text().await.unwrap());
+    let out = post_as(
+        &app,
+        "/admin/logout",
+        &saved,
+        &[("csrf_token", &token)],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status(), 303);
+
+    let replayed = get_as(&app, "/admin/", &saved).await;
+    let write = [
+        ("title", "Replayed"),
+        ("description", ""),
+        ("price", "1"),
+        ("location", "X"),
+        ("csrf_token", token.as_str()),
+    ];
+    let posted = post_as(&app, "/admin/properties/new", &saved, &write, &[]).await;
+    let login_page = get_as(&app, "/admin/login", &saved).await;
+
+    assert_eq!(replayed.status(), 303);
+    assert!(header(&replayed, "location").starts_with("/admin/login"));
+    assert_eq!(posted.status(), 403);
+    assert_eq!(app.count_rows(), 0, "nothing written");
+    assert_eq!(
+        login_page.status(),
+        200,
+        "the sign-in form, not a redirect loop"
+    );
+}
+
+#[tokio::test]
+async fn signing_out_ends_the_admins_sessions_on_other_devices_too() {
+    let app = spawn_app().await;
+    let other_device = second_device_signed_in(&app).await;
+    app.sign_in().await;
+    assert_eq!(
+        other_device
+            .get(app.url("/admin/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let token = app.csrf_token("/admin/").await;
+    app.post_form("/admin/logout", &[("csrf_token", &token)])
+        .await;
+
+    let res = other_device.get(app.url("/admin/")).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+}
+
+/// A second browser (own cookie jar) signed in as the same admin.
+async fn second_device_signed_in(app: &TestApp) -> reqwest::Client {
+    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
+    let client = crate::helpers::client();
+    let html = client
+        .get(app.url("/admin/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let body = serde_urlencoded::to_string([
+        ("username", ADMIN_USER),
+        ("password", ADMIN_PASSWORD),
+        ("csrf_token", &csrf_token_in(&html)),
+    ])
+    .unwrap();
+    let res = client
+        .post(app.url("/admin/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    client
+}
+
+#[tokio::test]
+async fn an_admin_page_is_503_when_the_database_cannot_confirm_the_session() {
+    let app = spawn_app_with(|s| s.db_timeout = Duration::from_millis(500)).await;
+    app.sign_in().await;
+    app.drop_database();
+
+    let res = app.get("/admin/properties/new").await;
+
+    assert_eq!(res.status(), 503);
 }
 
 /// Five wrong passwords from one forwarded client, then one from another: its status.

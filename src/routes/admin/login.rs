@@ -44,11 +44,14 @@ pub struct LoginForm {
 }
 
 pub async fn login_form(
+    admin: Option<auth::Admin>,
     session: Session,
     query: web::Query<NextQuery>,
 ) -> Result<HttpResponse, AppError> {
     let next = auth::safe_next(query.next.as_deref());
-    if auth::current_admin(&session).is_some() {
+    // Checked against revocation: a signed-out cookie must get the form, not a loop
+    // of redirects between here and `next`.
+    if admin.is_some() {
         return Ok(see_other(&next));
     }
     admin_page(
@@ -140,7 +143,7 @@ pub async fn login(
 
     match verified {
         Some(user) => {
-            auth::sign_in(&session, user.id, &user.username)?;
+            auth::sign_in(&session, &user)?;
             log::info!("admin {:?} signed in from {client}", user.username);
             Ok(see_other(&next))
         }
@@ -157,12 +160,18 @@ pub struct CsrfOnly {
     csrf_token: String,
 }
 
+/// Ends every session of this admin (all devices, all instances).
 pub async fn logout(
-    _admin: auth::Admin,
+    admin: auth::Admin,
     session: Session,
+    state: web::Data<AppState>,
     form: web::Form<CsrfOnly>,
 ) -> Result<HttpResponse, AppError> {
     auth::check_csrf(&session, &form.csrf_token)?;
-    auth::sign_out(&session);
+    auth::sign_out(&state, &session, &admin).await?;
+    log::info!(
+        "admin {:?} signed out (every session ended)",
+        admin.username
+    );
     Ok(see_other("/admin/login"))
 }
