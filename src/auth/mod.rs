@@ -203,7 +203,9 @@ impl FromRequest for Admin {
             if current == Some(admin.session_version) {
                 Ok(admin)
             } else {
-                session.purge();
+                // Forget the dead sign-in but keep the session usable: `purge` would
+                // drop what the sign-in form stores next (its CSRF token) as well.
+                session.clear();
                 Err(signed_out(&req))
             }
         })

@@ -231,17 +231,10 @@ async fn a_cookie_saved_before_sign_out_is_signed_out() {
 #[tokio::test]
 async fn signing_out_ends_the_admins_sessions_on_other_devices_too() {
     let app = spawn_app().await;
-    let other_device = second_device_signed_in(&app).await;
+    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
+    let other_device = crate::helpers::client();
+    assert_eq!(sign_in_with(&app, &other_device).await, 303);
     app.sign_in().await;
-    assert_eq!(
-        other_device
-            .get(app.url("/admin/"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
 
     let token = app.csrf_token("/admin/").await;
     app.post_form("/admin/logout", &[("csrf_token", &token)])
@@ -251,10 +244,26 @@ async fn signing_out_ends_the_admins_sessions_on_other_devices_too() {
     assert_eq!(res.status(), 303);
 }
 
-/// A second browser (own cookie jar) signed in as the same admin.
-async fn second_device_signed_in(app: &TestApp) -> reqwest::Client {
+#[tokio::test]
+async fn a_device_signed_out_elsewhere_can_sign_in_again_from_the_sign_in_page() {
+    let app = spawn_app().await;
     app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
-    let client = crate::helpers::client();
+    let other_device = crate::helpers::client();
+    assert_eq!(sign_in_with(&app, &other_device).await, 303);
+    app.sign_in().await;
+    let token = app.csrf_token("/admin/").await;
+    app.post_form("/admin/logout", &[("csrf_token", &token)])
+        .await;
+
+    // Straight to the sign-in page with the revoked cookie: a usable form.
+    assert_eq!(sign_in_with(&app, &other_device).await, 303);
+    let res = other_device.get(app.url("/admin/")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+/// Opens the sign-in page with `client` (its own cookie jar) and submits the admin's
+/// credentials; returns the status of the submission.
+async fn sign_in_with(app: &TestApp, client: &reqwest::Client) -> u16 {
     let html = client
         .get(app.url("/admin/login"))
         .send()
@@ -269,15 +278,15 @@ async fn second_device_signed_in(app: &TestApp) -> reqwest::Client {
         ("csrf_token", &csrf_token_in(&html)),
     ])
     .unwrap();
-    let res = client
+    client
         .post(app.url("/admin/login"))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(body)
         .send()
         .await
-        .unwrap();
-    assert_eq!(res.status(), 303);
-    client
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 #[tokio::test]
