@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use crate::auth::client_ip::{Cidr, parse_trusted_proxies};
+
 /// Everything the application needs to start. One value, passed down; no globals.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -35,6 +37,9 @@ pub struct Settings {
     /// Bytes of cached entries each process keeps in memory in front of Redis
     /// (`LOCAL_CACHE_BYTES`; 0 turns the in-process tier off).
     pub local_cache_bytes: usize,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`; empty:
+    /// the TCP peer is the client).
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl Settings {
@@ -69,6 +74,8 @@ impl Settings {
             },
             local_cache_bytes: usize::try_from(env_u64("LOCAL_CACHE_BYTES", 8 << 20)?)
                 .context("LOCAL_CACHE_BYTES is too large")?,
+            trusted_proxies: parse_trusted_proxies(&env_or("TRUSTED_PROXIES", ""))
+                .map_err(|e| anyhow::anyhow!("TRUSTED_PROXIES: {e}"))?,
         })
     }
 
@@ -91,6 +98,7 @@ impl Settings {
             admin_password: None,
             workers: Some(2),
             local_cache_bytes: 8 << 20,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -7,6 +7,7 @@ diesel::table! {
         username -> Varchar,
         password_hash -> Text,
         created_at -> Timestamptz,
+        session_version -> Int8,
     }
 }
 

@@ -1,10 +1,10 @@
 //! Admin authentication: the signed and encrypted cookie session, the CSRF token kept
-//! in it, the `Admin` extractor that guards `/admin/`, and sign-in throttling.
+//! in it, the `Admin` extractor that guards `/admin/` (checking that the session has not
+//! been revoked), the client address, and sign-in throttling.
 
+pub mod client_ip;
 pub mod password;
 pub mod throttle;
-
-use std::future::{Ready, ready};
 
 use actix_session::config::{BrowserSession, CookieContentSecurity};
 use actix_session::storage::CookieSessionStore;
@@ -12,10 +12,13 @@ use actix_session::{Session, SessionExt, SessionMiddleware};
 use actix_web::cookie::{Key, SameSite};
 use actix_web::dev::Payload;
 use actix_web::http::Method;
-use actix_web::{FromRequest, HttpRequest};
+use actix_web::{FromRequest, HttpRequest, web};
+use futures_util::future::LocalBoxFuture;
 use subtle::ConstantTimeEq;
 
 use crate::error::AppError;
+use crate::models::admin_user::AdminUser;
+use crate::state::AppState;
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "pl_session";
@@ -25,6 +28,7 @@ pub const SESSION_MAX_AGE_SECS: i64 = 12 * 3600;
 const ADMIN_ID: &str = "admin_id";
 const ADMIN_NAME: &str = "admin_name";
 const SIGNED_IN_AT: &str = "signed_in_at";
+const SESSION_VERSION: &str = "session_version";
 const CSRF: &str = "csrf";
 const FLASH: &str = "flash";
 
@@ -59,22 +63,30 @@ pub fn session_middleware(key: Key, secure: bool) -> SessionMiddleware<CookieSes
         .build()
 }
 
-/// A signed-in admin, as stored in the session.
+/// A signed-in admin, as stored in the session. As an extractor, the session is also
+/// checked against the admin's current session version in PostgreSQL.
 #[derive(Clone, Debug)]
 pub struct Admin {
     pub id: i64,
     pub username: String,
+    session_version: i64,
 }
 
-/// The signed-in admin of this session, if the sign-in has not expired.
+/// The admin this session cookie names, if the sign-in has not expired. Not checked
+/// for revocation (no database trip): public pages may use it to tailor what they
+/// show; anything an admin may *do* takes the `Admin` extractor instead.
 pub fn current_admin(session: &Session) -> Option<Admin> {
     let id = session.get::<i64>(ADMIN_ID).ok().flatten()?;
     let username = session.get::<String>(ADMIN_NAME).ok().flatten()?;
     let at = session.get::<i64>(SIGNED_IN_AT).ok().flatten()?;
+    // Cookies from before session versions existed have none: signed out.
+    let session_version = session.get::<i64>(SESSION_VERSION).ok().flatten()?;
     let age = chrono::Utc::now().timestamp() - at;
-    (0..SESSION_MAX_AGE_SECS)
-        .contains(&age)
-        .then_some(Admin { id, username })
+    (0..SESSION_MAX_AGE_SECS).contains(&age).then_some(Admin {
+        id,
+        username,
+        session_version,
+    })
 }
 
 /// Whether the request carries a session cookie. Scans the `Cookie` headers in place:
@@ -93,24 +105,33 @@ pub fn has_session_cookie(req: &HttpRequest) -> bool {
 }
 
 /// Starts a signed-in session: nothing kept from before (no fixation), a new CSRF
-/// token, a renewed cookie.
-pub fn sign_in(session: &Session, id: i64, username: &str) -> Result<(), AppError> {
+/// token, a renewed cookie, the admin's current session version.
+pub fn sign_in(session: &Session, user: &AdminUser) -> Result<(), AppError> {
     session.clear();
     let insert = |k: &str, v: serde_json::Value| {
         session
             .insert(k, v)
             .map_err(|e| AppError::Internal(anyhow::anyhow!("session: {e}")))
     };
-    insert(ADMIN_ID, id.into())?;
-    insert(ADMIN_NAME, username.into())?;
+    insert(ADMIN_ID, user.id.into())?;
+    insert(ADMIN_NAME, user.username.as_str().into())?;
     insert(SIGNED_IN_AT, chrono::Utc::now().timestamp().into())?;
+    insert(SESSION_VERSION, user.session_version.into())?;
     insert(CSRF, new_token().into())?;
     session.renew();
     Ok(())
 }
 
-pub fn sign_out(session: &Session) {
+/// Signs out: ends every session of this admin, on every instance and device (the
+/// admin's session version is bumped), then drops this cookie.
+pub async fn sign_out(state: &AppState, session: &Session, admin: &Admin) -> Result<(), AppError> {
+    let id = admin.id;
+    crate::db::run(&state.db, move |conn| {
+        Ok(AdminUser::revoke_sessions(conn, id)?)
+    })
+    .await?;
     session.purge();
+    Ok(())
 }
 
 /// The session's CSRF token, created on first use.
@@ -157,24 +178,49 @@ fn new_token() -> String {
 }
 
 /// Extractor for admin-only handlers: a GET without a signed-in admin is redirected to
-/// the sign-in page (and back afterwards); any other method gets 403.
+/// the sign-in page (and back afterwards); any other method gets 403. A session whose
+/// version is no longer the admin's (signed out elsewhere) counts as signed out; when
+/// PostgreSQL cannot tell, the answer is 503 (fail closed).
 impl FromRequest for Admin {
     type Error = AppError;
-    type Future = Ready<Result<Self, AppError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, AppError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let session = req.get_session();
-        ready(match current_admin(&session) {
-            Some(admin) => Ok(admin),
-            None if req.method() == Method::GET || req.method() == Method::HEAD => {
-                let next = match req.query_string() {
-                    "" => req.path().to_string(),
-                    q => format!("{}?{q}", req.path()),
-                };
-                Err(AppError::LoginRequired { next })
+        let req = req.clone();
+        Box::pin(async move {
+            let session = req.get_session();
+            let Some(admin) = current_admin(&session) else {
+                return Err(signed_out(&req));
+            };
+            let state = req.app_data::<web::Data<AppState>>().ok_or_else(|| {
+                AppError::Internal(anyhow::anyhow!("the admin check needs AppState"))
+            })?;
+            let id = admin.id;
+            let current = crate::db::run(&state.db, move |conn| {
+                Ok(AdminUser::session_version(conn, id)?)
+            })
+            .await?;
+            if current == Some(admin.session_version) {
+                Ok(admin)
+            } else {
+                // Forget the dead sign-in but keep the session usable: `purge` would
+                // drop what the sign-in form stores next (its CSRF token) as well.
+                session.clear();
+                Err(signed_out(&req))
             }
-            None => Err(AppError::Forbidden),
         })
+    }
+}
+
+fn signed_out(req: &HttpRequest) -> AppError {
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        let next = match req.query_string() {
+            "" => req.path().to_string(),
+            q => format!("{}?{q}", req.path()),
+        };
+        AppError::LoginRequired { next }
+    } else {
+        AppError::Forbidden
     }
 }
 

@@ -59,9 +59,14 @@ impl Keys {
         format!("{}:lock:{cache_key}", self.prefix)
     }
 
-    /// Failed sign-in counter for one client address and user name.
-    pub fn login_failures(&self, client: &str, username: &str) -> String {
-        format!("{}:login_failures:{client}:{username}", self.prefix)
+    /// Sign-in attempt counter for one client address and user name (any case). The
+    /// name is kept as a SHA-256 digest: whatever a visitor types, the key has a fixed
+    /// size and holds nothing of it.
+    pub fn login_failures(&self, client: std::net::IpAddr, username: &str) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(username.to_lowercase().as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}:login_failures:{client}:{hex}", self.prefix)
     }
 
     /// `SCAN MATCH` patterns of the cache layers' own keys (prefixes cannot hold glob
@@ -78,5 +83,26 @@ impl Keys {
     /// `SCAN MATCH` pattern of every key of this app (for the dashboard's key list).
     pub fn all_pattern(&self) -> String {
         format!("{}:*", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sign_in_counter_key_has_a_fixed_size_and_does_not_hold_the_name() {
+        let keys = Keys::new("app");
+        let client = "2001:db8::1".parse().unwrap();
+        let short = keys.login_failures(client, "Bob");
+        let long = keys.login_failures(client, &"x".repeat(60_000));
+        assert_eq!(
+            short,
+            keys.login_failures(client, "bOB"),
+            "case does not matter"
+        );
+        assert_eq!(short.len(), long.len());
+        assert!(!short.contains("Bob") && !short.contains("bob"));
+        assert!(short.starts_with("app:login_failures:2001:db8::1:"));
     }
 }

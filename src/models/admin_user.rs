@@ -14,6 +14,9 @@ pub struct AdminUser {
     pub username: String,
     pub password_hash: String,
     pub created_at: DateTime<Utc>,
+    /// Bumped to end every session of this admin; each session cookie carries the
+    /// version current when it was signed in.
+    pub session_version: i64,
 }
 
 #[derive(Insertable)]
@@ -30,6 +33,23 @@ impl AdminUser {
             .select(Self::as_select())
             .first(conn)
             .optional()
+    }
+
+    /// The admin's current session version, or `None` when the admin no longer exists.
+    pub fn session_version(conn: &mut PgConnection, id: i64) -> QueryResult<Option<i64>> {
+        admin_users::table
+            .find(id)
+            .select(admin_users::session_version)
+            .first(conn)
+            .optional()
+    }
+
+    /// Ends every session of the admin, on every instance (sign-out).
+    pub fn revoke_sessions(conn: &mut PgConnection, id: i64) -> QueryResult<()> {
+        diesel::update(admin_users::table.find(id))
+            .set(admin_users::session_version.eq(admin_users::session_version + 1))
+            .execute(conn)
+            .map(drop)
     }
 
     /// Inserts the admin unless one with that name exists; returns whether it was created

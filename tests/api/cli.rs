@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 
-use crate::helpers::{spawn_app, test_settings};
+use crate::helpers::{free_port, spawn_app, test_settings};
 
 fn run(settings: &property_listings::config::Settings, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_property-listings"))
@@ -185,5 +185,24 @@ async fn create_admin_refuses_a_short_password_and_creates_a_good_one() {
     assert!(
         !again.status.success(),
         "an existing admin is not overwritten"
+    );
+}
+
+#[test]
+fn a_malformed_trusted_proxies_value_stops_the_program_with_a_clear_error() {
+    // No server listens there: if the value were accepted, nothing would be created.
+    let nowhere = format!("postgres://postgres@127.0.0.1:{}/none", free_port());
+    let out = Command::new(env!("CARGO_BIN_EXE_property-listings"))
+        .arg("migrate")
+        .env("DATABASE_URL", nowhere)
+        .env("TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal")
+        .output()
+        .expect("the binary runs");
+
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("TRUSTED_PROXIES") && stderr.contains("proxy.internal"),
+        "{stderr}"
     );
 }

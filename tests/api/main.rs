@@ -15,4 +15,5 @@ mod page_cache;
 mod pages;
 mod proxy;
 mod query_cache;
+mod sign_in;
 mod soak;

@@ -1,5 +1,6 @@
-//! Sign-in and sign-out. One generic error for an unknown user or a wrong password
-//! (an unknown user costs the same Argon2 work), throttled after repeated failures.
+//! Sign-in and sign-out. One generic error for an unknown user, a wrong password or a
+//! user name no admin can have (an unknown user costs the same Argon2 work). Each
+//! attempt is counted before it is evaluated, so at most a few per window are.
 
 use actix_session::Session;
 use actix_web::http::StatusCode;
@@ -8,6 +9,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::{admin_page, see_other};
+use crate::auth::client_ip::client_address;
 use crate::auth::{self, password};
 use crate::error::AppError;
 use crate::models::admin_user::AdminUser;
@@ -42,11 +44,14 @@ pub struct LoginForm {
 }
 
 pub async fn login_form(
+    admin: Option<auth::Admin>,
     session: Session,
     query: web::Query<NextQuery>,
 ) -> Result<HttpResponse, AppError> {
     let next = auth::safe_next(query.next.as_deref());
-    if auth::current_admin(&session).is_some() {
+    // Checked against revocation: a signed-out cookie must get the form, not a loop
+    // of redirects between here and `next`.
+    if admin.is_some() {
         return Ok(see_other(&next));
     }
     admin_page(
@@ -70,10 +75,7 @@ pub async fn login(
     let form = form.into_inner();
     let next = auth::safe_next(Some(&form.next));
     let username = form.username.trim().to_string();
-    let client = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "unknown".into());
+    let client = client_address(&req, &state.settings.trusted_proxies);
     let again = |status: StatusCode, error: String| -> Result<HttpResponse, AppError> {
         admin_page(
             status,
@@ -86,15 +88,22 @@ pub async fn login(
         )
     };
 
-    if let Some(wait) = state
+    // A name no admin can have (over 150 characters, a NUL byte, …) is refused before
+    // anything is stored or sent to PostgreSQL: same answer as a wrong password.
+    if password::check_username(&username).is_err() {
+        log::warn!("failed sign-in with an impossible user name from {client}");
+        return again(StatusCode::OK, GENERIC_ERROR.into());
+    }
+
+    if let Err(wait) = state
         .login_throttle
-        .blocked_for(&state.cache, &client, &username)
+        .reserve(&state.cache, client, &username)
         .await
     {
         let mut res = again(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
-                "Too many failed sign-ins. Try again in {} minute(s).",
+                "Too many sign-in attempts. Try again in {} minute(s).",
                 wait.div_ceil(60)
             ),
         )?;
@@ -134,19 +143,11 @@ pub async fn login(
 
     match verified {
         Some(user) => {
-            state
-                .login_throttle
-                .reset(&state.cache, &client, &username)
-                .await;
-            auth::sign_in(&session, user.id, &user.username)?;
+            auth::sign_in(&session, &user)?;
             log::info!("admin {:?} signed in from {client}", user.username);
             Ok(see_other(&next))
         }
         None => {
-            state
-                .login_throttle
-                .record_failure(&state.cache, &client, &username)
-                .await;
             log::warn!("failed sign-in for {username:?} from {client}");
             again(StatusCode::OK, GENERIC_ERROR.into())
         }
@@ -159,12 +160,18 @@ pub struct CsrfOnly {
     csrf_token: String,
 }
 
+/// Ends every session of this admin (all devices, all instances).
 pub async fn logout(
-    _admin: auth::Admin,
+    admin: auth::Admin,
     session: Session,
+    state: web::Data<AppState>,
     form: web::Form<CsrfOnly>,
 ) -> Result<HttpResponse, AppError> {
     auth::check_csrf(&session, &form.csrf_token)?;
-    auth::sign_out(&session);
+    auth::sign_out(&state, &session, &admin).await?;
+    log::info!(
+        "admin {:?} signed out (every session ended)",
+        admin.username
+    );
     Ok(see_other("/admin/login"))
 }

@@ -226,14 +226,24 @@ pub async fn new_form(admin: Admin, session: Session) -> Result<HttpResponse, Ap
     admin_page(StatusCode::OK, &page)
 }
 
-/// Validates and writes a submitted form (insert when `id` is `None`).
+/// Validates and writes a submitted form (insert when `id` is `None`). When PostgreSQL
+/// could not even confirm the session, nothing is attempted: the form comes back with
+/// its values (the session's own claims name the admin on that page).
 async fn save(
-    admin: Admin,
+    admin: Result<Admin, AppError>,
     session: Session,
     state: web::Data<AppState>,
     id: Option<i64>,
     form: PropertyForm,
 ) -> Result<HttpResponse, AppError> {
+    let admin = match (admin, auth::current_admin(&session)) {
+        (Ok(admin), _) => admin,
+        (Err(AppError::Unavailable(cause)), Some(claimed)) => {
+            auth::check_csrf(&session, &form.csrf_token)?;
+            return db_down(&claimed, &session, id, form, &cause);
+        }
+        (Err(e), _) => return Err(e),
+    };
     auth::check_csrf(&session, &form.csrf_token)?;
     let data = match PropertyData::try_from(&form) {
         Ok(data) => data,
@@ -261,24 +271,33 @@ async fn save(
             Ok(see_other("/admin/"))
         }
         Ok(None) => Err(AppError::NotFound),
-        Err(AppError::Unavailable(cause)) => {
-            log::warn!("form not saved, database unavailable: {cause}");
-            let page = form_page(
-                &admin,
-                &session,
-                id,
-                form,
-                FieldErrors::default(),
-                Some(DB_DOWN.into()),
-            )?;
-            admin_page(StatusCode::SERVICE_UNAVAILABLE, &page)
-        }
+        Err(AppError::Unavailable(cause)) => db_down(&admin, &session, id, form, &cause),
         Err(e) => Err(e),
     }
 }
 
+/// The form again with its values and a message: 503, nothing saved.
+fn db_down(
+    admin: &Admin,
+    session: &Session,
+    id: Option<i64>,
+    form: PropertyForm,
+    cause: &str,
+) -> Result<HttpResponse, AppError> {
+    log::warn!("form not saved, database unavailable: {cause}");
+    let page = form_page(
+        admin,
+        session,
+        id,
+        form,
+        FieldErrors::default(),
+        Some(DB_DOWN.into()),
+    )?;
+    admin_page(StatusCode::SERVICE_UNAVAILABLE, &page)
+}
+
 pub async fn create(
-    admin: Admin,
+    admin: Result<Admin, AppError>,
     session: Session,
     state: web::Data<AppState>,
     form: web::Form<PropertyForm>,
@@ -310,7 +329,7 @@ pub async fn edit_form(
 }
 
 pub async fn update(
-    admin: Admin,
+    admin: Result<Admin, AppError>,
     session: Session,
     state: web::Data<AppState>,
     path: web::Path<String>,

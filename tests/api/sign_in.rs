@@ -1,0 +1,346 @@
+//! Sign-in and sign-out as an attacker tries them: simultaneous guesses, huge or
+//! malformed user names, replayed cookies, forged `X-Forwarded-For`.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+
+use crate::helpers::{
+    ADMIN_PASSWORD, ADMIN_USER, TestApp, anonymous_client, csrf_token_in, free_port, header,
+    spawn_app, spawn_app_with,
+};
+
+const WRONG: &str = "not the password";
+
+/// The `name=value` part of the session cookie a response sets.
+fn session_cookie(res: &reqwest::Response) -> String {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("pl_session="))
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie is set")
+        .to_string()
+}
+
+/// A cookie and its CSRF token from the sign-in page, for a client without a cookie jar.
+async fn sign_in_page(app: &TestApp) -> (String, String) {
+    let res = anonymous_client()
+        .get(app.url("/admin/login"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = session_cookie(&res);
+    (cookie, csrf_token_in(&res.text().await.unwrap()))
+}
+
+/// A form POST carrying exactly `cookie` (no jar) and the extra headers.
+async fn post_as(
+    app: &TestApp,
+    path: &str,
+    cookie: &str,
+    form: &[(&str, &str)],
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = anonymous_client()
+        .post(app.url(path))
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string(form).unwrap());
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.send().await.unwrap()
+}
+
+async fn get_as(app: &TestApp, path: &str, cookie: &str) -> reqwest::Response {
+    anonymous_client()
+        .get(app.url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Fires 30 sign-ins for the admin at once (29 wrong, 1 right); returns the statuses.
+async fn thirty_sign_ins_at_once(app: &TestApp) -> Vec<u16> {
+    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
+    let (cookie, token) = sign_in_page(app).await;
+    let attempts = (0..30).map(|i| {
+        let password = if i == 15 { ADMIN_PASSWORD } else { WRONG };
+        let form = [
+            ("username", ADMIN_USER),
+            ("password", password),
+            ("csrf_token", token.as_str()),
+        ];
+        let cookie = cookie.clone();
+        async move {
+            let res = post_as(app, "/admin/login", &cookie, &form, &[]).await;
+            if res.status() == 429 {
+                assert!(header(&res, "retry-after").parse::<u64>().unwrap() > 0);
+            }
+            res.status().as_u16()
+        }
+    });
+    join_all(attempts).await
+}
+
+fn assert_at_most_five_evaluated(statuses: &[u16]) {
+    let evaluated = statuses.iter().filter(|s| **s != 429).count();
+    assert!(
+        (1..=5).contains(&evaluated),
+        "{evaluated} attempts were evaluated: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| matches!(s, 200 | 303 | 429)),
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn thirty_simultaneous_sign_ins_get_at_most_five_evaluated() {
+    let app = spawn_app().await;
+
+    let statuses = thirty_sign_ins_at_once(&app).await;
+
+    assert_at_most_five_evaluated(&statuses);
+}
+
+#[tokio::test]
+async fn thirty_simultaneous_sign_ins_get_at_most_five_evaluated_while_redis_is_down() {
+    let app =
+        spawn_app_with(|s| s.redis_url = format!("redis://127.0.0.1:{}/0", free_port())).await;
+
+    let statuses = thirty_sign_ins_at_once(&app).await;
+
+    assert_at_most_five_evaluated(&statuses);
+}
+
+#[tokio::test]
+async fn a_user_name_no_admin_can_have_is_refused_and_stores_nothing() {
+    let app = spawn_app().await;
+    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
+    let token = app.csrf_token("/admin/login").await;
+    let long = format!("{}{}", "y".repeat(151), crate::helpers::random_suffix());
+
+    for name in [long.as_str(), &"z".repeat(60_000)] {
+        let res = app.post_login(name, &"p".repeat(2_000), &token).await;
+        assert_eq!(res.status(), 200);
+        assert!(
+            res.text()
+                .await
+                .unwrap()
+                .contains("Invalid user name or password.")
+        );
+    }
+
+    let keys = app.keys();
+    assert!(
+        !keys.keys().any(|k| k.contains(":login_failures:")),
+        "nothing counted for impossible names: {keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn sign_in_counters_have_a_fixed_size_and_do_not_hold_the_name() {
+    let app = spawn_app().await;
+    let token = app.csrf_token("/admin/login").await;
+    let longest = format!("{}{}", "w".repeat(138), crate::helpers::random_suffix());
+
+    for name in ["a", longest.as_str()] {
+        app.post_login(name, WRONG, &token).await;
+    }
+
+    let counters: Vec<String> = app
+        .keys()
+        .into_keys()
+        .filter(|k| k.contains(":login_failures:"))
+        .collect();
+    assert_eq!(counters.len(), 2, "{counters:?}");
+    assert_eq!(counters[0].len(), counters[1].len(), "{counters:?}");
+    assert!(counters.iter().all(|k| !k.contains("www")), "{counters:?}");
+}
+
+#[tokio::test]
+async fn a_nul_byte_in_the_sign_in_form_gets_the_generic_failure() {
+    let app = spawn_app().await;
+    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
+    let token = app.csrf_token("/admin/login").await;
+
+    for (name, password) in [("bob\0", WRONG), (ADMIN_USER, "correct\0horse")] {
+        let res = app.post_login(name, password, &token).await;
+
+        assert_eq!(res.status(), 200, "{name:?}");
+        assert!(
+            res.text()
+                .await
+                .unwrap()
+                .contains("Invalid user name or password.")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_cookie_saved_before_sign_out_is_signed_out() {
+    let app = spawn_app().await;
+    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
+    let (cookie, token) = sign_in_page(&app).await;
+    let form = [
+        ("username", ADMIN_USER),
+        ("password", ADMIN_PASSWORD),
+        ("csrf_token", token.as_str()),
+    ];
+    let signed_in = post_as(&app, "/admin/login", &cookie, &form, &[]).await;
+    assert_eq!(signed_in.status(), 303);
+    let saved = session_cookie(&signed_in);
+    let page = get_as(&app, "/admin/properties/new", &saved).await;
+    let token = csrf_token_in(&page.text().await.unwrap());
+    let out = post_as(
+        &app,
+        "/admin/logout",
+        &saved,
+        &[("csrf_token", &token)],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status(), 303);
+
+    let replayed = get_as(&app, "/admin/", &saved).await;
+    let write = [
+        ("title", "Replayed"),
+        ("description", ""),
+        ("price", "1"),
+        ("location", "X"),
+        ("csrf_token", token.as_str()),
+    ];
+    let posted = post_as(&app, "/admin/properties/new", &saved, &write, &[]).await;
+    let login_page = get_as(&app, "/admin/login", &saved).await;
+
+    assert_eq!(replayed.status(), 303);
+    assert!(header(&replayed, "location").starts_with("/admin/login"));
+    assert_eq!(posted.status(), 403);
+    assert_eq!(app.count_rows(), 0, "nothing written");
+    assert_eq!(
+        login_page.status(),
+        200,
+        "the sign-in form, not a redirect loop"
+    );
+}
+
+#[tokio::test]
+async fn signing_out_ends_the_admins_sessions_on_other_devices_too() {
+    let app = spawn_app().await;
+    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
+    let other_device = crate::helpers::client();
+    assert_eq!(sign_in_with(&app, &other_device).await, 303);
+    app.sign_in().await;
+
+    let token = app.csrf_token("/admin/").await;
+    app.post_form("/admin/logout", &[("csrf_token", &token)])
+        .await;
+
+    let res = other_device.get(app.url("/admin/")).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+}
+
+#[tokio::test]
+async fn a_device_signed_out_elsewhere_can_sign_in_again_from_the_sign_in_page() {
+    let app = spawn_app().await;
+    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
+    let other_device = crate::helpers::client();
+    assert_eq!(sign_in_with(&app, &other_device).await, 303);
+    app.sign_in().await;
+    let token = app.csrf_token("/admin/").await;
+    app.post_form("/admin/logout", &[("csrf_token", &token)])
+        .await;
+
+    // Straight to the sign-in page with the revoked cookie: a usable form.
+    assert_eq!(sign_in_with(&app, &other_device).await, 303);
+    let res = other_device.get(app.url("/admin/")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+/// Opens the sign-in page with `client` (its own cookie jar) and submits the admin's
+/// credentials; returns the status of the submission.
+async fn sign_in_with(app: &TestApp, client: &reqwest::Client) -> u16 {
+    let html = client
+        .get(app.url("/admin/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let body = serde_urlencoded::to_string([
+        ("username", ADMIN_USER),
+        ("password", ADMIN_PASSWORD),
+        ("csrf_token", &csrf_token_in(&html)),
+    ])
+    .unwrap();
+    client
+        .post(app.url("/admin/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn an_admin_page_is_503_when_the_database_cannot_confirm_the_session() {
+    let app = spawn_app_with(|s| s.db_timeout = Duration::from_millis(500)).await;
+    app.sign_in().await;
+    app.drop_database();
+
+    let res = app.get("/admin/properties/new").await;
+
+    assert_eq!(res.status(), 503);
+}
+
+/// Five wrong passwords from one forwarded client, then one from another: its status.
+async fn next_clients_attempt_after_five_failures(app: &TestApp) -> u16 {
+    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
+    let (cookie, token) = sign_in_page(app).await;
+    let form = [
+        ("username", ADMIN_USER),
+        ("password", WRONG),
+        ("csrf_token", token.as_str()),
+    ];
+    for _ in 0..5 {
+        let xff = [("x-forwarded-for", "203.0.113.1")];
+        let res = post_as(app, "/admin/login", &cookie, &form, &xff).await;
+        assert_eq!(res.status(), 200);
+    }
+    let xff = [("x-forwarded-for", "203.0.113.1, 203.0.113.2")];
+    post_as(app, "/admin/login", &cookie, &form, &xff)
+        .await
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
+    let app = spawn_app_with(|s| {
+        s.trusted_proxies =
+            property_listings::auth::client_ip::parse_trusted_proxies("127.0.0.1").unwrap()
+    })
+    .await;
+
+    assert_eq!(next_clients_attempt_after_five_failures(&app).await, 200);
+    assert!(
+        app.keys()
+            .keys()
+            .any(|k| k.contains(":login_failures:203.0.113.1:")),
+        "counted per forwarded client"
+    );
+}
+
+#[tokio::test]
+async fn without_trusted_proxies_forwarded_for_is_ignored_and_the_peer_shares_one_limit() {
+    let app = spawn_app().await;
+
+    assert_eq!(next_clients_attempt_after_five_failures(&app).await, 429);
+}
