@@ -448,6 +448,63 @@ async fn a_body_over_64_kib_is_refused_with_413() {
     assert_eq!(app.count_rows(), 0);
 }
 
+/// Posts `body` as it is (not re-encoded) with the app's signed-in client.
+async fn post_raw(app: &TestApp, path: &str, body: String) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_title_that_is_not_valid_utf8_is_a_422_and_writes_nothing() {
+    let app = signed_in_app().await;
+    let token = app.csrf_token("/admin/properties/new").await;
+    let res = post_raw(
+        &app,
+        "/admin/properties/new",
+        format!("title=%FF%FEabc&description=&price=100&location=Here&csrf_token={token}"),
+    )
+    .await;
+    assert_eq!(res.status(), 422);
+    let body = res.text().await.unwrap();
+    assert!(
+        body.contains("id=\"title-error\""),
+        "a message for the title"
+    );
+    assert!(body.contains("UTF-8"));
+    assert_eq!(app.count_rows(), 0);
+}
+
+#[tokio::test]
+async fn invisible_or_direction_changing_text_is_a_422_and_writes_nothing() {
+    let app = signed_in_app().await;
+    let token = app.csrf_token("/admin/properties/new").await;
+    let cases = [
+        ("\u{200B}\u{200B}", "Here", "title"),
+        ("Loft \u{202E}gnp.exe", "Here", "title"),
+        ("Loft", "\u{2066}Here\u{2069}", "location"),
+    ];
+    for (title, location, field) in cases {
+        let res = app
+            .post_form(
+                "/admin/properties/new",
+                &listing(title, "100", location, &token),
+            )
+            .await;
+        assert_eq!(res.status(), 422, "{title:?} {location:?}");
+        let body = res.text().await.unwrap();
+        assert!(
+            body.contains(&format!("id=\"{field}-error\"")),
+            "a message for {field}"
+        );
+    }
+    assert_eq!(app.count_rows(), 0);
+}
+
 #[tokio::test]
 async fn a_signed_in_admin_bypasses_the_page_cache_and_leaves_nothing_in_it() {
     let app = signed_in_app().await;
