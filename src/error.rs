@@ -20,6 +20,9 @@ pub enum AppError {
     BadRequest { param: String, message: String },
     #[error("forbidden")]
     Forbidden,
+    /// The request body did not arrive within `body_timeout::BODY_TIMEOUT`.
+    #[error("request body timed out")]
+    RequestTimeout,
     /// An admin page asked for without a signed-in admin: redirect to sign-in.
     #[error("sign-in required")]
     LoginRequired { next: String },
@@ -55,6 +58,10 @@ impl AppError {
             Self::Forbidden => (
                 "Forbidden",
                 "You are not allowed to do that. Reload the form and try again.".into(),
+            ),
+            Self::RequestTimeout => (
+                "Request timeout",
+                "The request was not received in time. Please try again.".into(),
             ),
             Self::LoginRequired { .. } => ("Sign-in required", "Please sign in.".into()),
             Self::TooManyRequests { retry_after_secs } => (
@@ -117,6 +124,7 @@ impl ResponseError for AppError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::LoginRequired { .. } => StatusCode::SEE_OTHER,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -157,6 +165,10 @@ impl ResponseError for AppError {
             }
             Self::TooManyRequests { retry_after_secs } => {
                 res.insert_header(("Retry-After", retry_after_secs.to_string()));
+            }
+            // The rest of the body may still be on its way: drop the connection.
+            Self::RequestTimeout => {
+                res.force_close();
             }
             _ => {}
         }
