@@ -7,7 +7,7 @@
 //! turns them into misses.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, LOCATION};
+use actix_web::http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue, LOCATION};
 use actix_web::{HttpResponse, ResponseError};
 use askama::Template;
 
@@ -20,6 +20,9 @@ pub enum AppError {
     BadRequest { param: String, message: String },
     #[error("forbidden")]
     Forbidden,
+    /// A method other than GET or HEAD on a read-only route.
+    #[error("method not allowed")]
+    MethodNotAllowed,
     /// The request body did not arrive within `body_timeout::BODY_TIMEOUT`.
     #[error("request body timed out")]
     RequestTimeout,
@@ -58,6 +61,10 @@ impl AppError {
             Self::Forbidden => (
                 "Forbidden",
                 "You are not allowed to do that. Reload the form and try again.".into(),
+            ),
+            Self::MethodNotAllowed => (
+                "Method not allowed",
+                "This address can only be read (GET or HEAD).".into(),
             ),
             Self::RequestTimeout => (
                 "Request timeout",
@@ -110,6 +117,9 @@ impl From<diesel::result::Error> for AppError {
     }
 }
 
+/// The `Allow` header of a 405 from a read-only route.
+const READ_ONLY_METHODS: &str = "GET, HEAD";
+
 #[derive(Template)]
 #[template(path = "errors/error.html")]
 pub struct ErrorPage {
@@ -124,6 +134,7 @@ impl ResponseError for AppError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::LoginRequired { .. } => StatusCode::SEE_OTHER,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -166,6 +177,9 @@ impl ResponseError for AppError {
             Self::TooManyRequests { retry_after_secs } => {
                 res.insert_header(("Retry-After", retry_after_secs.to_string()));
             }
+            Self::MethodNotAllowed => {
+                res.insert_header((ALLOW, READ_ONLY_METHODS));
+            }
             // The rest of the body may still be on its way: drop the connection.
             Self::RequestTimeout => {
                 res.force_close();
@@ -199,9 +213,12 @@ impl ResponseError for ApiError {
         if let AppError::BadRequest { param, .. } = &self.0 {
             body["parameter"] = serde_json::Value::String(param.clone());
         }
-        HttpResponse::build(status)
-            .insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")))
-            .json(body)
+        let mut res = HttpResponse::build(status);
+        res.insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        if let AppError::MethodNotAllowed = self.0 {
+            res.insert_header((ALLOW, READ_ONLY_METHODS));
+        }
+        res.json(body)
     }
 }
 

@@ -1,6 +1,6 @@
 //! The public pages and the JSON API, as a visitor uses them.
 
-use crate::helpers::{header, spawn_app};
+use crate::helpers::{header, public_routes, spawn_app};
 
 #[tokio::test]
 async fn the_root_redirects_to_the_listing_page() {
@@ -220,4 +220,40 @@ async fn static_files_and_the_dashboard_are_served() {
     let dashboard = app.get("/cache/").await;
     assert_eq!(dashboard.status(), 200);
     assert!(dashboard.text().await.unwrap().contains(&app.prefix));
+}
+
+#[tokio::test]
+async fn other_methods_on_read_only_routes_get_405_with_allow() {
+    let app = spawn_app().await;
+    let p = app.insert("Loft", "100", "Here").await;
+    let mut paths = public_routes(p.id).to_vec();
+    paths.extend(["/", "/cache/", "/metrics", "/healthz", "/api/cache/metrics"].map(String::from));
+    for path in &paths {
+        for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let res = app
+                .client
+                .request(method.clone(), app.url(path))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 405, "{method} {path}");
+            assert_eq!(header(&res, "allow"), "GET, HEAD", "{method} {path}");
+            let expected = if path.starts_with("/api/") {
+                "application/json"
+            } else {
+                "text/html"
+            };
+            assert!(
+                header(&res, "content-type").starts_with(expected),
+                "{method} {path}"
+            );
+        }
+        let head = app.client.head(app.url(path)).send().await.unwrap();
+        let get = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(head.status(), get.status(), "HEAD {path} answers as GET");
+    }
+    let unknown = app.client.post(app.url("/nowhere/")).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(app.count_rows(), 1);
 }
