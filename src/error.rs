@@ -18,6 +18,9 @@ pub enum AppError {
     /// A query parameter with a value we cannot use: the message names it.
     #[error("invalid value for `{param}`: {message}")]
     BadRequest { param: String, message: String },
+    /// A form body that cannot be read as the form's fields: the message says why.
+    #[error("invalid form: {0}")]
+    BadForm(String),
     #[error("forbidden")]
     Forbidden,
     /// A method other than GET or HEAD on a read-only route.
@@ -56,7 +59,13 @@ impl AppError {
             ),
             Self::BadRequest { param, message } => (
                 "Bad request",
-                format!("The value of the `{param}` parameter is not valid: {message}."),
+                sentence(format!(
+                    "The value of the `{param}` parameter is not valid: {message}"
+                )),
+            ),
+            Self::BadForm(message) => (
+                "Bad request",
+                sentence(format!("The submitted form could not be read: {message}")),
             ),
             Self::Forbidden => (
                 "Forbidden",
@@ -120,6 +129,14 @@ impl From<diesel::result::Error> for AppError {
 /// The `Allow` header of a 405 from a read-only route.
 const READ_ONLY_METHODS: &str = "GET, HEAD";
 
+/// `message` ending with exactly one full stop, whether or not it had one (messages of
+/// other crates often do).
+fn sentence(message: String) -> String {
+    let mut message = message.trim_end().trim_end_matches('.').to_string();
+    message.push('.');
+    message
+}
+
 #[derive(Template)]
 #[template(path = "errors/error.html")]
 pub struct ErrorPage {
@@ -133,6 +150,7 @@ impl ResponseError for AppError {
         match self {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::BadForm(_) => StatusCode::BAD_REQUEST,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,

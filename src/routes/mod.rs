@@ -10,6 +10,10 @@ pub mod views;
 
 use std::path::PathBuf;
 
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{Next, from_fn};
 use actix_web::{FromRequest, Handler, HttpRequest, HttpResponse, Resource, Responder, guard, web};
 
 use crate::error::{ApiError, AppError};
@@ -52,7 +56,11 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         }))
         .service(read_only("/metrics", cache::prometheus))
         .service(read_only("/healthz", health::healthz))
-        .service(actix_files::Files::new("/static", static_dir()).use_etag(true))
+        .service(
+            web::scope("/static")
+                .wrap(from_fn(static_error_pages))
+                .service(actix_files::Files::new("", static_dir()).use_etag(true)),
+        )
         .default_service(web::to(not_found));
 }
 
@@ -72,6 +80,21 @@ async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, actix_web:
     } else {
         Err(AppError::MethodNotAllowed.into())
     }
+}
+
+/// actix-files answers its errors in plain text (a missing file, a directory, a path
+/// it refuses, a method other than GET/HEAD): give them the site's error page instead.
+async fn static_error_pages(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let res = next.call(req).await?;
+    let error = match res.status() {
+        StatusCode::METHOD_NOT_ALLOWED => AppError::MethodNotAllowed,
+        StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND => AppError::NotFound,
+        _ => return Ok(res.map_into_left_body()),
+    };
+    Ok(res.error_response(error).map_into_right_body())
 }
 
 /// `STATIC_DIR`, else `./static`, else the crate's own `static/` (for `cargo run` from

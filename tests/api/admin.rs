@@ -595,6 +595,20 @@ async fn invisible_or_direction_changing_text_is_a_422_and_writes_nothing() {
 }
 
 #[tokio::test]
+async fn a_form_that_cannot_be_read_gets_a_tidy_400_page() {
+    let app = spawn_app().await;
+    let res = post_raw(&app, "/admin/login", "csrf_token=a&csrf_token=b".into()).await;
+    assert_eq!(res.status(), 400);
+    assert!(header(&res, "content-type").starts_with("text/html"));
+    let body = res.text().await.unwrap();
+    assert!(
+        body.contains("The submitted form could not be read: duplicate field `csrf_token`.<"),
+        "{body}"
+    );
+    assert!(!body.contains(".."), "one full stop");
+}
+
+#[tokio::test]
 async fn a_signed_in_admin_bypasses_the_page_cache_and_leaves_nothing_in_it() {
     let app = signed_in_app().await;
     app.insert("Loft", "1", "A").await;

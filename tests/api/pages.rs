@@ -257,3 +257,34 @@ async fn other_methods_on_read_only_routes_get_405_with_allow() {
     assert_eq!(unknown.status(), 404);
     assert_eq!(app.count_rows(), 1);
 }
+
+#[tokio::test]
+async fn static_file_errors_are_the_site_error_pages() {
+    let app = spawn_app().await;
+    for (method, path, status) in [
+        ("GET", "/static/css/missing.css", 404),
+        ("GET", "/static/css/", 404),
+        ("GET", "/static/.hidden", 404),
+        ("POST", "/static/css/site.css", 405),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let res = app
+            .client
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status, "{method} {path}");
+        assert!(
+            header(&res, "content-type").starts_with("text/html"),
+            "{method} {path}"
+        );
+        if status == 405 {
+            assert_eq!(header(&res, "allow"), "GET, HEAD");
+        }
+        let body = res.text().await.unwrap();
+        assert!(body.contains("class=\"error-status\""), "{method} {path}");
+    }
+    let css = app.get("/static/css/site.css").await;
+    assert_eq!(css.status(), 200);
+}
