@@ -7,7 +7,7 @@
 //! turns them into misses.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, LOCATION};
+use actix_web::http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue, LOCATION};
 use actix_web::{HttpResponse, ResponseError};
 use askama::Template;
 
@@ -18,8 +18,17 @@ pub enum AppError {
     /// A query parameter with a value we cannot use: the message names it.
     #[error("invalid value for `{param}`: {message}")]
     BadRequest { param: String, message: String },
+    /// A form body that cannot be read as the form's fields: the message says why.
+    #[error("invalid form: {0}")]
+    BadForm(String),
     #[error("forbidden")]
     Forbidden,
+    /// A method other than GET or HEAD on a read-only route.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The request body did not arrive within `body_timeout::BODY_TIMEOUT`.
+    #[error("request body timed out")]
+    RequestTimeout,
     /// An admin page asked for without a signed-in admin: redirect to sign-in.
     #[error("sign-in required")]
     LoginRequired { next: String },
@@ -50,11 +59,25 @@ impl AppError {
             ),
             Self::BadRequest { param, message } => (
                 "Bad request",
-                format!("The value of the `{param}` parameter is not valid: {message}."),
+                sentence(format!(
+                    "The value of the `{param}` parameter is not valid: {message}"
+                )),
+            ),
+            Self::BadForm(message) => (
+                "Bad request",
+                sentence(format!("The submitted form could not be read: {message}")),
             ),
             Self::Forbidden => (
                 "Forbidden",
                 "You are not allowed to do that. Reload the form and try again.".into(),
+            ),
+            Self::MethodNotAllowed => (
+                "Method not allowed",
+                "This address can only be read (GET or HEAD).".into(),
+            ),
+            Self::RequestTimeout => (
+                "Request timeout",
+                "The request was not received in time. Please try again.".into(),
             ),
             Self::LoginRequired { .. } => ("Sign-in required", "Please sign in.".into()),
             Self::TooManyRequests { retry_after_secs } => (
@@ -103,6 +126,17 @@ impl From<diesel::result::Error> for AppError {
     }
 }
 
+/// The `Allow` header of a 405 from a read-only route.
+const READ_ONLY_METHODS: &str = "GET, HEAD";
+
+/// `message` ending with exactly one full stop, whether or not it had one (messages of
+/// other crates often do).
+fn sentence(message: String) -> String {
+    let mut message = message.trim_end().trim_end_matches('.').to_string();
+    message.push('.');
+    message
+}
+
 #[derive(Template)]
 #[template(path = "errors/error.html")]
 pub struct ErrorPage {
@@ -116,7 +150,10 @@ impl ResponseError for AppError {
         match self {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::BadForm(_) => StatusCode::BAD_REQUEST,
             Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::LoginRequired { .. } => StatusCode::SEE_OTHER,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -158,6 +195,13 @@ impl ResponseError for AppError {
             Self::TooManyRequests { retry_after_secs } => {
                 res.insert_header(("Retry-After", retry_after_secs.to_string()));
             }
+            Self::MethodNotAllowed => {
+                res.insert_header((ALLOW, READ_ONLY_METHODS));
+            }
+            // The rest of the body may still be on its way: drop the connection.
+            Self::RequestTimeout => {
+                res.force_close();
+            }
             _ => {}
         }
         res.body(body)
@@ -187,9 +231,12 @@ impl ResponseError for ApiError {
         if let AppError::BadRequest { param, .. } = &self.0 {
             body["parameter"] = serde_json::Value::String(param.clone());
         }
-        HttpResponse::build(status)
-            .insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")))
-            .json(body)
+        let mut res = HttpResponse::build(status);
+        res.insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        if let AppError::MethodNotAllowed = self.0 {
+            res.insert_header((ALLOW, READ_ONLY_METHODS));
+        }
+        res.json(body)
     }
 }
 

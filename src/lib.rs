@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod auth;
+pub mod body_timeout;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -11,6 +11,7 @@ use actix_web::{App, HttpServer, web};
 
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::{self, password};
+use crate::body_timeout::body_timeout;
 use crate::cache::Cache;
 use crate::cache::invalidation::CacheInvalidation;
 use crate::cache::metrics::Metrics;
@@ -134,6 +135,7 @@ impl Application {
                 .wrap(from_fn(page_cache_inner))
                 .wrap(auth::session_middleware(key.clone(), cookie_secure))
                 .wrap(from_fn(page_cache_outer))
+                .wrap(from_fn(body_timeout))
                 .wrap(from_fn(crate::telemetry::telemetry))
                 .wrap(security_headers())
                 .app_data(app_state.clone())

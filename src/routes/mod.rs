@@ -11,7 +11,11 @@ pub mod views;
 
 use std::path::PathBuf;
 
-use actix_web::{HttpRequest, HttpResponse, guard, web};
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{FromRequest, Handler, HttpRequest, HttpResponse, Resource, Responder, guard, web};
 
 use crate::error::{ApiError, AppError};
 
@@ -20,30 +24,44 @@ fn get() -> actix_web::Route {
     web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
+/// A read-only route: `handler` answers GET and HEAD; any other method gets 405 with
+/// `Allow: GET, HEAD` (rather than falling through to the 404 of unknown routes).
+fn read_only<F, Args>(path: &str, handler: F) -> Resource
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    web::resource(path)
+        .route(get().to(handler))
+        .default_service(web::to(method_not_allowed))
+}
+
 pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", get().to(properties::index))
-        .route(
-            "/properties",
-            get().to(|| async { properties::redirect("/properties/") }),
+    cfg.service(read_only("/", properties::index))
+        .service(read_only("/properties", || async {
+            properties::redirect("/properties/")
+        }))
+        .service(read_only("/properties/", properties::list))
+        .service(read_only("/properties/{id}/", properties::detail))
+        .service(read_only("/api/properties/", api::list))
+        .service(read_only("/api/properties", || async {
+            properties::redirect("/api/properties/")
+        }))
+        .service(read_only("/api/properties/{id}/", api::detail))
+        .service(read_only("/api/cache/metrics", cache::metrics_json))
+        .service(read_only("/api/cache/keys", cache::keys_json))
+        .service(read_only("/cache/", cache::dashboard))
+        .service(read_only("/cache", || async {
+            properties::redirect("/cache/")
+        }))
+        .service(read_only("/metrics", cache::prometheus))
+        .service(read_only("/healthz", health::healthz))
+        .service(
+            web::scope("/static")
+                .wrap(from_fn(static_error_pages))
+                .service(actix_files::Files::new("", static_dir()).use_etag(true)),
         )
-        .route("/properties/", get().to(properties::list))
-        .route("/properties/{id}/", get().to(properties::detail))
-        .route("/api/properties/", get().to(api::list))
-        .route(
-            "/api/properties",
-            get().to(|| async { properties::redirect("/api/properties/") }),
-        )
-        .route("/api/properties/{id}/", get().to(api::detail))
-        .route("/api/cache/metrics", get().to(cache::metrics_json))
-        .route("/api/cache/keys", get().to(cache::keys_json))
-        .route("/cache/", get().to(cache::dashboard))
-        .route(
-            "/cache",
-            get().to(|| async { properties::redirect("/cache/") }),
-        )
-        .route("/metrics", get().to(cache::prometheus))
-        .route("/healthz", get().to(health::healthz))
-        .service(actix_files::Files::new("/static", static_dir()).use_etag(true))
         .default_service(web::to(not_found));
 }
 
@@ -54,6 +72,30 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, actix_web::Error> {
     } else {
         Err(AppError::NotFound.into())
     }
+}
+
+/// Other methods on a read-only route: the 405 page, or 405 JSON under `/api/`.
+async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, actix_web::Error> {
+    if req.path().starts_with("/api/") {
+        Err(ApiError(AppError::MethodNotAllowed).into())
+    } else {
+        Err(AppError::MethodNotAllowed.into())
+    }
+}
+
+/// actix-files answers its errors in plain text (a missing file, a directory, a path
+/// it refuses, a method other than GET/HEAD): give them the site's error page instead.
+async fn static_error_pages(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let res = next.call(req).await?;
+    let error = match res.status() {
+        StatusCode::METHOD_NOT_ALLOWED => AppError::MethodNotAllowed,
+        StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND => AppError::NotFound,
+        _ => return Ok(res.map_into_left_body()),
+    };
+    Ok(res.error_response(error).map_into_right_body())
 }
 
 /// `STATIC_DIR`, else `./static`, else the crate's own `static/` (for `cargo run` from

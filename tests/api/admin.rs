@@ -452,6 +452,166 @@ async fn a_body_over_64_kib_is_refused_with_413() {
     assert_eq!(app.count_rows(), 0);
 }
 
+/// POSTs a form to `path` the way a slow-body attacker does: the headers at once
+/// (`Content-Length: 1000`), then 10 bytes of body every 2 seconds. Returns what the
+/// server answered before it closed the connection, or `None` if it was still waiting
+/// after 15 seconds.
+async fn post_slowly(app: &TestApp, path: &str, cookie: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.address.trim_start_matches("http://").to_string();
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: 1000\r\nCookie: {cookie}\r\n\r\n"
+    );
+    writer.write_all(head.as_bytes()).await.unwrap();
+    let dribble = tokio::spawn(async move {
+        writer.write_all(b"title=xxxx").await?;
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            writer.write_all(b"xxxxxxxxxx").await?;
+        }
+        #[allow(unreachable_code)]
+        std::io::Result::Ok(())
+    });
+    let mut answer = Vec::new();
+    // A reset after the answer still leaves the answer in `answer`.
+    let read = tokio::time::timeout(Duration::from_secs(15), reader.read_to_end(&mut answer)).await;
+    dribble.abort();
+    read.ok()
+        .map(|_| String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// Signs the test admin in with a client whose cookies can be read, and returns them
+/// as a `Cookie` header value.
+async fn session_cookie(app: &TestApp) -> String {
+    use reqwest::cookie::CookieStore;
+    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_provider(jar.clone())
+        .build()
+        .unwrap();
+    let login = client.get(app.url("/admin/login")).send().await.unwrap();
+    let token = csrf_token_in(&login.text().await.unwrap());
+    let res = client
+        .post(app.url("/admin/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            serde_urlencoded::to_string([
+                ("username", ADMIN_USER),
+                ("password", ADMIN_PASSWORD),
+                ("csrf_token", &token),
+            ])
+            .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303, "sign-in succeeds");
+    let url = app.url("/").parse().unwrap();
+    jar.cookies(&url)
+        .expect("a session cookie")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_listing_form_sent_slowly_is_cut_off_with_408_and_writes_nothing() {
+    let app = spawn_app().await;
+    let cookie = session_cookie(&app).await;
+    let answer = post_slowly(&app, "/admin/properties/new", &cookie)
+        .await
+        .expect("the server answers and closes within 15 s");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(app.count_rows(), 0);
+}
+
+#[tokio::test]
+async fn a_sign_in_form_sent_slowly_is_cut_off_with_408() {
+    let app = spawn_app().await;
+    let answer = post_slowly(&app, "/admin/login", "")
+        .await
+        .expect("the server answers and closes within 15 s");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("text/html"), "{answer}");
+}
+
+/// Posts `body` as it is (not re-encoded) with the app's signed-in client.
+async fn post_raw(app: &TestApp, path: &str, body: String) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_title_that_is_not_valid_utf8_is_a_422_and_writes_nothing() {
+    let app = signed_in_app().await;
+    let token = app.csrf_token("/admin/properties/new").await;
+    let res = post_raw(
+        &app,
+        "/admin/properties/new",
+        format!("title=%FF%FEabc&description=&price=100&location=Here&csrf_token={token}"),
+    )
+    .await;
+    assert_eq!(res.status(), 422);
+    let body = res.text().await.unwrap();
+    assert!(
+        body.contains("id=\"title-error\""),
+        "a message for the title"
+    );
+    assert!(body.contains("UTF-8"));
+    assert_eq!(app.count_rows(), 0);
+}
+
+#[tokio::test]
+async fn invisible_or_direction_changing_text_is_a_422_and_writes_nothing() {
+    let app = signed_in_app().await;
+    let token = app.csrf_token("/admin/properties/new").await;
+    let cases = [
+        ("\u{200B}\u{200B}", "Here", "title"),
+        ("Loft \u{202E}gnp.exe", "Here", "title"),
+        ("Loft", "\u{2066}Here\u{2069}", "location"),
+    ];
+    for (title, location, field) in cases {
+        let res = app
+            .post_form(
+                "/admin/properties/new",
+                &listing(title, "100", location, &token),
+            )
+            .await;
+        assert_eq!(res.status(), 422, "{title:?} {location:?}");
+        let body = res.text().await.unwrap();
+        assert!(
+            body.contains(&format!("id=\"{field}-error\"")),
+            "a message for {field}"
+        );
+    }
+    assert_eq!(app.count_rows(), 0);
+}
+
+#[tokio::test]
+async fn a_form_that_cannot_be_read_gets_a_tidy_400_page() {
+    let app = spawn_app().await;
+    let res = post_raw(&app, "/admin/login", "csrf_token=a&csrf_token=b".into()).await;
+    assert_eq!(res.status(), 400);
+    assert!(header(&res, "content-type").starts_with("text/html"));
+    let body = res.text().await.unwrap();
+    assert!(
+        body.contains("The submitted form could not be read: duplicate field `csrf_token`.<"),
+        "{body}"
+    );
+    assert!(!body.contains(".."), "one full stop");
+}
+
 #[tokio::test]
 async fn a_signed_in_admin_bypasses_the_page_cache_and_leaves_nothing_in_it() {
     let app = signed_in_app().await;

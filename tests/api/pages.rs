@@ -301,3 +301,70 @@ async fn pages_have_no_inline_script_or_style_for_the_policy_to_refuse() {
         }
     }
 }
+
+#[tokio::test]
+async fn other_methods_on_read_only_routes_get_405_with_allow() {
+    let app = spawn_app().await;
+    let p = app.insert("Loft", "100", "Here").await;
+    let mut paths = public_routes(p.id).to_vec();
+    paths.extend(["/", "/cache/", "/metrics", "/healthz", "/api/cache/metrics"].map(String::from));
+    for path in &paths {
+        for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let res = app
+                .client
+                .request(method.clone(), app.url(path))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 405, "{method} {path}");
+            assert_eq!(header(&res, "allow"), "GET, HEAD", "{method} {path}");
+            let expected = if path.starts_with("/api/") {
+                "application/json"
+            } else {
+                "text/html"
+            };
+            assert!(
+                header(&res, "content-type").starts_with(expected),
+                "{method} {path}"
+            );
+        }
+        let head = app.client.head(app.url(path)).send().await.unwrap();
+        let get = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(head.status(), get.status(), "HEAD {path} answers as GET");
+    }
+    let unknown = app.client.post(app.url("/nowhere/")).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(app.count_rows(), 1);
+}
+
+#[tokio::test]
+async fn static_file_errors_are_the_site_error_pages() {
+    let app = spawn_app().await;
+    for (method, path, status) in [
+        ("GET", "/static/css/missing.css", 404),
+        ("GET", "/static/css/", 404),
+        ("GET", "/static/.hidden", 404),
+        ("POST", "/static/css/site.css", 405),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let res = app
+            .client
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status, "{method} {path}");
+        assert!(
+            header(&res, "content-type").starts_with("text/html"),
+            "{method} {path}"
+        );
+        if status == 405 {
+            assert_eq!(header(&res, "allow"), "GET, HEAD");
+        }
+        let body = res.text().await.unwrap();
+        assert!(body.contains("class=\"error-status\""), "{method} {path}");
+    }
+    let css = app.get("/static/css/site.css").await;
+    assert_eq!(css.status(), 200);
+}

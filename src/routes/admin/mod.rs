@@ -21,7 +21,13 @@ pub fn config(cfg: &mut web::ServiceConfig) {
             .limit(MAX_FORM_BYTES)
             .error_handler(|err, _req| match err {
                 UrlencodedError::Overflow { .. } => AppError::PayloadTooLarge.into(),
-                other => AppError::bad_param("form", other.to_string()).into(),
+                // serde's own words ("duplicate field `csrf_token`"), without actix's
+                // "Parse error: …" wrapping.
+                UrlencodedError::Parse(e) => AppError::BadForm(e.to_string()).into(),
+                UrlencodedError::ContentType => {
+                    AppError::BadForm("it was not sent as a web form".into()).into()
+                }
+                other => AppError::BadForm(other.to_string()).into(),
             }),
     )
     .route("/admin/login", web::get().to(login::login_form))
