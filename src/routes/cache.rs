@@ -88,8 +88,8 @@ fn redact(key: &str) -> String {
 /// remaining TTLs. Sign-in throttling counters are left out: their names hold client
 /// addresses and user names, and they are not cache; search terms in key names are
 /// shown to signed-in admins only. 503 JSON when Redis is down.
-pub async fn keys_json(state: web::Data<AppState>, session: Session) -> HttpResponse {
-    let admin = auth::current_admin(&session).is_some();
+pub async fn keys_json(state: web::Data<AppState>, admin: Option<auth::Admin>) -> HttpResponse {
+    let admin = admin.is_some();
     let prefix = state.cache.keys().prefix().to_string();
     match state.cache.list_keys(KEY_LIST_LIMIT).await {
         Ok(listing) => {
@@ -143,13 +143,14 @@ pub struct DashboardPage {
 }
 
 /// `GET /cache/`. Never page-cached (not a cacheable route), so it may show the
-/// clear-cache button to signed-in admins only.
+/// clear-cache button to signed-in admins only (a revoked sign-in counts as none, as
+/// everywhere: the `Admin` extractor checks it).
 pub async fn dashboard(
     state: web::Data<AppState>,
     session: Session,
+    admin: Option<auth::Admin>,
 ) -> Result<HttpResponse, AppError> {
     let s = &state.settings;
-    let admin = auth::current_admin(&session);
     let (csrf_token, flash) = match admin {
         Some(_) => (auth::csrf_token(&session)?, auth::take_flash(&session)),
         None => (String::new(), None),
