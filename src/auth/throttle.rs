@@ -28,19 +28,11 @@ impl LoginThrottle {
     pub async fn reserve(&self, cache: &Cache, client: IpAddr, username: &str) -> Result<(), u64> {
         let key = cache.keys().login_failures(client, username);
         // One MULTI: the count returned is this attempt's place in the window.
-        let cmd = redis::pipe()
-            .atomic()
-            .cmd("INCR")
-            .arg(&key)
-            .cmd("PEXPIRE")
-            .arg(&key)
-            .arg(WINDOW.as_millis() as u64)
-            .arg("NX")
-            .ignore()
-            .cmd("PTTL")
-            .arg(&key)
-            .to_owned();
-        let (count, ttl_ms) = match cache.store().pipe::<(u64, i64)>(&cmd).await {
+        let reserved = cache
+            .store()
+            .incr_expiring(&key, WINDOW.as_millis() as u64)
+            .await;
+        let (count, ttl_ms) = match reserved {
             Ok((count, ttl)) => (count, ttl.max(0) as u64),
             Err(_) => self.reserve_locally(key),
         };

@@ -80,6 +80,25 @@ impl Keys {
         ]
     }
 
+    /// What a key of this app is, from its name: the layer it belongs to (`page`,
+    /// `lock`, `query`, `generation`), `login_failures`, or `other`.
+    pub fn kind(&self, key: &str) -> &'static str {
+        let Some(rest) = key
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|rest| rest.strip_prefix(':'))
+        else {
+            return "other";
+        };
+        match rest.split(':').next().unwrap_or_default() {
+            "page" => "page",
+            "lock" => "lock",
+            "all_properties" | "query" => "query",
+            "generation" => "generation",
+            "login_failures" => "login_failures",
+            _ => "other",
+        }
+    }
+
     /// `SCAN MATCH` pattern of every key of this app (for the dashboard's key list).
     pub fn all_pattern(&self) -> String {
         format!("{}:*", self.prefix)
@@ -104,5 +123,29 @@ mod tests {
         assert_eq!(short.len(), long.len());
         assert!(!short.contains("Bob") && !short.contains("bob"));
         assert!(short.starts_with("app:login_failures:2001:db8::1:"));
+    }
+
+    #[test]
+    fn keys_are_named_after_their_cache_layer() {
+        assert_eq!(
+            Keys::new("app").kind("app:page:/properties/?page=2"),
+            "page"
+        );
+        assert_eq!(
+            Keys::new("app").kind("app:lock:app:page:/properties/"),
+            "lock"
+        );
+        assert_eq!(Keys::new("app").kind("app:all_properties"), "query");
+        assert_eq!(
+            Keys::new("app").kind("app:query:sort=price_asc&page=1"),
+            "query"
+        );
+        assert_eq!(Keys::new("app").kind("app:generation"), "generation");
+        assert_eq!(
+            Keys::new("app").kind("app:login_failures:1.2.3.4:bob"),
+            "login_failures"
+        );
+        assert_eq!(Keys::new("app").kind("app:something_new"), "other");
+        assert_eq!(Keys::new("app").kind("apple:page:/"), "other");
     }
 }

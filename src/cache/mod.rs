@@ -188,16 +188,15 @@ impl Cache {
         // then it is the one to use (the race tests caught a fresher one taken here).
         let (generation, raw) = match generation::remembered(id) {
             Some(token) => {
-                let cmd = redis::cmd("GET").arg(key).to_owned();
-                let raw: Option<Vec<u8>> = self.query(&cmd).await?;
+                let raw = self.track(self.store().get_bytes(key).await)?;
                 (token, raw)
             }
             None => {
-                let cmd = redis::cmd("MGET")
-                    .arg(self.keys().generation())
-                    .arg(key)
-                    .to_owned();
-                let (generation, raw): (Option<String>, Option<Vec<u8>>) = self.query(&cmd).await?;
+                let read = self
+                    .store()
+                    .get_token_and_bytes(self.keys().generation(), key)
+                    .await;
+                let (generation, raw) = self.track(read)?;
                 let generation = match generation {
                     Some(g) => g,
                     None => self.start_generation().await?,
@@ -227,8 +226,8 @@ impl Cache {
         let read = move || {
             let cache = cache.clone();
             async move {
-                let cmd = redis::cmd("GET").arg(cache.keys().generation()).to_owned();
-                cache.query::<Option<String>>(&cmd).await
+                let read = cache.store().get_string(cache.keys().generation()).await;
+                cache.track(read)
             }
             .boxed_local()
         };
@@ -265,14 +264,8 @@ impl Cache {
         compress: bool,
     ) -> (Arc<Entry>, Result<(), CacheUnavailable>) {
         let entry = Arc::new(Entry::build(generation, content_type, body, compress));
-        let keep = ttl + self.inner.grace;
-        let cmd = redis::cmd("SET")
-            .arg(key)
-            .arg(entry.encode())
-            .arg("PX")
-            .arg(keep.as_millis().max(1) as u64)
-            .to_owned();
-        let stored = self.query::<()>(&cmd).await;
+        let keep = (ttl + self.inner.grace).as_millis() as u64;
+        let stored = self.track(self.store().set_px(key, &entry.encode(), keep).await);
         if stored.is_ok() {
             self.keep_locally(key, entry.clone());
         }
@@ -289,21 +282,14 @@ impl Cache {
 
     /// Takes the right to refresh an expired entry (others serve it stale meanwhile).
     pub async fn try_refresh_lock(&self, key: &str) -> bool {
-        let cmd = redis::cmd("SET")
-            .arg(self.keys().refresh_lock(key))
-            .arg(1)
-            .arg("NX")
-            .arg("PX")
-            .arg(REFRESH_LOCK_MS)
-            .to_owned();
-        matches!(self.query::<Option<String>>(&cmd).await, Ok(Some(_)))
+        let lock = self.keys().refresh_lock(key);
+        let taken = self.store().set_nx_px(&lock, REFRESH_LOCK_MS).await;
+        matches!(self.track(taken), Ok(true))
     }
 
     pub async fn release_refresh_lock(&self, key: &str) {
-        let cmd = redis::cmd("DEL")
-            .arg(self.keys().refresh_lock(key))
-            .to_owned();
-        let _ = self.query::<()>(&cmd).await;
+        let released = self.store().del(&self.keys().refresh_lock(key)).await;
+        let _ = self.track(released);
     }
 
     /// The invalidation: a new generation token and no `all_properties`, atomically.
@@ -343,18 +329,13 @@ impl Cache {
     }
 
     async fn replace_generation(&self) -> bool {
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("SET")
-            .arg(self.keys().generation())
-            .arg(new_token())
-            .ignore()
-            .cmd("DEL")
-            .arg(self.keys().all_properties())
-            .ignore();
+        let (token, all_properties) = (new_token(), self.keys().all_properties());
         // Whatever happens, this request reads the token afresh from now on.
         generation::forget();
-        match self.inner.store.pipe::<()>(&pipe).await {
+        let replaced =
+            self.store()
+                .set_and_delete(self.keys().generation(), &token, &all_properties);
+        match replaced.await {
             Ok(()) => {
                 self.inner
                     .invalidation_pending
@@ -369,22 +350,16 @@ impl Cache {
     /// never-used token; when several instances race, `SET NX GET` makes them agree.
     async fn start_generation(&self) -> Result<String, CacheUnavailable> {
         let token = new_token();
-        let cmd = redis::cmd("SET")
-            .arg(self.keys().generation())
-            .arg(&token)
-            .arg("NX")
-            .arg("GET")
-            .to_owned();
-        let existing: Option<String> = self.query(&cmd).await?;
-        Ok(existing.unwrap_or(token))
+        let existing = self
+            .store()
+            .set_nx_get(self.keys().generation(), &token)
+            .await;
+        Ok(self.track(existing)?.unwrap_or(token))
     }
 
-    /// Runs one command; any failure marks an invalidation pending (see module docs).
-    async fn query<T: redis::FromRedisValue>(
-        &self,
-        cmd: &redis::Cmd,
-    ) -> Result<T, CacheUnavailable> {
-        let result = self.inner.store.query(cmd).await;
+    /// A command's result, with any failure marking an invalidation pending (see the
+    /// module docs).
+    fn track<T>(&self, result: Result<T, CacheUnavailable>) -> Result<T, CacheUnavailable> {
         if result.is_err() {
             self.inner
                 .invalidation_pending
@@ -395,42 +370,14 @@ impl Cache {
     }
 
     pub async fn ping(&self) -> bool {
-        self.inner
-            .store
-            .query::<String>(&redis::cmd("PING"))
-            .await
-            .is_ok()
+        self.store().ping().await
     }
 
     /// `keyspace_hits` and `keyspace_misses` from `INFO stats`.
     pub async fn keyspace_stats(&self) -> Result<(u64, u64), CacheUnavailable> {
-        let info: String = self
-            .inner
-            .store
-            .query(redis::cmd("INFO").arg("stats"))
-            .await?;
+        let info = self.store().info("stats").await?;
         metrics::parse_info_stats(&info)
             .ok_or_else(|| CacheUnavailable("INFO stats has no keyspace fields".into()))
-    }
-
-    /// One `SCAN cursor MATCH pattern COUNT count` step: the next cursor and the keys.
-    async fn scan_step(
-        &self,
-        cursor: u64,
-        pattern: &str,
-        count: u64,
-    ) -> Result<(u64, Vec<String>), CacheUnavailable> {
-        self.inner
-            .store
-            .query(
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(pattern)
-                    .arg("COUNT")
-                    .arg(count),
-            )
-            .await
     }
 
     /// Empties this app's cache layers, and nothing else: a new generation (which makes
@@ -438,25 +385,19 @@ impl Cache {
     /// refresh locks under this prefix. Never `FLUSHALL`/`FLUSHDB`.
     pub async fn clear(&self) -> Result<u64, CacheUnavailable> {
         generation::forget();
-        let mut deleted: u64 = self
-            .inner
-            .store
-            .query(
-                redis::cmd("UNLINK")
-                    .arg(self.keys().generation())
-                    .arg(self.keys().all_properties()),
-            )
+        let mut deleted = self
+            .store()
+            .unlink(&[
+                self.keys().generation().to_string(),
+                self.keys().all_properties(),
+            ])
             .await?;
         for pattern in self.keys().cache_patterns() {
             let mut cursor: u64 = 0;
             loop {
-                let (next, keys) = self.scan_step(cursor, &pattern, 500).await?;
+                let (next, keys) = self.store().scan(cursor, &pattern, 500).await?;
                 if !keys.is_empty() {
-                    deleted += self
-                        .inner
-                        .store
-                        .query::<u64>(redis::cmd("UNLINK").arg(&keys))
-                        .await?;
+                    deleted += self.store().unlink(&keys).await?;
                 }
                 if next == 0 {
                     break;
@@ -516,7 +457,8 @@ impl Cache {
         let mut rounds = 0;
         let complete = loop {
             let (next, keys) = self
-                .scan_step(cursor, &self.keys().all_pattern(), SCAN_COUNT)
+                .store()
+                .scan(cursor, &self.keys().all_pattern(), SCAN_COUNT)
                 .await?;
             found.extend(keys);
             rounds += 1;
@@ -535,33 +477,17 @@ impl Cache {
                 complete,
             });
         }
-        let mut pipe = redis::pipe();
-        for name in &names {
-            pipe.cmd("PTTL").arg(name);
-            pipe.cmd("MEMORY")
-                .arg("USAGE")
-                .arg(name)
-                .arg("SAMPLES")
-                .arg(0);
-        }
-        // A failing MEMORY USAGE (renamed or disabled on some hosted Redis) leaves the
-        // size unknown instead of failing the listing.
-        pipe.ignore_errors();
-        let replies: Vec<redis::Value> = self.inner.store.pipe(&pipe).await?;
-        let int = |v: Option<&redis::Value>| match v {
-            Some(redis::Value::Int(n)) => Some(*n),
-            _ => None,
-        };
+        let replies = self.store().ttls_and_sizes(&names).await?;
         let keys = names
             .into_iter()
-            .enumerate()
-            .filter_map(|(i, key)| {
-                let pttl = int(replies.get(2 * i))?;
+            .zip(replies)
+            .filter_map(|(key, (pttl, bytes))| {
+                let pttl = pttl?;
                 // -2: the key expired or was deleted between SCAN and PTTL.
                 (pttl != -2).then(|| KeyInfo {
                     key,
                     ttl_ms: (pttl >= 0).then_some(pttl),
-                    bytes: int(replies.get(2 * i + 1)).and_then(|n| u64::try_from(n).ok()),
+                    bytes: bytes.and_then(|n| u64::try_from(n).ok()),
                 })
             })
             .collect();

@@ -1,6 +1,7 @@
-//! Every Redis call goes through here: a multiplexed, self-reconnecting connection per
-//! worker thread, a hard timeout per command, a small circuit breaker, and fail-open
-//! errors.
+//! Every Redis command is built here, and every call goes through here: a multiplexed,
+//! self-reconnecting connection per worker thread, a hard timeout per command, a small
+//! circuit breaker, and fail-open errors. Callers get typed methods (`get`, `set_px`,
+//! `scan`…), never a raw command, so no call can skip the timeout or the breaker.
 //!
 //! Why one connection per thread: a connection's driver task lives on the runtime that
 //! opened it. Shared by all workers, every command from another worker would hop to that
@@ -109,15 +110,169 @@ impl RedisStore {
     }
 
     /// Runs one command with the timeout and the breaker.
-    pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CacheUnavailable> {
+    async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CacheUnavailable> {
         self.guarded(|mut conn| async move { cmd.query_async(&mut conn).await })
             .await
     }
 
     /// Runs a pipeline (optionally atomic: `MULTI`/`EXEC`) the same way.
-    pub async fn pipe<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, CacheUnavailable> {
+    async fn pipe<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, CacheUnavailable> {
         self.guarded(|mut conn| async move { pipe.query_async(&mut conn).await })
             .await
+    }
+
+    // ---- The commands ------------------------------------------------------------
+
+    pub async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, CacheUnavailable> {
+        self.query(redis::cmd("GET").arg(key)).await
+    }
+
+    pub async fn get_string(&self, key: &str) -> Result<Option<String>, CacheUnavailable> {
+        self.query(redis::cmd("GET").arg(key)).await
+    }
+
+    /// A token and an entry in one round trip (`MGET`).
+    pub async fn get_token_and_bytes(
+        &self,
+        token_key: &str,
+        key: &str,
+    ) -> Result<(Option<String>, Option<Vec<u8>>), CacheUnavailable> {
+        self.query(redis::cmd("MGET").arg(token_key).arg(key)).await
+    }
+
+    /// `SET key value PX ms`.
+    pub async fn set_px(&self, key: &str, value: &[u8], ms: u64) -> Result<(), CacheUnavailable> {
+        self.query(
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(ms.max(1)),
+        )
+        .await
+    }
+
+    /// `SET key 1 NX PX ms`: whether this caller set it (a lock taken).
+    pub async fn set_nx_px(&self, key: &str, ms: u64) -> Result<bool, CacheUnavailable> {
+        let set: Option<String> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ms),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// `SET key value NX GET`: the value already there, if any (then nothing is set).
+    pub async fn set_nx_get(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> Result<Option<String>, CacheUnavailable> {
+        self.query(redis::cmd("SET").arg(key).arg(value).arg("NX").arg("GET"))
+            .await
+    }
+
+    /// Sets `key` to `value` and deletes `delete`, atomically (`MULTI`).
+    pub async fn set_and_delete(
+        &self,
+        key: &str,
+        value: &str,
+        delete: &str,
+    ) -> Result<(), CacheUnavailable> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(key)
+            .arg(value)
+            .ignore()
+            .cmd("DEL")
+            .arg(delete)
+            .ignore();
+        self.pipe(&pipe).await
+    }
+
+    pub async fn del(&self, key: &str) -> Result<(), CacheUnavailable> {
+        self.query(redis::cmd("DEL").arg(key)).await
+    }
+
+    /// `UNLINK keys…`: how many existed.
+    pub async fn unlink(&self, keys: &[String]) -> Result<u64, CacheUnavailable> {
+        self.query(redis::cmd("UNLINK").arg(keys)).await
+    }
+
+    /// `INCR key` and, if it has none yet, an expiry of `ms`, atomically: the new count
+    /// and the milliseconds left.
+    pub async fn incr_expiring(&self, key: &str, ms: u64) -> Result<(u64, i64), CacheUnavailable> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("INCR")
+            .arg(key)
+            .cmd("PEXPIRE")
+            .arg(key)
+            .arg(ms)
+            .arg("NX")
+            .ignore()
+            .cmd("PTTL")
+            .arg(key);
+        self.pipe(&pipe).await
+    }
+
+    /// One `SCAN cursor MATCH pattern COUNT count` step: the next cursor and the keys.
+    pub async fn scan(
+        &self,
+        cursor: u64,
+        pattern: &str,
+        count: u64,
+    ) -> Result<(u64, Vec<String>), CacheUnavailable> {
+        self.query(
+            redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(count),
+        )
+        .await
+    }
+
+    /// Each key's `PTTL` reply and `MEMORY USAGE` (`None` where Redis does not report
+    /// it: renamed or disabled on some hosted Redis), in one pipeline.
+    pub async fn ttls_and_sizes(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<(Option<i64>, Option<i64>)>, CacheUnavailable> {
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("PTTL").arg(key);
+            pipe.cmd("MEMORY")
+                .arg("USAGE")
+                .arg(key)
+                .arg("SAMPLES")
+                .arg(0);
+        }
+        pipe.ignore_errors();
+        let replies: Vec<redis::Value> = self.pipe(&pipe).await?;
+        let int = |v: Option<&redis::Value>| match v {
+            Some(redis::Value::Int(n)) => Some(*n),
+            _ => None,
+        };
+        Ok((0..keys.len())
+            .map(|i| (int(replies.get(2 * i)), int(replies.get(2 * i + 1))))
+            .collect())
+    }
+
+    pub async fn ping(&self) -> bool {
+        self.query::<String>(&redis::cmd("PING")).await.is_ok()
+    }
+
+    /// `INFO section`.
+    pub async fn info(&self, section: &str) -> Result<String, CacheUnavailable> {
+        self.query(redis::cmd("INFO").arg(section)).await
     }
 
     async fn guarded<T, F, Fut>(&self, f: F) -> Result<T, CacheUnavailable>

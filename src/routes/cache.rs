@@ -49,24 +49,6 @@ pub struct KeyList {
     pub keys: Vec<KeyRow>,
 }
 
-/// What a key of this app is, from its name (the layout is defined in `cache/keys.rs`).
-fn key_kind(prefix: &str, key: &str) -> &'static str {
-    let Some(rest) = key
-        .strip_prefix(prefix)
-        .and_then(|rest| rest.strip_prefix(':'))
-    else {
-        return "other";
-    };
-    match rest.split(':').next().unwrap_or_default() {
-        "page" => "page",
-        "lock" => "lock",
-        "all_properties" | "query" => "query",
-        "generation" => "generation",
-        "login_failures" => "login_failures",
-        _ => "other",
-    }
-}
-
 /// Hides what visitors typed (`q`, `location`) in key names shown to anyone but an
 /// admin: the key stays recognisable, the search terms do not leak.
 fn redact(key: &str) -> String {
@@ -97,7 +79,7 @@ pub async fn keys_json(state: web::Data<AppState>, admin: Option<auth::Admin>) -
                 .keys
                 .into_iter()
                 .map(|mut info| {
-                    let kind = key_kind(&prefix, &info.key);
+                    let kind = state.cache.keys().kind(&info.key);
                     if !admin {
                         info.key = redact(&info.key);
                     }
@@ -180,7 +162,7 @@ pub async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
 
 #[cfg(test)]
 mod tests {
-    use super::{key_kind, redact};
+    use super::redact;
 
     #[test]
     fn search_terms_are_hidden_but_the_rest_of_the_key_is_kept() {
@@ -197,20 +179,5 @@ mod tests {
             "p:page:/properties/?page=2&sort=price_asc"
         );
         assert_eq!(redact("p:generation"), "p:generation");
-    }
-
-    #[test]
-    fn keys_are_named_after_their_cache_layer() {
-        assert_eq!(key_kind("app", "app:page:/properties/?page=2"), "page");
-        assert_eq!(key_kind("app", "app:lock:app:page:/properties/"), "lock");
-        assert_eq!(key_kind("app", "app:all_properties"), "query");
-        assert_eq!(key_kind("app", "app:query:sort=price_asc&page=1"), "query");
-        assert_eq!(key_kind("app", "app:generation"), "generation");
-        assert_eq!(
-            key_kind("app", "app:login_failures:1.2.3.4:bob"),
-            "login_failures"
-        );
-        assert_eq!(key_kind("app", "app:something_new"), "other");
-        assert_eq!(key_kind("app", "apple:page:/"), "other");
     }
 }
