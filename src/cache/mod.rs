@@ -1,6 +1,10 @@
-//! The multi-level Redis cache: the page cache (`page.rs`, the seed's `cache_page`),
-//! the query cache (`query.rs`, the seed's `get_all_properties()`), invalidation after
-//! committed writes (`invalidation.rs`, the seed's signals) and metrics (`metrics.rs`).
+//! The multi-level Redis cache, as a library the web layer calls: the page cache
+//! (`page.rs`, the seed's `cache_page`), the query cache (`query.rs`, the low-level
+//! cache behind the seed's `get_all_properties()`), both through one refresh machine
+//! (`refresh.rs`); invalidation after committed writes (`invalidation.rs`, the seed's
+//! signals) and metrics (`metrics.rs`). It knows keys, tokens, Redis, refresh and
+//! metrics — nothing of the app state, sessions, routes or request logging: which
+//! requests may be cached, and what a query loads, the web layer decides.
 //!
 //! # Why no reader can serve data older than an acknowledged write
 //!
