@@ -56,6 +56,12 @@ pg_bindir() {
     have initdb && have pg_ctl && dirname "$(command -v initdb)"
 }
 
+# Puts psql and pg_isready on PATH where the package leaves them off it (Homebrew).
+pg_tools_on_path() {
+    local bindir
+    if ! have psql && bindir=$(pg_bindir); then PATH=$bindir:$PATH; fi
+}
+
 deb_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
 # The Debian packages among PostgreSQL, Redis and libpq that are missing.
@@ -64,7 +70,8 @@ missing_packages() {
     if have dpkg-query; then
         deb_installed libpq-dev || missing+=(libpq-dev)
     fi
-    { pg_bindir >/dev/null && have psql; } || missing+=(postgresql)
+    local bindir
+    { bindir=$(pg_bindir) && { have psql || [[ -x $bindir/psql ]]; }; } || missing+=(postgresql)
     { have redis-server && have redis-cli; } || missing+=(redis-server)
     echo "${missing[@]}"
 }
@@ -140,22 +147,14 @@ pg_locale() {
     if locale -a 2>/dev/null | grep -Eqix 'c\.utf-?8'; then echo C.UTF-8; else echo C; fi
 }
 
-# start_private_postgres DIR [SERVER OPTIONS]: a PostgreSQL server on a free loopback
-# port (user postgres, trust auth, no Unix socket) with its data in DIR/data, made by
-# initdb on first use and kept afterwards. Sets PG_PORT, and PG_PID when it started
-# the server (a server already running on DIR is used as it is and left running).
+# start_private_postgres DIR [fresh] [SERVER OPTIONS]: a PostgreSQL server on a free
+# loopback port (user postgres, trust auth, no Unix socket) with its data in DIR/data,
+# made by initdb on first use and kept afterwards (or, with "fresh", made anew). Sets
+# PG_PORT, and PG_PID when it started the server (a server already running on DIR is
+# used as it is and left running).
 start_private_postgres() {
-    local dir=$1 extra=${2:-} bindir version
+    local dir=$1 fresh=${2:-} extra=${3:-} bindir version
     bindir=$(pg_bindir) || die "initdb and pg_ctl not found (install PostgreSQL)"
-    have psql || PATH=$bindir:$PATH
-    if [[ -f $dir/data/PG_VERSION ]]; then
-        version=$(<"$dir/data/PG_VERSION")
-        [[ ! -x /usr/lib/postgresql/$version/bin/pg_ctl ]] || bindir=/usr/lib/postgresql/$version/bin
-        if ! "$bindir/postgres" --version | grep -q " ${version}[.a-z]"; then
-            die "$dir/data was made by PostgreSQL $version, and $bindir/postgres is $("$bindir/postgres" --version).
-    Install PostgreSQL $version, or remove $dir to start afresh."
-        fi
-    fi
 
     mkdir -p "$dir"
     PG_USER=$(pg_user_for "$dir/data")
@@ -174,19 +173,27 @@ start_private_postgres() {
         fi
     fi
 
-    if [[ ! -f $dir/data/PG_VERSION ]]; then
-        log "creating a private PostgreSQL in $dir/data"
-        as_pg_user "$bindir/initdb" -D "$dir/data" -U postgres --auth=trust \
-            --encoding=UTF8 --locale="$(pg_locale)" >"$dir/initdb.log" 2>&1 \
-            || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
-    fi
-
     if as_pg_user "$bindir/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
         PG_PORT=$(sed -n 4p "$dir/data/postmaster.pid")
         note "the private PostgreSQL in $dir/data is already running (port $PG_PORT):" \
             "using it, and leaving it running"
         return 0
     fi
+    [[ $fresh != fresh ]] || rm -rf "$dir/data"
+    if [[ -f $dir/data/PG_VERSION ]]; then
+        version=$(<"$dir/data/PG_VERSION")
+        [[ ! -x /usr/lib/postgresql/$version/bin/pg_ctl ]] || bindir=/usr/lib/postgresql/$version/bin
+        if ! "$bindir/postgres" --version | grep -q " ${version}[.a-z]"; then
+            die "$dir/data was made by PostgreSQL $version, and $bindir/postgres is $("$bindir/postgres" --version).
+    Install PostgreSQL $version, or remove $dir to start afresh."
+        fi
+    else
+        log "creating a private PostgreSQL in $dir/data"
+        as_pg_user "$bindir/initdb" -D "$dir/data" -U postgres --auth=trust \
+            --encoding=UTF8 --locale="$(pg_locale)" >"$dir/initdb.log" 2>&1 \
+            || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
+    fi
+
     for _ in 1 2 3; do
         PG_PORT=$(free_port)
         if as_pg_user "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 -s \
