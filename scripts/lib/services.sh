@@ -249,7 +249,7 @@ stop_pid() {
 # SIGINT, its "fast" shutdown.
 stop_started_services() {
     local status=$?
-    trap - EXIT INT TERM
+    trap - EXIT HUP INT TERM
     [[ -z $APP_PID ]] || stop_pid "$APP_PID"
     [[ -z $REDIS_PID ]] || stop_pid "$REDIS_PID"
     [[ -z $PG_PID ]] || stop_pid "$PG_PID" INT
@@ -259,5 +259,6 @@ stop_started_services() {
     exit "$status"
 }
 trap stop_started_services EXIT
+trap 'exit 129' HUP
 trap 'exit 130' INT
 trap 'exit 143' TERM
