@@ -11,9 +11,9 @@ use futures_util::StreamExt;
 use property_listings::routes::cacheable::LIST_PARAMS;
 
 use crate::helpers::{
-    PrivateRedis, REDIS_URL, TestApp, anonymous_client, csrf_token_in, header, price_in_response,
-    property_data, public_routes, spawn_app, spawn_app_with, spawn_instance_like,
-    spawn_instance_with,
+    PrivateRedis, TestApp, anonymous_client, csrf_token_in, header, price_in_response,
+    property_data, public_routes, redis_addr, redis_url, spawn_app, spawn_app_with,
+    spawn_instance_like, spawn_instance_with,
 };
 use crate::proxy::FaultProxy;
 
@@ -746,15 +746,13 @@ async fn a_request_that_starts_after_a_write_never_gets_a_render_that_read_the_d
     // two round trips (storing the query result, then the page); B writes over a direct
     // link, so its write is acknowledged well within that time, and a request that
     // starts then needs only one round trip to find nothing cached and join the render.
-    let link = FaultProxy::start("127.0.0.1:6379".parse().unwrap());
+    let link = FaultProxy::start(redis_addr().parse().unwrap());
     let a = spawn_app_with(|s| {
-        s.redis_url = s
-            .redis_url
-            .replace("127.0.0.1:6379", &link.addr().to_string());
+        s.redis_url = s.redis_url.replace(&redis_addr(), &link.addr().to_string());
         s.redis_timeout = Duration::from_secs(2);
     })
     .await;
-    let b = spawn_instance_with(&a, |s| s.redis_url = REDIS_URL.into()).await;
+    let b = spawn_instance_with(&a, |s| s.redis_url = redis_url()).await;
     let p = a.insert("Flight", "1000", "Raceville").await;
     a.get_anonymous("/properties/0/").await; // applies the start-up invalidation
     link.latency(Duration::from_millis(100));

@@ -9,14 +9,11 @@ use std::time::{Duration, Instant};
 use diesel::Connection;
 
 use crate::helpers::{
-    PrivateRedis, REDIS_URL, TestApp, anonymous_client, direct_database_url, header,
-    price_in_response, property_data, public_routes, spawn_app, spawn_app_with,
-    spawn_instance_with,
+    PrivateRedis, TestApp, anonymous_client, direct_database_url, header, postgres_addr,
+    price_in_response, property_data, public_routes, redis_addr, redis_url, spawn_app,
+    spawn_app_with, spawn_instance_with,
 };
 use crate::proxy::FaultProxy;
-
-const REDIS: &str = "127.0.0.1:6379";
-const POSTGRES: &str = "127.0.0.1:5432";
 
 fn upstream(addr: &str) -> SocketAddr {
     addr.parse().expect("socket address")
@@ -66,8 +63,8 @@ fn price_in(path: &str, body: &str) -> u64 {
 
 #[tokio::test]
 async fn with_the_redis_link_cut_every_page_is_served_and_caching_resumes_after_restore() {
-    let redis = FaultProxy::start(upstream(REDIS));
-    let app = spawn_app_with(|s| s.redis_url = through(&s.redis_url, REDIS, &redis)).await;
+    let redis = FaultProxy::start(upstream(&redis_addr()));
+    let app = spawn_app_with(|s| s.redis_url = through(&s.redis_url, &redis_addr(), &redis)).await;
     let p = app.insert("Loft", "100", "Austin, TX").await;
     let pages = public_routes(p.id);
     app.warm(&pages).await;
@@ -114,8 +111,8 @@ async fn with_the_redis_link_cut_every_page_is_served_and_caching_resumes_after_
 
 #[tokio::test]
 async fn with_500_ms_of_redis_latency_requests_answer_well_under_a_second_and_count_as_errors() {
-    let redis = FaultProxy::start(upstream(REDIS));
-    let app = spawn_app_with(|s| s.redis_url = through(&s.redis_url, REDIS, &redis)).await;
+    let redis = FaultProxy::start(upstream(&redis_addr()));
+    let app = spawn_app_with(|s| s.redis_url = through(&s.redis_url, &redis_addr(), &redis)).await;
     let p = app.insert("Loft", "100", "Austin, TX").await;
     let pages = public_routes(p.id);
     app.warm(&pages).await;
@@ -163,8 +160,8 @@ async fn with_500_ms_of_redis_latency_requests_answer_well_under_a_second_and_co
 #[tokio::test]
 async fn a_write_while_redis_is_unreachable_leaves_no_stale_entry_for_any_instance_once_it_is_back()
 {
-    let redis = FaultProxy::start(upstream(REDIS));
-    let a = spawn_app_with(|s| s.redis_url = through(&s.redis_url, REDIS, &redis)).await;
+    let redis = FaultProxy::start(upstream(&redis_addr()));
+    let a = spawn_app_with(|s| s.redis_url = through(&s.redis_url, &redis_addr(), &redis)).await;
     let b = spawn_instance_with(&a, |_| {}).await; // same proxy: Redis is down for both
     let p = a.insert("Loft", "100", "Austin, TX").await;
     let pages = public_routes(p.id);
@@ -231,9 +228,10 @@ async fn assert_new_price_until_hit(app: &TestApp, path: &str, expected: u64) {
 
 #[tokio::test]
 async fn a_write_from_an_instance_cut_off_from_redis_reaches_the_others_once_its_link_is_back() {
-    let link = FaultProxy::start(upstream(REDIS));
-    let writer = spawn_app_with(|s| s.redis_url = through(&s.redis_url, REDIS, &link)).await;
-    let reader = spawn_instance_with(&writer, |s| s.redis_url = REDIS_URL.into()).await;
+    let link = FaultProxy::start(upstream(&redis_addr()));
+    let writer =
+        spawn_app_with(|s| s.redis_url = through(&s.redis_url, &redis_addr(), &link)).await;
+    let reader = spawn_instance_with(&writer, |s| s.redis_url = redis_url()).await;
     let p = writer.insert("Loft", "100", "Austin, TX").await;
     let pages = public_routes(p.id);
     reader.warm(&pages).await;
@@ -293,9 +291,9 @@ fn listing<'a>(title: &'a str, price: &'a str, token: &'a str) -> Vec<(&'a str, 
 
 #[tokio::test]
 async fn with_postgres_cut_cached_pages_are_served_the_rest_is_503_and_forms_write_nothing() {
-    let postgres = FaultProxy::start(upstream(POSTGRES));
+    let postgres = FaultProxy::start(upstream(&postgres_addr()));
     let app = spawn_app_with(|s| {
-        s.database_url = through(&s.database_url, POSTGRES, &postgres);
+        s.database_url = through(&s.database_url, &postgres_addr(), &postgres);
         s.db_timeout = Duration::from_millis(500);
     })
     .await;

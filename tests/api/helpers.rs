@@ -16,10 +16,25 @@ use property_listings::models::property::{Property, PropertyData};
 use property_listings::startup::Application;
 use property_listings::state::AppState;
 
-/// Loopback connections without TLS: libpq would otherwise negotiate SSL, and OpenSSL's
-/// exit handlers can crash a test process whose pool threads still hold connections.
-pub const SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
-pub const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+/// Where the tests' PostgreSQL (user `postgres`, trust auth) and Redis listen, as
+/// `host:port`: `TEST_POSTGRES_ADDR` and `TEST_REDIS_ADDR`, by default the contract's
+/// 127.0.0.1:5432 and 127.0.0.1:6379 (`scripts/test` sets them when it starts private
+/// servers).
+pub fn postgres_addr() -> String {
+    std::env::var("TEST_POSTGRES_ADDR").unwrap_or_else(|_| "127.0.0.1:5432".into())
+}
+
+pub fn redis_addr() -> String {
+    std::env::var("TEST_REDIS_ADDR").unwrap_or_else(|_| "127.0.0.1:6379".into())
+}
+
+pub fn redis_url() -> String {
+    format!("redis://{}/0", redis_addr())
+}
+
+fn server_url() -> String {
+    direct_database_url("postgres")
+}
 const TEST_DB_PREFIX: &str = "pl_test_";
 
 pub struct TestApp {
@@ -46,7 +61,7 @@ pub fn random_suffix() -> String {
 fn sweep_leftover_databases() {
     static SWEEP: Once = Once::new();
     SWEEP.call_once(|| {
-        let Ok(mut conn) = PgConnection::establish(SERVER_URL) else {
+        let Ok(mut conn) = PgConnection::establish(&server_url()) else {
             return;
         };
         #[derive(QueryableByName)]
@@ -73,9 +88,8 @@ fn sweep_leftover_databases() {
 pub fn test_settings() -> Settings {
     let suffix = random_suffix();
     let mut s = Settings::local_defaults();
-    s.database_url =
-        format!("postgres://postgres@127.0.0.1:5432/{TEST_DB_PREFIX}{suffix}?sslmode=disable");
-    s.redis_url = REDIS_URL.into();
+    s.database_url = direct_database_url(&format!("{TEST_DB_PREFIX}{suffix}"));
+    s.redis_url = redis_url();
     s.cache_key_prefix = format!("pl_test_{suffix}");
     s.bind = "127.0.0.1:0".into();
     s.workers = Some(2);
@@ -130,7 +144,7 @@ async fn start(settings: Settings, owner: bool) -> TestApp {
         client: client(),
         db_name,
         prefix: settings.cache_key_prefix.clone(),
-        redis: redis::Client::open(REDIS_URL).expect("redis url"),
+        redis: redis::Client::open(redis_url()).expect("redis url"),
         settings,
         state,
         owner,
@@ -319,7 +333,7 @@ pub fn property_data(title: &str, price: &str, location: &str, description: &str
 }
 
 fn drop_database(name: &str) {
-    if let Ok(mut conn) = PgConnection::establish(SERVER_URL) {
+    if let Ok(mut conn) = PgConnection::establish(&server_url()) {
         let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
             .execute(&mut conn);
     }
@@ -508,15 +522,20 @@ pub fn price_in_response(path: &str, body: &str) -> Option<u64> {
 }
 
 /// The PostgreSQL URL of `db_name` on the shared server, bypassing any proxy.
+/// Loopback connections without TLS: libpq would otherwise negotiate SSL, and OpenSSL's
+/// exit handlers can crash a test process whose pool threads still hold connections.
 pub fn direct_database_url(db_name: &str) -> String {
-    format!("postgres://postgres@127.0.0.1:5432/{db_name}?sslmode=disable")
+    format!(
+        "postgres://postgres@{}/{db_name}?sslmode=disable",
+        postgres_addr()
+    )
 }
 
 /// Removes a test database and every key under `prefix` in the shared Redis (for test
 /// servers that are not a `TestApp`, such as the soak test's separate process).
 pub fn remove_test_database_and_keys(db_name: &str, prefix: &str) {
     drop_database(db_name);
-    if let Ok(mut conn) = redis::Client::open(REDIS_URL).and_then(|c| c.get_connection()) {
+    if let Ok(mut conn) = redis::Client::open(redis_url()).and_then(|c| c.get_connection()) {
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{prefix}:*"))
             .query(&mut conn)

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::helpers::{
-    ADMIN_PASSWORD, ADMIN_USER, REDIS_URL, cents, csrf_token_in, direct_database_url, free_port,
-    price_in_response, remove_test_database_and_keys, test_settings,
+    ADMIN_PASSWORD, ADMIN_USER, cents, csrf_token_in, direct_database_url, free_port,
+    price_in_response, redis_url, remove_test_database_and_keys, test_settings,
 };
 
 const CONNECTIONS: usize = 100;
@@ -48,7 +48,7 @@ impl Server {
             .arg("serve")
             .env_clear()
             .env("DATABASE_URL", direct_database_url(&db_name))
-            .env("REDIS_URL", REDIS_URL)
+            .env("REDIS_URL", redis_url())
             .env("CACHE_KEY_PREFIX", &settings.cache_key_prefix)
             .env("BIND", format!("127.0.0.1:{port}"))
             .env("SECRET_KEY", settings.secret_key.as_deref().unwrap())
