@@ -207,7 +207,11 @@ async fn a_cookie_saved_before_sign_out_is_signed_out() {
     assert_eq!(out.status(), 303);
 
     app.get_anonymous("/properties/?q=secret+search").await;
-    let keys = get_as(&app, "/api/cache/keys", &saved).await.text().await.unwrap();
+    let keys = get_as(&app, "/api/cache/keys", &saved)
+        .await
+        .text()
+        .await
+        .unwrap();
     let dashboard = get_as(&app, "/cache/", &saved).await.text().await.unwrap();
     let replayed = get_as(&app, "/admin/", &saved).await;
     let write = [
@@ -221,7 +225,10 @@ async fn a_cookie_saved_before_sign_out_is_signed_out() {
     let login_page = get_as(&app, "/admin/login", &saved).await;
 
     assert!(!keys.contains("secret"), "search terms stay hidden: {keys}");
-    assert!(!dashboard.contains("clear-cache-form"), "no clear-cache button");
+    assert!(
+        !dashboard.contains("clear-cache-form"),
+        "no clear-cache button"
+    );
     assert_eq!(replayed.status(), 303);
     assert!(header(&replayed, "location").starts_with("/admin/login"));
     assert_eq!(posted.status(), 403);
