@@ -106,10 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Seed { count } => {
             let state = build_state(settings)?;
-            let mut written = 0usize;
-            for chunk in seed::demo_listings(count as usize).chunks(1000) {
-                written += state.properties.insert_many(chunk.to_vec()).await?.len();
-            }
+            let written = seed::seed(&state.properties, count as usize).await?;
             if state.cache.invalidation_pending() {
                 eprintln!(
                     "warning: redis was unreachable; caches will be invalidated by the next instance that reaches it"

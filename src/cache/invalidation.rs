@@ -1,14 +1,14 @@
 //! The cache's `ModelHooks` implementation (the seed's signal receivers): after every
-//! committed write, replace the generation and delete `PREFIX:all_properties`. One
-//! atomic `MULTI` of two commands — O(1), no `KEYS`/`SCAN` — makes every cached page
-//! and query result unreachable (the argument is in the `cache` module docs).
+//! committed write — a whole `seed` batch counts as one — replace the generation and
+//! delete `PREFIX:all_properties`. One atomic `MULTI` of two commands — O(1), no
+//! `KEYS`/`SCAN` — makes every cached page and query result unreachable (the argument is
+//! in the `cache` module docs).
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use super::Cache;
-use crate::models::hooks::ModelHooks;
-use crate::models::property::Property;
+use crate::models::hooks::{Change, ModelHooks};
 
 pub struct CacheInvalidation {
     cache: Cache,
@@ -18,37 +18,28 @@ impl CacheInvalidation {
     pub fn new(cache: Cache) -> Self {
         Self { cache }
     }
-
-    async fn invalidate(&self, what: &str, property: &Property) {
-        if self.cache.invalidate().await {
-            log::debug!("cache invalidated after {what} of property {}", property.id);
-        }
-    }
 }
 
 impl ModelHooks for CacheInvalidation {
-    fn after_insert<'a>(&'a self, property: &'a Property) -> BoxFuture<'a, ()> {
-        self.invalidate("insert", property).boxed()
-    }
-
-    /// One invalidation covers the whole batch.
-    fn after_insert_many<'a>(&'a self, properties: &'a [Property]) -> BoxFuture<'a, ()> {
+    fn after_commit<'a>(&'a self, change: Change<'a>) -> BoxFuture<'a, ()> {
         async move {
             if self.cache.invalidate().await {
-                log::debug!(
-                    "cache invalidated after inserting {} properties",
-                    properties.len()
-                );
+                match change {
+                    Change::Inserted(rows) => {
+                        log::debug!(
+                            "cache invalidated after inserting {} properties",
+                            rows.len()
+                        )
+                    }
+                    Change::Updated { after, .. } => {
+                        log::debug!("cache invalidated after update of property {}", after.id)
+                    }
+                    Change::Deleted(row) => {
+                        log::debug!("cache invalidated after delete of property {}", row.id)
+                    }
+                }
             }
         }
         .boxed()
-    }
-
-    fn after_update<'a>(&'a self, property: &'a Property) -> BoxFuture<'a, ()> {
-        self.invalidate("update", property).boxed()
-    }
-
-    fn after_delete<'a>(&'a self, property: &'a Property) -> BoxFuture<'a, ()> {
-        self.invalidate("delete", property).boxed()
     }
 }

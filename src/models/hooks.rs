@@ -8,19 +8,21 @@ use futures_util::future::BoxFuture;
 
 use super::property::Property;
 
+/// One committed write, as the hooks see it.
+#[derive(Clone, Copy, Debug)]
+pub enum Change<'a> {
+    /// Rows inserted in one transaction: one from a form, a whole batch from `seed`.
+    Inserted(&'a [Property]),
+    /// The row as it was just before the update (read in the same transaction, under
+    /// its row lock) and as the update left it.
+    Updated {
+        before: &'a Property,
+        after: &'a Property,
+    },
+    Deleted(&'a Property),
+}
+
 pub trait ModelHooks: Send + Sync {
-    fn after_insert<'a>(&'a self, property: &'a Property) -> BoxFuture<'a, ()>;
-
-    /// After a batch committed in one transaction (`seed`). By default, once per row;
-    /// a hook whose work does not depend on the row may do it once.
-    fn after_insert_many<'a>(&'a self, properties: &'a [Property]) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            for property in properties {
-                self.after_insert(property).await;
-            }
-        })
-    }
-
-    fn after_update<'a>(&'a self, property: &'a Property) -> BoxFuture<'a, ()>;
-    fn after_delete<'a>(&'a self, property: &'a Property) -> BoxFuture<'a, ()>;
+    /// Called once per committed write (a batch insert is one write).
+    fn after_commit<'a>(&'a self, change: Change<'a>) -> BoxFuture<'a, ()>;
 }

@@ -229,16 +229,30 @@ impl Property {
             .get_results(conn)
     }
 
+    /// Updates one row and returns it as it was before and as it is after: the old row
+    /// is read under `FOR UPDATE` in the same transaction, so no other write can come
+    /// between the two. `None` when no row has that id.
     pub fn update(
         conn: &mut PgConnection,
         property_id: i64,
         data: &PropertyData,
-    ) -> QueryResult<Option<Property>> {
-        diesel::update(properties::table.find(property_id))
-            .set(data)
-            .returning(Property::as_returning())
-            .get_result(conn)
-            .optional()
+    ) -> QueryResult<Option<(Property, Property)>> {
+        conn.transaction(|conn| {
+            let Some(before) = properties::table
+                .find(property_id)
+                .select(Property::as_select())
+                .for_update()
+                .first(conn)
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let after = diesel::update(properties::table.find(property_id))
+                .set(data)
+                .returning(Property::as_returning())
+                .get_result(conn)?;
+            Ok(Some((before, after)))
+        })
     }
 
     pub fn delete(conn: &mut PgConnection, property_id: i64) -> QueryResult<Option<Property>> {

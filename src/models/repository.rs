@@ -1,9 +1,10 @@
 //! The one write path for listings. CLI `seed` and the admin forms both go through
-//! `PropertyRepository`, so every committed insert, update and delete runs the hooks.
+//! `PropertyRepository`, so every committed insert, update and delete runs the hooks —
+//! once per write, through `committed`.
 
 use std::sync::Arc;
 
-use super::hooks::ModelHooks;
+use super::hooks::{Change, ModelHooks};
 use super::property::{Property, PropertyData, PropertyFilter, Sort};
 use crate::db::{self, PgPool};
 use crate::error::AppError;
@@ -45,48 +46,52 @@ impl PropertyRepository {
 
     pub async fn insert(&self, data: PropertyData) -> Result<Property, AppError> {
         let property = db::run(&self.pool, move |conn| Ok(Property::insert(conn, &data)?)).await?;
-        for hook in self.hooks.iter() {
-            hook.after_insert(&property).await;
-        }
+        self.committed(Change::Inserted(std::slice::from_ref(&property)))
+            .await;
         Ok(property)
     }
 
-    /// Inserts all rows in one transaction, then runs the insert hooks for each.
+    /// Inserts all rows in one statement, then runs the hooks once for the whole batch.
     pub async fn insert_many(&self, data: Vec<PropertyData>) -> Result<Vec<Property>, AppError> {
         let rows = db::run(&self.pool, move |conn| {
             Ok(Property::insert_many(conn, &data)?)
         })
         .await?;
-        for property in &rows {
-            for hook in self.hooks.iter() {
-                hook.after_insert(property).await;
-            }
-        }
+        self.committed(Change::Inserted(&rows)).await;
         Ok(rows)
     }
 
-    /// `Ok(None)` when no property has that id (nothing written, no hook run).
+    /// The updated row; `Ok(None)` when no property has that id (nothing written, no
+    /// hook run).
     pub async fn update(&self, id: i64, data: PropertyData) -> Result<Option<Property>, AppError> {
         let updated = db::run(&self.pool, move |conn| {
             Ok(Property::update(conn, id, &data)?)
         })
         .await?;
-        if let Some(property) = &updated {
-            for hook in self.hooks.iter() {
-                hook.after_update(property).await;
-            }
-        }
-        Ok(updated)
+        let Some((before, after)) = updated else {
+            return Ok(None);
+        };
+        self.committed(Change::Updated {
+            before: &before,
+            after: &after,
+        })
+        .await;
+        Ok(Some(after))
     }
 
-    /// `Ok(None)` when no property has that id.
+    /// The deleted row; `Ok(None)` when no property has that id.
     pub async fn delete(&self, id: i64) -> Result<Option<Property>, AppError> {
         let deleted = db::run(&self.pool, move |conn| Ok(Property::delete(conn, id)?)).await?;
         if let Some(property) = &deleted {
-            for hook in self.hooks.iter() {
-                hook.after_delete(property).await;
-            }
+            self.committed(Change::Deleted(property)).await;
         }
         Ok(deleted)
+    }
+
+    /// Runs every hook, in order, for a write that has committed.
+    async fn committed(&self, change: Change<'_>) {
+        for hook in self.hooks.iter() {
+            hook.after_commit(change).await;
+        }
     }
 }

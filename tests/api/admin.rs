@@ -319,6 +319,57 @@ async fn a_missing_or_forged_csrf_token_is_forbidden_and_writes_nothing() {
 }
 
 #[tokio::test]
+async fn a_delete_posted_without_a_body_is_forbidden_and_deletes_nothing() {
+    let app = signed_in_app().await;
+    let p = app.insert("Loft", "1", "A").await;
+
+    let res = app
+        .client
+        .post(app.url(&format!("/admin/properties/{}/delete", p.id)))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(res.status(), 403);
+    assert_eq!(app.count_rows(), 1);
+}
+
+#[tokio::test]
+async fn every_admin_post_without_a_body_or_as_another_type_is_forbidden_and_changes_nothing() {
+    let app = signed_in_app().await;
+    let p = app.insert("Loft", "1", "A").await;
+    app.warm(&["/properties/".into()]).await;
+    let mut paths = write_routes(p.id).to_vec();
+    paths.extend([
+        "/admin/logout".into(),
+        "/admin/cache/clear".into(),
+        "/admin/login".into(),
+    ]);
+
+    for path in &paths {
+        let empty = app.client.post(app.url(path)).send().await.unwrap();
+        assert_eq!(empty.status(), 403, "{path} without a body");
+        let json = app
+            .client
+            .post(app.url(path))
+            .header("content-type", "application/json")
+            .body(r#"{"title":"Hacked"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(json.status(), 403, "{path} with a JSON body");
+    }
+
+    assert_eq!(app.count_rows(), 1);
+    assert_eq!(
+        app.get_json(&format!("/api/properties/{}/", p.id)).await["title"],
+        "Loft"
+    );
+    assert_eq!(app.get("/admin/").await.status(), 200, "still signed in");
+    assert!(!app.page_keys().is_empty(), "the cache was not cleared");
+}
+
+#[tokio::test]
 async fn an_edit_through_the_form_shows_on_the_next_anonymous_request() {
     let app = signed_in_app().await;
     let p = app.insert("Loft", "100", "A").await;

@@ -1,8 +1,18 @@
-//! Invalidation by model hooks: after every committed write the next read shows it.
+//! Invalidation by model hooks: after every committed write the next read shows it, and
+//! the hooks see each write once, with the rows it changed.
+
+use std::sync::{Arc, Mutex};
 
 use actix_web::web::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use property_listings::models::hooks::{Change, ModelHooks};
+use property_listings::models::property::Property;
+use property_listings::models::repository::PropertyRepository;
 
-use crate::helpers::{header, property_data, public_routes, spawn_app, spawn_instance_like};
+use crate::helpers::{
+    TestApp, header, property_data, public_routes, spawn_app, spawn_instance_like,
+};
 
 #[tokio::test]
 async fn an_insert_shows_on_the_next_request_to_the_list_and_the_api() {
@@ -93,6 +103,173 @@ async fn the_invalidation_deletes_all_properties_and_is_counted() {
         app.state.cache.metrics().snapshot().invalidations,
         before + 1
     );
+}
+
+#[tokio::test]
+async fn seeding_a_thousand_listings_invalidates_the_cache_once() {
+    let app = spawn_app().await;
+    app.warm(&["/properties/".into()]).await;
+    let before = app.state.cache.metrics().snapshot().invalidations;
+
+    let written = property_listings::seed::seed(&app.state.properties, 1000)
+        .await
+        .expect("seeded");
+
+    assert_eq!(written, 1000);
+    assert_eq!(app.count_rows(), 1000);
+    assert_eq!(
+        app.state.cache.metrics().snapshot().invalidations,
+        before + 1
+    );
+    assert_eq!(
+        header(&app.get_anonymous("/properties/").await, "x-cache"),
+        "MISS"
+    );
+}
+
+/// What a hook was given, owned.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Inserted(Vec<Property>),
+    Updated { before: Property, after: Property },
+    Deleted(Property),
+}
+
+/// A hook that records every change it is given.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Seen>>);
+
+impl Recorder {
+    fn take(&self) -> Vec<Seen> {
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
+}
+
+impl ModelHooks for Recorder {
+    fn after_commit<'a>(&'a self, change: Change<'a>) -> BoxFuture<'a, ()> {
+        let seen = match change {
+            Change::Inserted(rows) => Seen::Inserted(rows.to_vec()),
+            Change::Updated { before, after } => Seen::Updated {
+                before: before.clone(),
+                after: after.clone(),
+            },
+            Change::Deleted(row) => Seen::Deleted(row.clone()),
+        };
+        self.0.lock().unwrap().push(seen);
+        async {}.boxed()
+    }
+}
+
+/// A repository on `app`'s database whose only hook is a `Recorder`.
+fn recorded_repository(app: &TestApp) -> (PropertyRepository, Arc<Recorder>) {
+    let recorder = Arc::new(Recorder::default());
+    let repository = PropertyRepository::new(app.state.db.clone(), vec![recorder.clone()]);
+    (repository, recorder)
+}
+
+#[tokio::test]
+async fn a_batch_insert_runs_the_hooks_once_with_every_row() {
+    let app = spawn_app().await;
+    let (repository, recorder) = recorded_repository(&app);
+    let data = (0..3)
+        .map(|i| property_data(&format!("Batch {i}"), "100", "A", ""))
+        .collect();
+
+    let rows = repository.insert_many(data).await.unwrap();
+
+    assert_eq!(rows.len(), 3);
+    assert_eq!(recorder.take(), vec![Seen::Inserted(rows)]);
+}
+
+#[tokio::test]
+async fn an_update_hook_sees_the_row_before_and_after_the_update() {
+    let app = spawn_app().await;
+    let (repository, recorder) = recorded_repository(&app);
+    let old = repository
+        .insert(property_data("Loft", "100", "Austin, TX", "Old words."))
+        .await
+        .unwrap();
+    recorder.take();
+
+    let new = repository
+        .update(
+            old.id,
+            property_data("Loft Deluxe", "250.50", "Boise, ID", "New."),
+        )
+        .await
+        .unwrap()
+        .expect("updated");
+
+    assert_eq!(new.title, "Loft Deluxe");
+    assert_eq!(
+        recorder.take(),
+        vec![Seen::Updated {
+            before: old,
+            after: new
+        }]
+    );
+}
+
+#[tokio::test]
+async fn a_delete_hook_sees_the_deleted_row_and_a_missing_row_runs_no_hook() {
+    let app = spawn_app().await;
+    let (repository, recorder) = recorded_repository(&app);
+    let row = repository
+        .insert(property_data("Doomed", "1", "A", ""))
+        .await
+        .unwrap();
+    recorder.take();
+
+    repository.delete(row.id).await.unwrap().expect("deleted");
+    assert!(repository.delete(row.id).await.unwrap().is_none());
+    let missing = property_data("Nobody", "1", "A", "");
+    assert!(repository.update(row.id, missing).await.unwrap().is_none());
+
+    assert_eq!(recorder.take(), vec![Seen::Deleted(row)]);
+}
+
+#[tokio::test]
+async fn concurrent_updates_each_see_the_row_the_one_before_left() {
+    let app = spawn_app().await;
+    let (repository, recorder) = recorded_repository(&app);
+    let row = repository
+        .insert(property_data("Contended", "100", "A", ""))
+        .await
+        .unwrap();
+    recorder.take();
+
+    let updates = (1..=8).map(|i| {
+        let repository = repository.clone();
+        let data = property_data("Contended", &i.to_string(), "A", "");
+        tokio::spawn(async move { repository.update(row.id, data).await })
+    });
+    for update in futures_util::future::join_all(updates).await {
+        update.unwrap().unwrap().expect("updated");
+    }
+
+    // The updates form one chain: each `before` is the original row or exactly the
+    // `after` of another update, and every row but the final one is a `before` once.
+    let mut befores = Vec::new();
+    let mut afters = vec![row];
+    for seen in recorder.take() {
+        let Seen::Updated { before, after } = seen else {
+            panic!("only updates ran: {seen:?}");
+        };
+        befores.push(before);
+        afters.push(after);
+    }
+    let last = app
+        .state
+        .properties
+        .get(afters[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    afters.retain(|r| *r != last);
+    let key = |r: &Property| r.price;
+    befores.sort_by_key(key);
+    afters.sort_by_key(key);
+    assert_eq!(befores, afters);
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! The admin area: sign-in/out and the listing forms. Every page but the sign-in page
 //! takes the `Admin` extractor (GET → 303 to sign-in, POST → 403); every POST checks
-//! the session's CSRF token first. Admin responses are `Cache-Control: no-store` and are
-//! never page-cached.
+//! the session's CSRF token first (a POST that is not a web form has none: 403). Admin
+//! responses are `Cache-Control: no-store` and are never page-cached.
 
 pub mod cache;
 pub mod login;
@@ -24,8 +24,11 @@ pub fn config(cfg: &mut web::ServiceConfig) {
                 // serde's own words ("duplicate field `csrf_token`"), without actix's
                 // "Parse error: …" wrapping.
                 UrlencodedError::Parse(e) => AppError::BadForm(e.to_string()).into(),
+                // No body, or one that is not a web form (JSON, …): it carries no
+                // `csrf_token`, so it gets the CSRF answer, as an empty token does.
                 UrlencodedError::ContentType => {
-                    AppError::BadForm("it was not sent as a web form".into()).into()
+                    log::warn!("refused a POST that was not a web form (no CSRF token)");
+                    AppError::Forbidden.into()
                 }
                 other => AppError::BadForm(other.to_string()).into(),
             }),
