@@ -13,14 +13,15 @@ use crate::auth::throttle::LoginThrottle;
 use crate::auth::{self, password};
 use crate::body_timeout::body_timeout;
 use crate::cache::Cache;
-use crate::cache::invalidation::CacheInvalidation;
 use crate::cache::metrics::Metrics;
 use crate::config::Settings;
 use crate::db;
 use crate::models::admin_user::AdminUser;
 use crate::models::repository::PropertyRepository;
 use crate::routes;
-use crate::routes::cacheable::{page_cache_inner, page_cache_outer, private_if_session_written};
+use crate::routes::cacheable::{
+    CacheInvalidation, page_cache_inner, page_cache_outer, private_if_session_written,
+};
 use crate::state::AppState;
 
 /// Creates the database if needed, migrates, and wires pool, cache and hooks.
@@ -37,7 +38,10 @@ pub fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     })?;
     let properties = PropertyRepository::new(
         pool.clone(),
-        vec![Arc::new(CacheInvalidation::new(cache.clone()))],
+        vec![Arc::new(CacheInvalidation::new(
+            cache.clone(),
+            pool.clone(),
+        ))],
     );
     Ok(AppState {
         settings,

@@ -17,7 +17,8 @@ const COMPRESS_MIN_BYTES: usize = 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
-    pub generation: String,
+    /// The token values it was built under (`Cache::lookup`'s version).
+    pub version: String,
     /// Unix time in milliseconds when the entry was built.
     pub stored_at_ms: i64,
     /// The strong ETag of the identity body; encoded variants add a suffix.
@@ -104,7 +105,7 @@ impl Coding {
 impl Entry {
     /// Builds an entry; with `compress`, also the gzip and brotli forms of a body that
     /// is text worth compressing.
-    pub fn build(generation: &str, content_type: &str, body: Bytes, compress: bool) -> Self {
+    pub fn build(version: &str, content_type: &str, body: Bytes, compress: bool) -> Self {
         let compressible = compress
             && body.len() >= COMPRESS_MIN_BYTES
             && (content_type.starts_with("text/") || content_type.contains("json"));
@@ -114,7 +115,7 @@ impl Entry {
             (None, None)
         };
         Self {
-            generation: generation.to_string(),
+            version: version.to_string(),
             stored_at_ms: now_ms(),
             etag: etag_for(&body),
             content_type: content_type.to_string(),
@@ -164,7 +165,7 @@ impl Entry {
             Vec::with_capacity(self.body.len() + len(&self.gzip) + len(&self.brotli) + 128);
         out.extend_from_slice(b"v2\n");
         for part in [
-            self.generation.as_str(),
+            self.version.as_str(),
             &self.stored_at_ms.to_string(),
             self.etag.as_str(),
             self.content_type.as_str(),
@@ -205,7 +206,7 @@ impl Entry {
         }
         let piece = |from: usize, len: usize| (len > 0).then(|| raw.slice(from..from + len));
         Some(Self {
-            generation: fields[1].to_string(),
+            version: fields[1].to_string(),
             stored_at_ms: fields[2].parse().ok()?,
             etag: fields[3].to_string(),
             content_type: fields[4].to_string(),

@@ -28,6 +28,16 @@ impl Keys {
         &self.generation
     }
 
+    /// A dependency token (see the module docs of `cache`): a random value, replaced by
+    /// every write that may change what the entries depending on it show.
+    pub fn token(&self, name: &str) -> String {
+        let mut key = String::with_capacity(self.prefix.len() + 5 + name.len());
+        key.push_str(&self.prefix);
+        key.push_str(":tok:");
+        key.push_str(name);
+        key
+    }
+
     /// The seed's low-level cache of every property.
     pub fn all_properties(&self) -> String {
         format!("{}:all_properties", self.prefix)
@@ -72,16 +82,18 @@ impl Keys {
     /// `SCAN MATCH` patterns of the cache layers' own keys (prefixes cannot hold glob
     /// characters: `config::validate_prefix`). Sign-in throttling counters are not cache
     /// and are left alone by `cache clear`.
-    pub fn cache_patterns(&self) -> [String; 3] {
+    pub fn cache_patterns(&self) -> [String; 4] {
         [
             format!("{}:page:*", self.prefix),
             format!("{}:query:*", self.prefix),
             format!("{}:lock:*", self.prefix),
+            format!("{}:tok:*", self.prefix),
         ]
     }
 
     /// What a key of this app is, from its name: the layer it belongs to (`page`,
-    /// `lock`, `query`, `generation`), `login_failures`, or `other`.
+    /// `lock`, `query`, `token`: the generation and dependency tokens), `login_failures`, or
+    /// `other`.
     pub fn kind(&self, key: &str) -> &'static str {
         let Some(rest) = key
             .strip_prefix(self.prefix.as_str())
@@ -93,7 +105,7 @@ impl Keys {
             "page" => "page",
             "lock" => "lock",
             "all_properties" | "query" => "query",
-            "generation" => "generation",
+            "generation" | "tok" => "token",
             "login_failures" => "login_failures",
             _ => "other",
         }
@@ -140,7 +152,8 @@ mod tests {
             Keys::new("app").kind("app:query:sort=price_asc&page=1"),
             "query"
         );
-        assert_eq!(Keys::new("app").kind("app:generation"), "generation");
+        assert_eq!(Keys::new("app").kind("app:generation"), "token");
+        assert_eq!(Keys::new("app").kind("app:tok:listing:7"), "token");
         assert_eq!(
             Keys::new("app").kind("app:login_failures:1.2.3.4:bob"),
             "login_failures"

@@ -91,7 +91,7 @@ fn entry_size(entry: &Entry) -> usize {
     entry.body.len()
         + entry.gzip.as_ref().map_or(0, |b| b.len())
         + entry.brotli.as_ref().map_or(0, |b| b.len())
-        + entry.generation.len()
+        + entry.version.len()
         + entry.etag.len()
         + entry.content_type.len()
         + 64

@@ -81,6 +81,7 @@ pub struct Metrics {
     db_loads: IntCounterVec,
     circuit_open: IntGauge,
     request_duration: HistogramVec,
+    recent: std::sync::Mutex<std::collections::VecDeque<RecentInvalidation>>,
 }
 
 impl Metrics {
@@ -93,7 +94,7 @@ impl Metrics {
         .expect("valid metric");
         let invalidations = IntCounter::new(
             "cache_invalidations_total",
-            "Cache invalidations (generation bumps) after committed writes",
+            "Cache invalidations (token replacements) after committed writes",
         )
         .expect("valid metric");
         let redis_errors = IntCounter::new(
@@ -150,6 +151,7 @@ impl Metrics {
             db_loads,
             circuit_open,
             request_duration,
+            recent: Default::default(),
         }
     }
 
@@ -207,7 +209,26 @@ impl Metrics {
                 + self.db_loads.with_label_values(&["query"]).get(),
             redis_errors: self.redis_errors.get(),
             circuit_open: self.circuit_open.get() != 0,
+            recent_invalidations: self.recent_lock().iter().cloned().collect(),
         }
+    }
+
+    /// Records a write's invalidation of `tokens` (counted by `invalidation`).
+    pub fn record_invalidation(&self, tokens: &[String]) {
+        let mut recent = self.recent_lock();
+        if recent.len() == RECENT_INVALIDATIONS {
+            recent.pop_back();
+        }
+        recent.push_front(RecentInvalidation {
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            tokens: tokens.to_vec(),
+        });
+    }
+
+    fn recent_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<RecentInvalidation>> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The Prometheus text exposition of every metric.
@@ -254,7 +275,21 @@ pub struct AppCounters {
     pub db_loads: u64,
     pub redis_errors: u64,
     pub circuit_open: bool,
+    /// The last writes' invalidations, newest first: which dependency tokens each
+    /// replaced (for the dashboard).
+    pub recent_invalidations: Vec<RecentInvalidation>,
 }
+
+/// One write's invalidation, as the dashboard lists it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct RecentInvalidation {
+    /// RFC 3339.
+    pub at: String,
+    pub tokens: Vec<String>,
+}
+
+/// How many invalidations `recent_invalidations` keeps.
+const RECENT_INVALIDATIONS: usize = 12;
 
 /// What `get_redis_cache_metrics()` returns and `/api/cache/metrics` shows.
 #[derive(Clone, Debug, Serialize, PartialEq)]

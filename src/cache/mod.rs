@@ -32,7 +32,6 @@
 pub mod entry;
 pub mod flight;
 pub mod generation;
-pub mod invalidation;
 pub mod keys;
 pub mod local;
 pub mod metrics;
@@ -81,11 +80,12 @@ struct Inner {
     key_listing: tokio::sync::Mutex<Option<(std::time::Instant, usize, KeyListing)>>,
 }
 
-/// The result of a generation-checked lookup.
+/// The result of a token-checked lookup.
 pub struct Lookup {
-    /// The token current at lookup time: tag the entry built from this lookup with it.
-    pub generation: String,
-    /// The entry, only if it belongs to the current generation.
+    /// The tokens' values at lookup time (the generation, then each dependency): tag
+    /// the entry built from this lookup with it.
+    pub version: String,
+    /// The entry, only if it was built under exactly that version.
     pub entry: Option<Arc<Entry>>,
 }
 
@@ -162,85 +162,139 @@ impl Cache {
         self.inner.invalidation_pending.load(Ordering::SeqCst)
     }
 
-    /// Reads the generation and `key` in one round trip (`MGET`); when this process
-    /// still holds the entry (`local.rs`), only the generation is read.
+    /// Reads the tokens `key` depends on — the generation, then the dependency tokens
+    /// named in `deps` — and `key` itself in one round trip (`MGET`); when this process
+    /// still holds the entry (`local.rs`), only the tokens are read (batched:
+    /// `generation.rs`). The entry is accepted only if it was built under exactly the
+    /// values read. A missing token is started with a fresh value (never matched).
     ///
-    /// A read-only request that has read the token already (`generation::request_scope`)
-    /// uses that token for every lookup: entries of exactly that generation are accepted
-    /// and what it builds is tagged with it. Never a fresher token: a render tagged with
-    /// a newer token than the inputs it was built from (say, `all_properties` accepted
-    /// under the older one) would pass old rows off as current — the race tests caught
-    /// exactly that.
-    pub async fn lookup(&self, key: &str) -> Result<Lookup, CacheUnavailable> {
+    /// A read-only request that has read the generation already
+    /// (`generation::request_scope`) uses that value for every lookup; dependency tokens
+    /// are read by each lookup. Never a fresher generation within one request: a render
+    /// tagged with a newer generation than the inputs it was built from (say,
+    /// `all_properties` accepted under the older one) would pass old rows off as current
+    /// — the race tests caught exactly that.
+    pub async fn lookup(&self, key: &str, deps: &[&str]) -> Result<Lookup, CacheUnavailable> {
         self.ensure_no_pending_invalidation().await?;
         let id = self.inner.store.id();
+        let remembered = generation::remembered(id);
+        let mut keys: Vec<String> = Vec::with_capacity(deps.len() + 2);
+        if remembered.is_none() {
+            keys.push(self.keys().generation().to_string());
+        }
+        keys.extend(deps.iter().map(|name| self.keys().token(name)));
         if let Some(local) = self.inner.local.get(key) {
-            let read_now = generation::remembered(id).is_none();
-            let generation = self.current_generation().await?;
-            if local.generation == generation {
+            let version = self.local_version(remembered.clone(), &keys).await?;
+            if local.version == version {
                 return Ok(Lookup {
-                    generation,
+                    version,
                     entry: Some(local),
                 });
             }
-            if read_now {
-                // Of an older generation than the current one: it will never be used.
+            if remembered.is_none() {
+                // Built under older tokens than the current ones: it will never be used.
                 self.inner.local.remove(key);
             }
         }
         // Asked again here: the read just above may have been this request's first, and
         // then it is the one to use (the race tests caught a fresher one taken here).
-        let (generation, raw) = match generation::remembered(id) {
-            Some(token) => {
-                let raw = self.track(self.store().get_bytes(key).await)?;
-                (token, raw)
-            }
-            None => {
-                let read = self
-                    .store()
-                    .get_token_and_bytes(self.keys().generation(), key)
-                    .await;
-                let (generation, raw) = self.track(read)?;
-                let generation = match generation {
-                    Some(g) => g,
-                    None => self.start_generation().await?,
-                };
-                generation::remember(id, &generation);
-                (generation, raw)
-            }
-        };
+        let remembered = generation::remembered(id);
+        if remembered.is_some()
+            && keys.first().map(String::as_str) == Some(self.keys().generation())
+        {
+            keys.remove(0);
+        }
+        keys.push(key.to_string());
+        let mut values = self.track(self.store().mget(&keys).await)?;
+        let raw = values.pop().flatten();
+        keys.pop();
+        let tokens = values
+            .into_iter()
+            .map(|v| v.and_then(|v| String::from_utf8(v).ok()));
+        let version = self.version(remembered, &keys, tokens).await?;
         let entry = raw
             .and_then(Entry::decode)
-            .filter(|e| e.generation == generation)
+            .filter(|e| e.version == version)
             .map(Arc::new);
         if let Some(entry) = &entry {
             self.keep_locally(key, entry.clone());
         }
-        Ok(Lookup { generation, entry })
+        Ok(Lookup { version, entry })
     }
 
-    /// The current token, read from Redis by a read sent after this call began
-    /// (batched with other requests of this worker: `generation.rs`).
-    async fn current_generation(&self) -> Result<String, CacheUnavailable> {
-        let id = self.inner.store.id();
-        if let Some(token) = generation::remembered(id) {
-            return Ok(token);
+    /// The version of a locally held entry's tokens, read by a batched read sent after
+    /// this call began (`generation.rs`).
+    async fn local_version(
+        &self,
+        remembered: Option<String>,
+        keys: &[String],
+    ) -> Result<String, CacheUnavailable> {
+        if keys.is_empty() {
+            return self.version(remembered, keys, std::iter::empty()).await;
         }
         let cache = self.clone();
-        let read = move || {
+        let read = move |keys: Vec<String>| {
             let cache = cache.clone();
             async move {
-                let read = cache.store().get_string(cache.keys().generation()).await;
-                cache.track(read)
+                let values = cache.track(cache.store().mget(&keys).await)?;
+                Ok(values
+                    .into_iter()
+                    .map(|v| v.and_then(|v| String::from_utf8(v).ok()))
+                    .collect())
             }
             .boxed_local()
         };
-        let token = match generation::read_batched(id, read).await? {
-            Some(g) => g,
-            None => self.start_generation().await?,
-        };
-        generation::remember(id, &token);
-        Ok(token)
+        let values = generation::read_batched(self.inner.store.id(), keys, read).await?;
+        let tokens: Vec<Option<String>> = keys
+            .iter()
+            .map(|k| values.get(k).cloned().flatten())
+            .collect();
+        self.version(remembered, keys, tokens).await
+    }
+
+    /// Joins the generation and the dependency tokens' values (in `keys`' order) into
+    /// a version, space-separated; remembers a generation read now. A missing
+    /// generation is started at once (one key). A missing dependency token is *not*
+    /// created here — a lookup of a page that will not be stored (a 404 for any id one
+    /// cares to type) must not add keys — but stands as `~KEY=MARKER`, a fresh random
+    /// marker that no stored entry carries; `put` creates the token with that marker
+    /// (`SET NX`) when, and only if, it stores an entry built under this version.
+    async fn version(
+        &self,
+        remembered: Option<String>,
+        keys: &[String],
+        values: impl IntoIterator<Item = Option<String>>,
+    ) -> Result<String, CacheUnavailable> {
+        let mut version = String::with_capacity(33 * (keys.len() + 1));
+        if let Some(g) = &remembered {
+            version.push_str(g);
+        }
+        for (key, value) in keys.iter().zip(values) {
+            if !version.is_empty() {
+                version.push(' ');
+            }
+            let is_generation = key == self.keys().generation();
+            match value {
+                Some(value) => {
+                    if is_generation {
+                        generation::remember(self.inner.store.id(), &value);
+                    }
+                    version.push_str(&value);
+                }
+                None if is_generation => {
+                    let value = self.start_generation().await?;
+                    generation::remember(self.inner.store.id(), &value);
+                    version.push_str(&value);
+                }
+                None => {
+                    version.push('~');
+                    version.push_str(key);
+                    version.push('=');
+                    version.push_str(&new_token());
+                }
+            }
+        }
+        Ok(version)
     }
 
     /// Keeps an entry in this process for as long as Redis keeps it.
@@ -255,19 +309,39 @@ impl Cache {
         self.inner.local.insert(key, entry, keep_until, !is_page);
     }
 
-    /// Builds an entry under `generation` (with pre-compressed variants when `compress`:
+    /// Builds an entry under `version` (with pre-compressed variants when `compress`:
     /// pages are, query results are not) and stores it; Redis keeps it `ttl + grace`.
-    /// The entry is returned also when Redis failed to store it, with the failure.
+    /// A dependency token that was missing at lookup (`~KEY=MARKER` in the version) is
+    /// created with its marker first (`SET NX`); if another value got there first (a
+    /// write replaced it meanwhile), the entry is dead on arrival and is not stored.
+    /// The entry is returned also when it was not stored, with the reason.
     pub async fn put(
         &self,
         key: &str,
-        generation: &str,
+        version: &str,
         content_type: &str,
         body: Bytes,
         ttl: Duration,
         compress: bool,
     ) -> (Arc<Entry>, Result<(), CacheUnavailable>) {
-        let entry = Arc::new(Entry::build(generation, content_type, body, compress));
+        let (version, missing) = settle_version(version);
+        let entry = Arc::new(Entry::build(&version, content_type, body, compress));
+        if !missing.is_empty() {
+            let created = self
+                .store()
+                .set_all_nx(&missing, self.token_lifetime_ms())
+                .await;
+            match self.track(created) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return (
+                        entry,
+                        Err(CacheUnavailable("a token changed meanwhile".into())),
+                    );
+                }
+                Err(e) => return (entry, Err(e)),
+            }
+        }
         let keep = (ttl + self.inner.grace).as_millis() as u64;
         let stored = self.track(self.store().set_px(key, &entry.encode(), keep).await);
         if stored.is_ok() {
@@ -296,19 +370,46 @@ impl Cache {
         let _ = self.track(released);
     }
 
-    /// The invalidation: a new generation token and no `all_properties`, atomically.
-    /// Returns whether it reached Redis; if not, it stays pending and is retried.
-    pub async fn invalidate(&self) -> bool {
-        self.inner
-            .invalidation_pending
-            .store(true, Ordering::SeqCst);
-        let ok = self.replace_generation().await;
-        if ok {
-            self.inner.metrics.invalidation();
-        } else {
-            log::warn!("invalidation could not reach redis; bypassing the cache until it does");
+    /// The invalidation after a committed write: a new value for each dependency token
+    /// named in `tokens` and no `all_properties`, in one `MULTI`. Returns whether it
+    /// reached Redis; if not, an invalidation is pending (the generation will be
+    /// replaced, which covers these tokens and more) and the cache is bypassed meanwhile.
+    pub async fn invalidate(&self, tokens: &[String]) -> bool {
+        // Whatever happens, this request reads the generation afresh from now on.
+        generation::forget();
+        if self.invalidation_pending() {
+            return self.ensure_no_pending_invalidation().await.is_ok();
         }
-        ok
+        let pairs: Vec<(String, String)> = tokens
+            .iter()
+            .map(|name| (self.keys().token(name), new_token()))
+            .collect();
+        let replaced = self
+            .store()
+            .set_all_and_delete(
+                &pairs,
+                Some(self.token_lifetime_ms()),
+                &self.keys().all_properties(),
+            )
+            .await;
+        match self.track(replaced) {
+            Ok(()) => {
+                self.inner.metrics.invalidation();
+                self.inner.metrics.record_invalidation(tokens);
+                true
+            }
+            Err(_) => {
+                log::warn!("invalidation could not reach redis; bypassing the cache until it does");
+                false
+            }
+        }
+    }
+
+    /// How long a dependency token lives: twice the longest an entry may (a token that
+    /// expires is started afresh, which only retires its entries early).
+    fn token_lifetime_ms(&self) -> u64 {
+        let longest = self.inner.page_ttl.max(self.inner.query_ttl) + self.inner.grace;
+        2 * longest.as_millis() as u64
     }
 
     /// Retries a pending invalidation; called by lookups and by a background task.
@@ -333,12 +434,13 @@ impl Cache {
     }
 
     async fn replace_generation(&self) -> bool {
-        let (token, all_properties) = (new_token(), self.keys().all_properties());
+        let pairs = [(self.keys().generation().to_string(), new_token())];
+        let all_properties = self.keys().all_properties();
         // Whatever happens, this request reads the token afresh from now on.
         generation::forget();
-        let replaced =
-            self.store()
-                .set_and_delete(self.keys().generation(), &token, &all_properties);
+        let replaced = self
+            .store()
+            .set_all_and_delete(&pairs, None, &all_properties);
         match replaced.await {
             Ok(()) => {
                 self.inner
@@ -350,13 +452,13 @@ impl Cache {
         }
     }
 
-    /// A missing generation key (evicted, Redis restarted, cache cleared) gets a fresh,
+    /// A missing generation (evicted, Redis restarted, cache cleared) gets a fresh,
     /// never-used token; when several instances race, `SET NX GET` makes them agree.
     async fn start_generation(&self) -> Result<String, CacheUnavailable> {
         let token = new_token();
         let existing = self
             .store()
-            .set_nx_get(self.keys().generation(), &token)
+            .set_nx_get(self.keys().generation(), &token, None)
             .await;
         Ok(self.track(existing)?.unwrap_or(token))
     }
@@ -520,7 +622,29 @@ pub struct KeyListing {
     pub complete: bool,
 }
 
-/// A fresh, never-reused generation token (128 random bits, hex).
+/// A version with its missing-token markers (`~KEY=MARKER`) settled: the version an
+/// entry is stored under once those tokens hold their markers, and the tokens to create.
+fn settle_version(version: &str) -> (String, Vec<(String, String)>) {
+    if !version.contains('~') {
+        return (version.to_string(), Vec::new());
+    }
+    let mut missing = Vec::new();
+    let settled: Vec<&str> = version
+        .split(' ')
+        .map(
+            |part| match part.strip_prefix('~').and_then(|p| p.split_once('=')) {
+                Some((key, marker)) => {
+                    missing.push((key.to_string(), marker.to_string()));
+                    marker
+                }
+                None => part,
+            },
+        )
+        .collect();
+    (settled.join(" "), missing)
+}
+
+/// A fresh, never-reused token (128 random bits, hex).
 fn new_token() -> String {
     let bytes: [u8; 16] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -38,8 +38,10 @@ pub struct BuiltFromStaleData;
 
 /// What the web layer decided about a request (where its routes are declared).
 pub enum Cacheable {
-    /// A cacheable page, by its canonical URL (path and known query parameters).
-    Page(String),
+    /// A cacheable page, by its canonical URL (path and known query parameters), and the
+    /// dependency tokens a write that may change it replaces (see the module docs of
+    /// `cache`).
+    Page { url: String, deps: Vec<String> },
     /// A cacheable page, but not for this request (a signed-in admin's, say): `BYPASS`,
     /// and counted as such.
     NotForThisRequest,
@@ -59,8 +61,10 @@ pub async fn serve<B: MessageBody + 'static>(
     let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
     let (mut res, outcome) = generation::request_scope(read_only, async {
         match cacheable {
-            Cacheable::Page(url) if read_only => cached(req, next, cache, &url).await,
-            Cacheable::Page(_) | Cacheable::NotForThisRequest => {
+            Cacheable::Page { url, deps } if read_only => {
+                cached(req, next, cache, &url, &deps).await
+            }
+            Cacheable::Page { .. } | Cacheable::NotForThisRequest => {
                 cache.metrics().lookup(Layer::Page, Outcome::Bypass);
                 Ok((pass_through(req, next).await?, Outcome::Bypass))
             }
@@ -88,17 +92,20 @@ async fn cached<B: MessageBody + 'static>(
     next: Next<B>,
     cache: &Cache,
     url: &str,
+    deps: &[String],
 ) -> Result<(ServiceResponse<BoxBody>, Outcome), actix_web::Error> {
     let key = &cache.keys().page(url);
+    let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
     // The request stays here until a build takes it: a hit answers it without routing.
     let mut mine = Some((req, next));
     let spec = Spec {
         layer: Layer::Page,
         key,
+        deps: &deps,
         ttl: cache.page_ttl(),
         read: |e: &Arc<Entry>| Some(e.clone()),
     };
-    let fetched = refresh::fetch(cache, spec, |generation| {
+    let fetched = refresh::fetch(cache, spec, |version| {
         let taken = mine.take();
         async move {
             let Some((req, next)) = taken else {
@@ -106,7 +113,7 @@ async fn cached<B: MessageBody + 'static>(
                     "page cache: the request was taken twice",
                 )));
             };
-            build(req, next, cache, key, generation).await
+            build(req, next, cache, key, version).await
         }
     })
     .await;
@@ -126,27 +133,27 @@ async fn cached<B: MessageBody + 'static>(
     }
 }
 
-/// Runs the handler; stores a storable 200 under `generation` (none: Redis is not
-/// usable, store nothing).
+/// Runs the handler; stores a storable 200 under `version` (none: Redis is not usable,
+/// store nothing).
 async fn build<B: MessageBody + 'static>(
     req: ServiceRequest,
     next: Next<B>,
     cache: &Cache,
     key: &str,
-    generation: Option<String>,
+    version: Option<String>,
 ) -> Built<Result<ServiceResponse<BoxBody>, actix_web::Error>> {
     let res = match next.call(req).await {
         Ok(res) => res,
         Err(e) => return Built::NotStored(Err(e)),
     };
-    match (res.status(), generation) {
+    match (res.status(), version) {
         (_, None) => Built::NotStored(Ok(res.map_into_boxed_body())),
         (StatusCode::SERVICE_UNAVAILABLE, _) => Built::Unavailable(Ok(res.map_into_boxed_body())),
         (StatusCode::OK, _) if res.response().extensions().contains::<BuiltFromStaleData>() => {
             Built::FromStaleData(Ok(res.map_into_boxed_body()))
         }
-        (StatusCode::OK, Some(generation)) if storable(&res) => {
-            match store_and_respond(res, cache, key, &generation).await {
+        (StatusCode::OK, Some(version)) if storable(&res) => {
+            match store_and_respond(res, cache, key, &version).await {
                 Ok((res, entry)) => Built::Stored(Ok(res), entry),
                 Err(e) => Built::NotStored(Err(e)),
             }
@@ -177,12 +184,12 @@ fn storable<B>(res: &ServiceResponse<B>) -> bool {
 }
 
 /// Stores the body and answers from the entry (shared with requests waiting on this
-/// one, also when Redis failed to store it: it was built under their generation).
+/// one, also when Redis failed to store it: it was built under their version).
 async fn store_and_respond(
     res: ServiceResponse<impl MessageBody + 'static>,
     cache: &Cache,
     key: &str,
-    generation: &str,
+    version: &str,
 ) -> Result<(ServiceResponse<BoxBody>, Arc<Entry>), actix_web::Error> {
     let (req, response) = res.into_parts();
     let content_type = response
@@ -195,7 +202,7 @@ async fn store_and_respond(
         .await
         .map_err(|e| actix_web::error::ErrorInternalServerError(e.into().to_string()))?;
     let (entry, _) = cache
-        .put(key, generation, &content_type, body, cache.page_ttl(), true)
+        .put(key, version, &content_type, body, cache.page_ttl(), true)
         .await;
     let response = from_entry(&req, &entry, Outcome::Miss);
     Ok((ServiceResponse::new(req, response), entry))

@@ -28,13 +28,14 @@ pub trait LoadError {
     fn is_unavailable(&self) -> bool;
 }
 
-/// The value under `key`: from Redis when a current entry exists, otherwise from `load`
-/// (and then stored). Redis trouble means a load, never an error; concurrent misses of
+/// The value under `key`, depending on the tokens `deps` (and the generation): from Redis
+/// when a current entry exists, otherwise from `load` (and then stored). Redis trouble means a load, never an error; concurrent misses of
 /// this instance share one load; an expired entry is used while another request reloads
 /// it, or when `load` finds its source unavailable.
 pub async fn get_or_fill<T, E, F, Fut>(
     cache: &Cache,
     key: &str,
+    deps: &[&str],
     load: F,
 ) -> Result<(Arc<T>, Served), E>
 where
@@ -46,6 +47,7 @@ where
     let spec = Spec {
         layer: Layer::Query,
         key,
+        deps,
         ttl: cache.query_ttl(),
         read: |e: &Arc<super::Entry>| {
             let value = e.decoded(decode::<T>);
@@ -55,14 +57,14 @@ where
             value
         },
     };
-    let fetched = refresh::fetch(cache, spec, |generation| async move {
+    let fetched = refresh::fetch(cache, spec, |version| async move {
         cache.metrics().db_load(Layer::Query);
         let value = match load().await {
             Ok(value) => value,
             Err(e) if e.is_unavailable() => return Built::Unavailable(Err(e)),
             Err(e) => return Built::NotStored(Err(e)),
         };
-        let Some(generation) = generation else {
+        let Some(version) = version else {
             return Built::NotStored(Ok(Arc::new(value)));
         };
         match serde_json::to_vec(&value) {
@@ -70,7 +72,7 @@ where
                 let (entry, _) = cache
                     .put(
                         key,
-                        &generation,
+                        &version,
                         "application/json",
                         Bytes::from(json),
                         cache.query_ttl(),

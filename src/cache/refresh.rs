@@ -6,14 +6,15 @@
 //!   refresh lock, looks again (the lock may have just been released by a refresh) and
 //!   rebuilds; the others answer with the expired entry meanwhile (`Stale`);
 //! - no usable entry: callers of this instance that miss the same key under the same
-//!   generation share one build (single-flight); the leader looks again first, since a
+//!   version share one build (single-flight); the leader looks again first, since a
 //!   flight that ended a moment ago may have stored it;
 //! - a build that finds its source unavailable (PostgreSQL down) while an expired entry
 //!   exists is answered with that entry (`Stale`, stale-if-error);
 //! - when Redis cannot be used, the build runs without the cache (`Bypass`).
 //!
-//! Every build is tagged with a generation read *before* it (see the module docs of
-//! `cache`): the lookup's, or the one read by the look-again just before building.
+//! Every build is tagged with the version (the values of the tokens its entry depends
+//! on) read *before* it (see the module docs of `cache`): the lookup's, or the one read
+//! by the look-again just before building.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,13 +58,15 @@ pub enum Fetched<V, O> {
 pub struct Spec<'a, D> {
     pub layer: Layer,
     pub key: &'a str,
+    /// The dependency tokens the entry is built under (see `Cache::lookup`).
+    pub deps: &'a [&'a str],
     pub ttl: Duration,
     /// An entry's value, or `None` when the entry cannot be used (a query-cache entry
     /// that does not decode): then it counts as missing.
     pub read: D,
 }
 
-/// Answers `spec.key` (see the module docs). `build` gets the generation to store its
+/// Answers `spec.key` (see the module docs). `build` gets the version to store its
 /// entry under, or `None` when Redis cannot be used (build, but do not store).
 pub async fn fetch<V, O, D, B, Fut>(cache: &Cache, spec: Spec<'_, D>, build: B) -> Fetched<V, O>
 where
@@ -71,7 +74,7 @@ where
     B: FnOnce(Option<String>) -> Fut,
     Fut: Future<Output = Built<O>>,
 {
-    let lookup = match cache.lookup(spec.key).await {
+    let lookup = match cache.lookup(spec.key, spec.deps).await {
         Ok(lookup) => lookup,
         Err(_) => {
             let output = match build(None).await {
@@ -95,9 +98,9 @@ where
         // Boxed, so that the future of a hit stays small (the page cache moves it into
         // place for every request).
         Some((Freshness::Expired, stale)) => {
-            Box::pin(refresh(cache, &spec, lookup.generation, stale, build)).await
+            Box::pin(refresh(cache, &spec, lookup.version, stale, build)).await
         }
-        None => Box::pin(miss(cache, &spec, lookup.generation, build)).await,
+        None => Box::pin(miss(cache, &spec, lookup.version, build)).await,
     }
 }
 
@@ -105,7 +108,7 @@ where
 async fn refresh<V, O, D, B, Fut>(
     cache: &Cache,
     spec: &Spec<'_, D>,
-    generation: String,
+    version: String,
     stale: V,
     build: B,
 ) -> Fetched<V, O>
@@ -124,24 +127,19 @@ where
             Fetched::Cached(fresh, Outcome::Hit)
         }
         again => {
-            let generation = again.map_or(generation, |(_, newer)| newer);
-            settle(
-                cache,
-                spec.layer,
-                build(Some(generation)).await,
-                Some(stale),
-            )
+            let version = again.map_or(version, |(_, newer)| newer);
+            settle(cache, spec.layer, build(Some(version)).await, Some(stale))
         }
     };
     cache.release_refresh_lock(spec.key).await;
     fetched
 }
 
-/// No usable entry: one build per key and generation in this instance.
+/// No usable entry: one build per key and version in this instance.
 async fn miss<V, O, D, B, Fut>(
     cache: &Cache,
     spec: &Spec<'_, D>,
-    generation: String,
+    version: String,
     build: B,
 ) -> Fetched<V, O>
 where
@@ -149,9 +147,9 @@ where
     B: FnOnce(Option<String>) -> Fut,
     Fut: Future<Output = Built<O>>,
 {
-    // The generation is part of the flight's name: a caller that read a newer token (a
+    // The version is part of the flight's name: a caller that read a newer token (a
     // write was acknowledged meanwhile) must not take a build that may predate it.
-    let flight = format!("{generation}\n{}", spec.key);
+    let flight = format!("{}\n{}", flight_version(&version), spec.key);
     let mut build = Some(build);
     let mut leader = None;
     let (shared, _role) = cache
@@ -159,7 +157,7 @@ where
         .run(&flight, || async {
             // Our own closure runs at most once, so the build is still ours here.
             let build = build.take()?;
-            let generation = match look_again_entry(cache, spec).await {
+            let version = match look_again_entry(cache, spec).await {
                 Ok((Some((entry, value)), _)) => {
                     cache.metrics().lookup(spec.layer, Outcome::Hit);
                     leader = Some(Fetched::Cached(value, Outcome::Hit));
@@ -167,9 +165,9 @@ where
                 }
                 // Read before the build's database read: a valid tag for what it loads.
                 Ok((None, newer)) => newer,
-                Err(_) => generation.clone(),
+                Err(_) => version.clone(),
             };
-            let built = build(Some(generation)).await;
+            let built = build(Some(version)).await;
             let entry = built.entry();
             leader = Some(settle(cache, spec.layer, built, None));
             entry
@@ -185,19 +183,19 @@ where
     }
     match build {
         // Its build was not for the cache (an error, say): build for this caller.
-        Some(build) => settle(cache, spec.layer, build(Some(generation)).await, None),
+        Some(build) => settle(cache, spec.layer, build(Some(version)).await, None),
         None => unreachable!("a caller that did not lead still holds its build"),
     }
 }
 
 /// Looks the key up once more: the value of its fresh, readable entry if one was stored
-/// meanwhile, and the generation current now.
+/// meanwhile, and the version current now.
 async fn look_again<V, D: Fn(&Arc<Entry>) -> Option<V>>(
     cache: &Cache,
     spec: &Spec<'_, D>,
 ) -> Result<(Option<V>, String), super::CacheUnavailable> {
-    let (found, generation) = look_again_entry(cache, spec).await?;
-    Ok((found.map(|(_, value)| value), generation))
+    let (found, version) = look_again_entry(cache, spec).await?;
+    Ok((found.map(|(_, value)| value), version))
 }
 
 /// `look_again`, with the entry too (to share it with waiting callers).
@@ -205,7 +203,7 @@ async fn look_again_entry<V, D: Fn(&Arc<Entry>) -> Option<V>>(
     cache: &Cache,
     spec: &Spec<'_, D>,
 ) -> Result<(Option<(Arc<Entry>, V)>, String), super::CacheUnavailable> {
-    let again = cache.lookup(spec.key).await?;
+    let again = cache.lookup(spec.key, spec.deps).await?;
     let fresh = again
         .entry
         .filter(|e| cache.freshness(e, spec.ttl) == Freshness::Fresh)
@@ -213,7 +211,7 @@ async fn look_again_entry<V, D: Fn(&Arc<Entry>) -> Option<V>>(
             let value = (spec.read)(&e)?;
             Some((e, value))
         });
-    Ok((fresh, again.generation))
+    Ok((fresh, again.version))
 }
 
 /// Counts and answers a build; with `stale`, an unavailable source is answered from it.
@@ -227,4 +225,23 @@ fn settle<V, O>(cache: &Cache, layer: Layer, built: Built<O>, stale: Option<V>) 
     };
     cache.metrics().lookup(layer, outcome);
     fetched
+}
+
+/// The version as a flight's name: a missing token's marker (`~KEY=MARKER`, random per
+/// lookup) is left out, so callers that all found the token missing share one build —
+/// as safe as sharing equal versions, since a write acknowledged before a caller's
+/// lookup would have set the token it found missing.
+fn flight_version(version: &str) -> std::borrow::Cow<'_, str> {
+    if !version.contains('~') {
+        return version.into();
+    }
+    version
+        .split(' ')
+        .map(|part| match part.split_once('=') {
+            Some((missing, _)) if missing.starts_with('~') => missing,
+            _ => part,
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+        .into()
 }

@@ -127,17 +127,9 @@ impl RedisStore {
         self.query(redis::cmd("GET").arg(key)).await
     }
 
-    pub async fn get_string(&self, key: &str) -> Result<Option<String>, CacheUnavailable> {
-        self.query(redis::cmd("GET").arg(key)).await
-    }
-
-    /// A token and an entry in one round trip (`MGET`).
-    pub async fn get_token_and_bytes(
-        &self,
-        token_key: &str,
-        key: &str,
-    ) -> Result<(Option<String>, Option<Vec<u8>>), CacheUnavailable> {
-        self.query(redis::cmd("MGET").arg(token_key).arg(key)).await
+    /// `MGET keys…`.
+    pub async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheUnavailable> {
+        self.query(redis::cmd("MGET").arg(keys)).await
     }
 
     /// `SET key value PX ms`.
@@ -167,32 +159,60 @@ impl RedisStore {
         Ok(set.is_some())
     }
 
-    /// `SET key value NX GET`: the value already there, if any (then nothing is set).
+    /// `SET key value NX GET [PX ms]`: the value already there, if any (then nothing is
+    /// set).
     pub async fn set_nx_get(
         &self,
         key: &str,
         value: &str,
+        px: Option<u64>,
     ) -> Result<Option<String>, CacheUnavailable> {
-        self.query(redis::cmd("SET").arg(key).arg(value).arg("NX").arg("GET"))
-            .await
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("NX").arg("GET");
+        if let Some(ms) = px {
+            cmd.arg("PX").arg(ms.max(1));
+        }
+        self.query(&cmd).await
     }
 
-    /// Sets `key` to `value` and deletes `delete`, atomically (`MULTI`).
-    pub async fn set_and_delete(
+    /// `SET key value NX PX ms` for each pair, in one pipeline: whether every one was
+    /// set (a key that already existed keeps its value).
+    pub async fn set_all_nx(
         &self,
-        key: &str,
-        value: &str,
+        pairs: &[(String, String)],
+        px: u64,
+    ) -> Result<bool, CacheUnavailable> {
+        let mut pipe = redis::pipe();
+        for (key, value) in pairs {
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("NX")
+                .arg("PX")
+                .arg(px.max(1));
+        }
+        let replies: Vec<Option<String>> = self.pipe(&pipe).await?;
+        Ok(replies.iter().all(Option::is_some))
+    }
+
+    /// Sets each key to its value (expiring after `px` ms, if given) and deletes
+    /// `delete`, atomically (`MULTI`).
+    pub async fn set_all_and_delete(
+        &self,
+        pairs: &[(String, String)],
+        px: Option<u64>,
         delete: &str,
     ) -> Result<(), CacheUnavailable> {
         let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("SET")
-            .arg(key)
-            .arg(value)
-            .ignore()
-            .cmd("DEL")
-            .arg(delete)
-            .ignore();
+        pipe.atomic();
+        for (key, value) in pairs {
+            let set = pipe.cmd("SET").arg(key).arg(value);
+            if let Some(ms) = px {
+                set.arg("PX").arg(ms.max(1));
+            }
+            set.ignore();
+        }
+        pipe.cmd("DEL").arg(delete).ignore();
         self.pipe(&pipe).await
     }
 

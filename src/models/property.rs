@@ -232,6 +232,20 @@ impl Property {
     /// Updates one row and returns it as it was before and as it is after: the old row
     /// is read under `FOR UPDATE` in the same transaction, so no other write can come
     /// between the two. `None` when no row has that id.
+    /// How many rows come before `row` in the newest-first order (`created_at`, then
+    /// `id`, descending: the order of `newest_first` and `Sort::Newest`).
+    pub fn newest_position(conn: &mut PgConnection, row: &Property) -> QueryResult<i64> {
+        use crate::schema::properties::dsl::*;
+        properties
+            .filter(
+                created_at
+                    .gt(row.created_at)
+                    .or(created_at.eq(row.created_at).and(id.gt(row.id))),
+            )
+            .count()
+            .get_result(conn)
+    }
+
     pub fn update(
         conn: &mut PgConnection,
         property_id: i64,

@@ -17,20 +17,126 @@ use actix_web::http::header::{CACHE_CONTROL, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::web::Data;
 
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+
 use crate::auth;
+use crate::cache::Cache;
 use crate::cache::page::{self, Cacheable};
+use crate::db::PgPool;
+use crate::models::hooks::{Change, ModelHooks};
+use crate::models::property::Property;
+use crate::routes::listing::PAGE_SIZE;
 use crate::state::AppState;
 
 /// Query parameters of the listing routes: the only ones that form a page key.
 pub const LIST_PARAMS: &[&str] = &["location", "max_price", "min_price", "page", "q", "sort"];
 
-/// A cacheable path in its one canonical spelling, and the query parameters its key
-/// keeps; `None` when the path is not page-cached at all (admin, health, static
-/// files…). Percent-encoded bytes are decoded as the router decodes them (an encoded
-/// `/` never joins segments) and a listing id is written without leading zeros, so
-/// `/api/%70roperties/0004/` is `/api/properties/4/`. An id the handler would not
-/// accept (`+1`) is no cacheable path: the handler answers 404 without a database read.
-pub fn cacheable_path(path: &str) -> Option<(Cow<'_, str>, &'static [&'static str])> {
+/// The dependency tokens (see the module docs of `cache`): what each cached entry
+/// depends on, and which tokens each write replaces (`tokens_replaced_by`), declared
+/// here together so that the two stay one rule.
+pub mod token {
+    /// Every list page: an insert or a delete shifts them all (and their counts).
+    pub const LISTS: &str = "lists";
+    /// The unfiltered price-sorted list pages (both directions).
+    pub const SORTED: &str = "sorted";
+    /// Every filtered list page (`q`, `location`, `min_price`, `max_price`).
+    pub const SEARCH: &str = "search";
+    /// Every query-cache entry (`all_properties`, result pages).
+    pub const ROWS: &str = "rows";
+
+    /// A listing's detail page and its API twin.
+    pub fn listing(id: i64) -> String {
+        format!("listing:{id}")
+    }
+
+    /// Page `n` of the unfiltered newest-first list (HTML and API).
+    pub fn newest(n: usize) -> String {
+        format!("newest:{n}")
+    }
+}
+
+/// The cache's model hook (the seed's signal receivers): after each committed write —
+/// a whole `seed` batch counts as one — replace the tokens of every entry that could
+/// show it and delete `PREFIX:all_properties`, in one `MULTI`, before the write is
+/// acknowledged (see the module docs of `cache`).
+pub struct CacheInvalidation {
+    cache: Cache,
+    db: PgPool,
+}
+
+impl CacheInvalidation {
+    pub fn new(cache: Cache, db: PgPool) -> Self {
+        Self { cache, db }
+    }
+
+    /// The tokens a write replaces — every token of every page that could show it:
+    /// - an insert or a delete shifts every list page (`lists`); a delete also ends the
+    ///   listing's own pages;
+    /// - an update changes the listing's own pages, the one newest-first page that shows
+    ///   it (`created_at` never changes, so it never moves in that order; its position is
+    ///   read after the commit, and only an insert or a delete — which replace `lists` —
+    ///   can move it), every price-sorted page (its card may show there and its price may
+    ///   move it across them) and every filtered page (it may enter or leave any);
+    /// - every write changes the rows the query cache holds (`rows`).
+    async fn tokens_replaced_by(&self, change: Change<'_>) -> Vec<String> {
+        match change {
+            Change::Inserted(_) => vec![token::LISTS.into(), token::ROWS.into()],
+            Change::Deleted(row) => vec![
+                token::LISTS.into(),
+                token::ROWS.into(),
+                token::listing(row.id),
+            ],
+            Change::Updated { after, .. } => {
+                let row = after.clone();
+                let position = crate::db::run(&self.db, move |conn| {
+                    Ok(Property::newest_position(conn, &row)?)
+                })
+                .await;
+                let newest = match position {
+                    Ok(n) => token::newest(usize::try_from(n).unwrap_or(0) / PAGE_SIZE + 1),
+                    // Where it shows is unknown: every list page.
+                    Err(_) => token::LISTS.into(),
+                };
+                vec![
+                    token::ROWS.into(),
+                    token::listing(after.id),
+                    newest,
+                    token::SORTED.into(),
+                    token::SEARCH.into(),
+                ]
+            }
+        }
+    }
+}
+
+impl ModelHooks for CacheInvalidation {
+    fn after_commit<'a>(&'a self, change: Change<'a>) -> BoxFuture<'a, ()> {
+        async move {
+            let tokens = self.tokens_replaced_by(change).await;
+            if self.cache.invalidate(&tokens).await {
+                log::debug!("cache invalidated: {}", tokens.join(", "));
+            }
+        }
+        .boxed()
+    }
+}
+
+/// What a cacheable path is, in its one canonical spelling.
+enum Route<'a> {
+    /// `/properties/` or `/api/properties/`.
+    List(Cow<'a, str>),
+    /// A detail page or its API twin: the canonical path and the id.
+    Detail(Cow<'a, str>, i64),
+}
+
+/// A cacheable path in its one canonical spelling; `None` when the path is not
+/// page-cached at all (admin, health, static files…). Percent-encoded bytes are decoded
+/// as the router decodes them (an encoded `/` never joins segments) and a listing id is
+/// written without leading zeros, so `/api/%70roperties/0004/` is `/api/properties/4/`.
+/// An id the handler would not accept (`+1`) is no cacheable path: the handler answers
+/// 404 without a database read.
+fn cacheable_path(path: &str) -> Option<Route<'_>> {
     let path = if path.contains('%') {
         let mut decoded = String::with_capacity(path.len());
         for (i, segment) in path.split('/').enumerate() {
@@ -50,7 +156,7 @@ pub fn cacheable_path(path: &str) -> Option<(Cow<'_, str>, &'static [&'static st
         Cow::Borrowed(path)
     };
     match path.as_ref() {
-        "/properties/" | "/api/properties/" => Some((path, LIST_PARAMS)),
+        "/properties/" | "/api/properties/" => Some(Route::List(path)),
         p => {
             let (base, rest) = match p.strip_prefix("/api/properties/") {
                 Some(rest) => ("/api/properties/", rest),
@@ -59,28 +165,33 @@ pub fn cacheable_path(path: &str) -> Option<(Cow<'_, str>, &'static [&'static st
             let raw = rest.strip_suffix('/')?;
             let id = crate::domain::parse_id(raw)?;
             if raw.starts_with('0') || matches!(path, Cow::Owned(_)) {
-                return Some((Cow::Owned(format!("{base}{id}/")), &[]));
+                return Some(Route::Detail(Cow::Owned(format!("{base}{id}/")), id));
             }
-            Some((path, &[]))
+            Some(Route::Detail(path, id))
         }
     }
 }
 
-/// The page-cache identity of a request: its canonical path plus the known query
+/// The page-cache identity of a request — its canonical path plus the known query
 /// parameters in canonical form (parsed values: `page=02` is `page=2`, `min_price=0005`
 /// is `min_price=5`; empty and default values dropped), sorted by name, first
-/// occurrence winning as in the handlers. Unknown parameters are dropped, so junk in a
-/// URL cannot grow the keyspace, and every spelling of one page shares its key. A value
-/// the handler would refuse makes the request uncacheable: it gets a 400 that reads
-/// nothing from the database.
-pub fn normalised_url(path: &str, query: &str) -> Option<String> {
-    let (path, known) = cacheable_path(path)?;
-    if known.is_empty() || query.is_empty() {
-        return Some(path.into_owned());
-    }
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).ok()?;
+/// occurrence winning as in the handlers — and the tokens the page depends on. Unknown
+/// parameters are dropped, so junk in a URL cannot grow the keyspace, and every
+/// spelling of one page shares its key. A value the handler would refuse makes the
+/// request uncacheable: it gets a 400 that reads nothing from the database.
+pub fn canonical_page(path: &str, query: &str) -> Option<(String, Vec<String>)> {
+    let path = match cacheable_path(path)? {
+        Route::Detail(path, id) => return Some((path.into_owned(), vec![token::listing(id)])),
+        Route::List(path) => path,
+    };
+    let pairs: Vec<(String, String)> = if query.is_empty() {
+        Vec::new()
+    } else {
+        serde_urlencoded::from_str(query).ok()?
+    };
     let mut kept: Vec<(&str, String)> = Vec::new();
-    for name in known {
+    let (mut page, mut sorted, mut filtered) = (1, false, false);
+    for name in LIST_PARAMS {
         let Some((_, v)) = pairs.iter().find(|(k, _)| k == name) else {
             continue;
         };
@@ -91,23 +202,45 @@ pub fn normalised_url(path: &str, query: &str) -> Option<String> {
         let canonical = match *name {
             "page" => match v.parse::<usize>().ok()? {
                 1 => continue,
-                n => n.to_string(),
+                n => {
+                    page = n;
+                    n.to_string()
+                }
             },
             "sort" => match v {
                 "newest" => continue,
-                "price_asc" | "price_desc" => v.to_string(),
+                "price_asc" | "price_desc" => {
+                    sorted = true;
+                    v.to_string()
+                }
                 _ => return None,
             },
-            "min_price" | "max_price" => crate::domain::Price::parse(v).ok()?.query_value(),
-            _ => v.to_string(),
+            "min_price" | "max_price" => {
+                filtered = true;
+                crate::domain::Price::parse(v).ok()?.query_value()
+            }
+            _ => {
+                filtered = true;
+                v.to_string()
+            }
         };
         kept.push((name, canonical));
     }
+    let deps = match (filtered, sorted) {
+        (true, _) => vec![token::LISTS.to_string(), token::SEARCH.to_string()],
+        (false, true) => vec![token::LISTS.to_string(), token::SORTED.to_string()],
+        (false, false) => vec![token::LISTS.to_string(), token::newest(page)],
+    };
     if kept.is_empty() {
-        return Some(path.into_owned());
+        return Some((path.into_owned(), deps));
     }
     let query = serde_urlencoded::to_string(&kept).ok()?;
-    Some(format!("{path}?{query}"))
+    Some((format!("{path}?{query}"), deps))
+}
+
+/// The canonical URL of a cacheable page (`canonical_page` without the tokens).
+pub fn normalised_url(path: &str, query: &str) -> Option<String> {
+    canonical_page(path, query).map(|(url, _)| url)
 }
 
 /// The page cache for requests without a session cookie (outside the session middleware).
@@ -148,7 +281,7 @@ async fn serve(
 /// cookie whose session is a signed-in admin's). `session_cookie`: whether the request
 /// has one (the caller has just looked).
 fn decide(req: &ServiceRequest, session_cookie: bool) -> Cacheable {
-    let Some(url) = normalised_url(req.path(), req.query_string()) else {
+    let Some((url, deps)) = canonical_page(req.path(), req.query_string()) else {
         return Cacheable::No;
     };
     if req.headers().contains_key("authorization")
@@ -156,7 +289,7 @@ fn decide(req: &ServiceRequest, session_cookie: bool) -> Cacheable {
     {
         return Cacheable::NotForThisRequest;
     }
-    Cacheable::Page(url)
+    Cacheable::Page { url, deps }
 }
 
 /// Innermost: a response whose session changed (the session middleware will set a
@@ -179,12 +312,11 @@ pub async fn private_if_session_written(
 /// The route pattern of a cacheable path (for the latency histogram's label), without
 /// asking the router (hits are answered before routing).
 pub fn route_of(path: &str) -> Option<&'static str> {
-    let (path, params) = cacheable_path(path)?;
-    Some(match (path.starts_with("/api/"), params.is_empty()) {
-        (false, false) => "/properties/",
-        (true, false) => "/api/properties/",
-        (false, true) => "/properties/{id}/",
-        (true, true) => "/api/properties/{id}/",
+    Some(match cacheable_path(path)? {
+        Route::List(p) if p.starts_with("/api/") => "/api/properties/",
+        Route::List(_) => "/properties/",
+        Route::Detail(p, _) if p.starts_with("/api/") => "/api/properties/{id}/",
+        Route::Detail(..) => "/properties/{id}/",
     })
 }
 

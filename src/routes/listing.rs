@@ -10,6 +10,7 @@ use crate::cache::query::{Served, get_or_fill};
 use crate::domain::Price;
 use crate::error::AppError;
 use crate::models::property::{Property, PropertyFilter, Sort};
+use crate::routes::cacheable::token;
 use crate::state::AppState;
 
 pub const PAGE_SIZE: usize = 20;
@@ -216,7 +217,7 @@ pub async fn get_all_properties(
     state: &AppState,
 ) -> Result<(Arc<AllProperties>, Served), AppError> {
     let key = state.cache.keys().all_properties();
-    get_or_fill(&state.cache, &key, || async {
+    get_or_fill(&state.cache, &key, &[token::ROWS], || async {
         let rows = crate::db::run(&state.db, |conn| {
             Ok(Property::newest_first(conn, ALL_PROPERTIES_MAX as i64 + 1)?)
         })
@@ -239,7 +240,7 @@ async fn get_page(
     offset: i64,
 ) -> Result<(Arc<PageOfProperties>, Served), AppError> {
     let key = state.cache.keys().query(&query.cache_id());
-    get_or_fill(&state.cache, &key, || async {
+    get_or_fill(&state.cache, &key, &[token::ROWS], || async {
         let (rows, count) = state
             .properties
             .list(query.filter.clone(), query.sort, limit, offset)

@@ -453,7 +453,7 @@
   var KIND_LABELS = {
     page: ["Page", "info"],
     query: ["Query", "success"],
-    generation: ["Generation", "muted"],
+    token: ["Token", "muted"],
     lock: ["Refresh lock", "warning"],
     other: ["Other", "muted"]
   };

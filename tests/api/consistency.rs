@@ -583,6 +583,7 @@ async fn every_key_the_app_writes_except_the_generation_is_written_with_an_expir
         "lock",
         "login_failures",
         "page",
+        "tok",
     ]
     .into_iter()
     .map(String::from)

@@ -10,6 +10,8 @@ use property_listings::models::hooks::{Change, ModelHooks};
 use property_listings::models::property::Property;
 use property_listings::models::repository::PropertyRepository;
 
+use property_listings::routes::cacheable::token;
+
 use crate::helpers::{
     TestApp, header, property_data, public_routes, spawn_app, spawn_instance_like,
 };
@@ -272,67 +274,125 @@ async fn concurrent_updates_each_see_the_row_the_one_before_left() {
     assert_eq!(befores, afters);
 }
 
+/// The tokens of a list page (`routes::cacheable`), which an insert replaces.
+const LIST_PAGE: &[&str] = &[token::LISTS, "newest:1"];
+
 #[tokio::test]
 async fn a_reader_that_stores_old_rows_after_the_invalidation_is_never_served() {
     let app = spawn_app().await;
     let cache = &app.state.cache;
     let key = cache.keys().page("/race-test");
-    // The reader: reads the generation, then (slowly) the old rows…
-    let reader = cache.lookup(&key).await.unwrap();
+    // An entry stored under the tokens as they are now is served (and the tokens exist).
+    let other = cache.keys().page("/race-test-sibling");
+    let first = cache.lookup(&other, LIST_PAGE).await.unwrap();
+    store(cache, &other, &first.version, "current rows")
+        .await
+        .unwrap();
+    assert!(
+        cache
+            .lookup(&other, LIST_PAGE)
+            .await
+            .unwrap()
+            .entry
+            .is_some()
+    );
+    // The reader: reads the tokens, then (slowly) the old rows…
+    let reader = cache.lookup(&key, LIST_PAGE).await.unwrap();
     assert!(reader.entry.is_none());
     // …meanwhile a writer commits and invalidates…
     app.insert("Written meanwhile", "1", "A").await;
     // …and only then the reader stores what it loaded before the write.
-    cache
-        .put(
-            &key,
-            &reader.generation,
-            "text/plain",
-            Bytes::from_static(b"old rows"),
-            cache.page_ttl(),
-            true,
-        )
+    store(cache, &key, &reader.version, "old rows")
         .await
-        .1
         .unwrap();
 
-    let after = cache.lookup(&key).await.unwrap();
+    let after = cache.lookup(&key, LIST_PAGE).await.unwrap();
 
     assert!(
         after.entry.is_none(),
         "an entry built before the write must not be served"
     );
-    assert_ne!(after.generation, reader.generation);
+    assert_ne!(after.version, reader.version);
 }
 
-#[tokio::test]
-async fn losing_the_generation_key_does_not_revive_old_entries() {
-    let app = spawn_app().await;
-    let cache = &app.state.cache;
-    let key = cache.keys().page("/revive-test");
-    let old = cache.lookup(&key).await.unwrap();
+/// Stores `body` under `key` as a build under `version` would.
+async fn store(
+    cache: &property_listings::cache::Cache,
+    key: &str,
+    version: &str,
+    body: &'static str,
+) -> Result<(), property_listings::cache::CacheUnavailable> {
     cache
         .put(
-            &key,
-            &old.generation,
+            key,
+            version,
             "text/plain",
-            Bytes::from_static(b"old"),
+            Bytes::from_static(body.as_bytes()),
             cache.page_ttl(),
             true,
         )
         .await
         .1
-        .unwrap();
-    app.insert("Write", "1", "A").await; // the entry above is now dead
+}
 
-    let _: () = redis::cmd("DEL")
-        .arg(cache.keys().generation())
-        .query(&mut app.redis())
-        .unwrap();
-    let after = cache.lookup(&key).await.unwrap();
+#[tokio::test]
+async fn a_token_missing_at_lookup_and_set_by_a_write_before_the_store_refuses_the_store() {
+    let app = spawn_app().await;
+    let cache = &app.state.cache;
+    let key = cache.keys().page("/missing-token-test");
+    let reader = cache.lookup(&key, &["listing:424242"]).await.unwrap();
+    assert!(reader.version.contains('~'), "{}", reader.version);
+    assert!(
+        !app.keys()
+            .keys()
+            .any(|k| k.ends_with(":tok:listing:424242")),
+        "a lookup creates no token"
+    );
+    // A write replaces the token meanwhile (as an update of listing 424242 would).
+    assert!(cache.invalidate(&["listing:424242".into()]).await);
 
-    assert!(after.entry.is_none());
-    assert_ne!(after.generation, old.generation);
+    assert!(
+        store(cache, &key, &reader.version, "old rows")
+            .await
+            .is_err()
+    );
+    assert!(
+        cache
+            .lookup(&key, &["listing:424242"])
+            .await
+            .unwrap()
+            .entry
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn losing_any_token_revives_no_old_entry() {
+    let app = spawn_app().await;
+    let cache = &app.state.cache;
+    for (i, lost) in [
+        cache.keys().generation().to_string(),
+        cache.keys().token(token::LISTS),
+        cache.keys().token("newest:1"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let key = cache.keys().page(&format!("/revive-test-{i}"));
+        let old = cache.lookup(&key, LIST_PAGE).await.unwrap();
+        store(cache, &key, &old.version, "old").await.unwrap();
+        assert!(cache.lookup(&key, LIST_PAGE).await.unwrap().entry.is_some());
+        app.insert("Write", "1", "A").await; // the entry above is now dead
+
+        let _: () = redis::cmd("DEL")
+            .arg(&lost)
+            .query(&mut app.redis())
+            .unwrap();
+        let after = cache.lookup(&key, LIST_PAGE).await.unwrap();
+
+        assert!(after.entry.is_none(), "{lost} lost");
+        assert_ne!(after.version, old.version, "{lost} lost");
+    }
 }
 
 #[tokio::test]
