@@ -6,7 +6,9 @@
 //! layer's decision, passed in as `Cacheable`; this module knows nothing of routes or
 //! sessions. The fresh / stale / lock / single-flight logic is `refresh.rs`'s.
 //!
-//! Every response gets `X-Cache` (`HIT`, `MISS`, `STALE` or `BYPASS`); cacheable ones
+//! Every response gets `X-Cache` (`HIT`, `MISS`, `STALE` or `BYPASS`) and the standard
+//! `Cache-Status` (RFC 9211: `property-listings; hit`, `; fwd=miss; stored`, `; hit;
+//! fwd=stale`, `; fwd=bypass`); cacheable ones
 //! also get a strong `ETag` (a matching `If-None-Match` gets 304) and
 //! `Cache-Control: no-cache`, so browsers revalidate instead of keeping stale copies.
 
@@ -30,6 +32,7 @@ use super::metrics::{Layer, Outcome};
 use super::refresh::{self, Built, Fetched, Spec};
 
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 /// Marks a response built from stale data (the query cache served an expired entry
 /// because PostgreSQL is down): it is sent with `X-Cache: STALE` and never stored.
@@ -72,9 +75,26 @@ pub async fn serve<B: MessageBody + 'static>(
         }
     })
     .await?;
-    res.headers_mut()
-        .insert(X_CACHE, HeaderValue::from_static(outcome.as_header()));
+    let headers = res.headers_mut();
+    headers.insert(X_CACHE, HeaderValue::from_static(outcome.as_header()));
+    if !headers.contains_key(CACHE_STATUS) {
+        headers.insert(
+            CACHE_STATUS,
+            HeaderValue::from_static(cache_status(outcome)),
+        );
+    }
     Ok(res)
+}
+
+/// The standard `Cache-Status` header (RFC 9211) for an outcome; a miss that was
+/// stored says so (`store_and_respond`).
+fn cache_status(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Hit => "property-listings; hit",
+        Outcome::Stale => "property-listings; hit; fwd=stale",
+        Outcome::Miss => "property-listings; fwd=miss",
+        Outcome::Bypass => "property-listings; fwd=bypass",
+    }
 }
 
 /// Calls the rest of the chain (session middleware, router, handler); `Next::call`
@@ -201,10 +221,16 @@ async fn store_and_respond(
     let body = actix_web::body::to_bytes(response.into_body())
         .await
         .map_err(|e| actix_web::error::ErrorInternalServerError(e.into().to_string()))?;
-    let (entry, _) = cache
+    let (entry, stored) = cache
         .put(key, version, &content_type, body, cache.page_ttl(), true)
         .await;
-    let response = from_entry(&req, &entry, Outcome::Miss);
+    let mut response = from_entry(&req, &entry, Outcome::Miss);
+    if stored.is_ok() {
+        response.headers_mut().insert(
+            CACHE_STATUS,
+            HeaderValue::from_static("property-listings; fwd=miss; stored"),
+        );
+    }
     Ok((ServiceResponse::new(req, response), entry))
 }
 

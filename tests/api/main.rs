@@ -13,6 +13,7 @@ mod invalidation;
 mod metrics;
 mod page_cache;
 mod pages;
+mod precise;
 mod proxy;
 mod query_cache;
 mod sign_in;
