@@ -6,12 +6,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use diesel::Connection;
-
 use crate::helpers::{
-    PrivateRedis, TestApp, anonymous_client, direct_database_url, header, postgres_addr,
-    price_in_response, property_data, public_routes, redis_addr, redis_url, spawn_app,
-    spawn_app_with, spawn_instance_with,
+    PrivateRedis, TestApp, client, header, postgres_addr, price_in_response, property_data,
+    public_routes, redis_addr, redis_url, spawn_app, spawn_app_with, spawn_instance_with,
 };
 use crate::proxy::FaultProxy;
 
@@ -274,11 +271,6 @@ async fn a_write_from_an_instance_cut_off_from_redis_reaches_the_others_once_its
     }
 }
 
-/// Same database as `app` without the proxy.
-fn rows(app: &TestApp) -> i64 {
-    app.count_rows_direct()
-}
-
 fn listing<'a>(title: &'a str, price: &'a str, token: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![
         ("title", title),
@@ -299,7 +291,7 @@ async fn with_postgres_cut_cached_pages_are_served_the_rest_is_503_and_forms_wri
     .await;
     // While the app has no connection left, another test process's sweep of leftover
     // test databases would take this one for abandoned: keep a direct connection open.
-    let _in_use = diesel::PgConnection::establish(&direct_database_url(&app.db_name)).unwrap();
+    let _in_use = app.db();
     let p = app.insert("Loft", "100", "Austin, TX").await;
     app.sign_in().await;
     let token = app.csrf_token("/admin/properties/new").await;
@@ -321,7 +313,7 @@ async fn with_postgres_cut_cached_pages_are_served_the_rest_is_503_and_forms_wri
     assert!(uncached.text().await.unwrap().contains("not reachable"));
     assert_eq!(app.get_anonymous("/healthz").await.status(), 503);
     // Requests do not pile up: each one gives up after about DB_TIMEOUT_MS.
-    let client = anonymous_client();
+    let client = client();
     let started = Instant::now();
     let answers = futures_util::future::join_all((0..16).map(|i| {
         let (client, url) = (
@@ -386,7 +378,7 @@ async fn with_postgres_cut_cached_pages_are_served_the_rest_is_503_and_forms_wri
         "service resumed {:?} after PostgreSQL came back",
         restored.elapsed()
     );
-    assert_eq!(rows(&app), 1, "nothing was written during the outage");
+    assert_eq!(app.count_rows(), 1, "nothing was written during the outage");
     let json = app.get_json(&format!("/api/properties/{}/", p.id)).await;
     assert_eq!(
         (json["title"].as_str(), json["price"].as_str()),
@@ -405,7 +397,7 @@ async fn with_postgres_cut_cached_pages_are_served_the_rest_is_503_and_forms_wri
         )
         .await;
     assert_eq!(create.status(), 303);
-    assert_eq!(rows(&app), 2);
+    assert_eq!(app.count_rows(), 2);
 }
 
 /// `app.db_loads` from `/api/cache/metrics`.
@@ -417,7 +409,7 @@ async fn db_loads(app: &TestApp) -> u64 {
 
 /// 64 simultaneous anonymous GETs of `path`; returns their `X-Cache` values.
 async fn stampede(app: &TestApp, path: &str) -> Vec<String> {
-    let client = anonymous_client();
+    let client = client();
     let responses =
         futures_util::future::join_all((0..64).map(|_| client.get(app.url(path)).send())).await;
     responses
@@ -524,7 +516,7 @@ async fn a_redis_restarted_from_a_snapshot_taken_before_a_write_does_not_serve_t
         .expect("updated");
 
     drop(redis);
-    let restarted = PrivateRedis::start_on_with(port, &persisted);
+    let restarted = PrivateRedis::start_on(port, &persisted);
     let restored: Option<String> = redis::cmd("GET")
         .arg(&generation)
         .query(&mut restarted.connection())

@@ -47,7 +47,7 @@ async fn caching_resumes_by_itself_when_redis_comes_back() {
     assert_eq!(down.status(), 200);
     assert_eq!(header(&down, "x-cache"), "BYPASS");
 
-    let _redis = PrivateRedis::start_on(port);
+    let _redis = PrivateRedis::start_on(port, &[]);
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut seen = Vec::new();
     while Instant::now() < deadline {

@@ -111,6 +111,18 @@ pub fn csrf_token_in(html: &str) -> String {
     html[start..end].to_string()
 }
 
+/// The `name=value` part of the session cookie a response sets.
+pub fn session_cookie_in(res: &reqwest::Response) -> String {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("pl_session="))
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie is set")
+        .to_string()
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
@@ -122,10 +134,15 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
     start(settings, true).await
 }
 
-/// A second instance sharing `other`'s database, Redis and prefix (it owns nothing).
-pub async fn spawn_instance_like(other: &TestApp) -> TestApp {
+/// Another instance like `other` (same database, Redis, prefix and secret key), with
+/// `customise` applied, e.g. to reach Redis or PostgreSQL another way. It owns nothing.
+pub async fn spawn_instance_with(
+    other: &TestApp,
+    customise: impl FnOnce(&mut Settings),
+) -> TestApp {
     let mut settings = other.settings.clone();
     settings.bind = "127.0.0.1:0".into();
+    customise(&mut settings);
     start(settings, false).await
 }
 
@@ -151,6 +168,8 @@ async fn start(settings: Settings, owner: bool) -> TestApp {
     }
 }
 
+/// The one test client, like a browser that never follows redirects (tests look at
+/// the 303s themselves): it keeps cookies; a fresh one is an anonymous visitor.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -161,21 +180,24 @@ pub fn client() -> reqwest::Client {
 }
 
 impl TestApp {
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.address)
+    /// The URL of `target`: a path on this app, or already a full URL (another
+    /// instance: the request helpers then reach it with this app's cookie jar).
+    pub fn url(&self, target: &str) -> String {
+        if target.starts_with("http://") {
+            target.to_string()
+        } else {
+            format!("{}{target}", self.address)
+        }
     }
 
-    pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("request sent")
+    /// A GET of `target` (see `url`) with this app's client.
+    pub async fn get(&self, target: &str) -> reqwest::Response {
+        self.get_with(target, &[]).await
     }
 
     /// A GET with this app's client and extra request headers.
-    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-        let mut req = self.client.get(self.url(path));
+    pub async fn get_with(&self, target: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut req = self.client.get(self.url(target));
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
@@ -191,10 +213,11 @@ impl TestApp {
             .expect("request sent")
     }
 
-    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    /// A form POST to `target` (see `url`) with this app's client.
+    pub async fn post_form(&self, target: &str, form: &[(&str, &str)]) -> reqwest::Response {
         let body = serde_urlencoded::to_string(form).expect("form encodes");
         self.client
-            .post(self.url(path))
+            .post(self.url(target))
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body)
             .send()
@@ -308,10 +331,12 @@ impl TestApp {
             .collect()
     }
 
+    /// A connection to this app's database that bypasses any proxy in its settings.
     pub fn db(&self) -> PgConnection {
-        PgConnection::establish(&self.settings.database_url).expect("test database")
+        PgConnection::establish(&direct_database_url(&self.db_name)).expect("test database")
     }
 
+    /// Rows in the listings table, read without any cache or proxy.
     pub fn count_rows(&self) -> i64 {
         Property::count(&mut self.db()).expect("count")
     }
@@ -395,15 +420,12 @@ impl PrivateRedis {
     }
 
     pub fn start_with(extra: &[&str]) -> Self {
-        Self::spawn(free_port(), extra)
+        Self::start_on(free_port(), extra)
     }
 
-    /// Starts (again) on a given port, e.g. after the previous server was dropped.
-    pub fn start_on(port: u16) -> Self {
-        Self::spawn(port, &[])
-    }
-
-    fn spawn(port: u16, extra: &[&str]) -> Self {
+    /// Starts (again) on a given port, e.g. after the previous server was dropped, with
+    /// extra `redis-server` arguments.
+    pub fn start_on(port: u16, extra: &[&str]) -> Self {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -458,27 +480,6 @@ impl Drop for PrivateRedis {
 }
 
 // ---- Helpers for the consistency, fault-injection and soak tests (issue 4). ----
-
-/// A second instance like `other` (same database, prefix and secret key), with
-/// `customise` applied, e.g. to reach Redis or PostgreSQL another way. It owns nothing.
-pub async fn spawn_instance_with(
-    other: &TestApp,
-    customise: impl FnOnce(&mut Settings),
-) -> TestApp {
-    let mut settings = other.settings.clone();
-    settings.bind = "127.0.0.1:0".into();
-    customise(&mut settings);
-    start(settings, false).await
-}
-
-/// A client for anonymous visitors: no cookies, no redirects, pooled connections.
-pub fn anonymous_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client")
-}
 
 /// A money string (`"1250.00"`, `"1,250.00"`, `"$1,250.00"`) in cents.
 pub fn cents(money: &str) -> Option<u64> {
@@ -547,53 +548,11 @@ pub fn remove_test_database_and_keys(db_name: &str, prefix: &str) {
 }
 
 impl TestApp {
-    /// A GET with this app's cookie jar to another instance (`base` = its address).
-    pub async fn get_at(&self, base: &str, path: &str) -> reqwest::Response {
-        self.client
-            .get(format!("{base}{path}"))
-            .send()
-            .await
-            .expect("request sent")
-    }
-
-    /// A form POST with this app's cookie jar to another instance.
-    pub async fn post_form_at(
-        &self,
-        base: &str,
-        path: &str,
-        form: &[(&str, &str)],
-    ) -> reqwest::Response {
-        let body = serde_urlencoded::to_string(form).expect("form encodes");
-        self.client
-            .post(format!("{base}{path}"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .expect("request sent")
-    }
-
     /// The listing's price in the database, in cents, read without any cache or proxy.
     pub fn price_in_database(&self, id: i64) -> u64 {
-        let mut conn =
-            PgConnection::establish(&direct_database_url(&self.db_name)).expect("test database");
-        let property = Property::find(&mut conn, id)
+        let property = Property::find(&mut self.db(), id)
             .expect("query")
             .expect("the listing exists");
         cents(&property.price().to_string()).expect("a price")
-    }
-
-    /// Rows in the listings table, read without any proxy.
-    pub fn count_rows_direct(&self) -> i64 {
-        let mut conn =
-            PgConnection::establish(&direct_database_url(&self.db_name)).expect("test database");
-        Property::count(&mut conn).expect("count")
-    }
-}
-
-impl PrivateRedis {
-    /// Starts (again) on a given port with extra `redis-server` arguments.
-    pub fn start_on_with(port: u16, extra: &[&str]) -> Self {
-        Self::spawn(port, extra)
     }
 }

@@ -2,7 +2,7 @@
 
 use actix_web::web::Bytes;
 
-use crate::helpers::{header, property_data, public_routes, spawn_app, spawn_instance_like};
+use crate::helpers::{header, property_data, public_routes, spawn_app, spawn_instance_with};
 
 #[tokio::test]
 async fn an_insert_shows_on_the_next_request_to_the_list_and_the_api() {
@@ -161,7 +161,7 @@ async fn losing_the_generation_key_does_not_revive_old_entries() {
 #[tokio::test]
 async fn a_write_through_one_instance_is_seen_at_once_through_another() {
     let a = spawn_app().await;
-    let b = spawn_instance_like(&a).await;
+    let b = spawn_instance_with(&a, |_| {}).await;
     let p = a.insert("Shared", "100", "A").await;
     let path = format!("/api/properties/{}/", p.id);
     b.warm(std::slice::from_ref(&path)).await;

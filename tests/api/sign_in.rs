@@ -6,32 +6,16 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use crate::helpers::{
-    ADMIN_PASSWORD, ADMIN_USER, TestApp, anonymous_client, csrf_token_in, free_port, header,
-    spawn_app, spawn_app_with,
+    ADMIN_PASSWORD, ADMIN_USER, TestApp, client, csrf_token_in, free_port, header,
+    session_cookie_in, spawn_app, spawn_app_with,
 };
 
 const WRONG: &str = "not the password";
 
-/// The `name=value` part of the session cookie a response sets.
-fn session_cookie(res: &reqwest::Response) -> String {
-    res.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("pl_session="))
-        .and_then(|v| v.split(';').next())
-        .expect("a session cookie is set")
-        .to_string()
-}
-
 /// A cookie and its CSRF token from the sign-in page, for a client without a cookie jar.
 async fn sign_in_page(app: &TestApp) -> (String, String) {
-    let res = anonymous_client()
-        .get(app.url("/admin/login"))
-        .send()
-        .await
-        .unwrap();
-    let cookie = session_cookie(&res);
+    let res = client().get(app.url("/admin/login")).send().await.unwrap();
+    let cookie = session_cookie_in(&res);
     (cookie, csrf_token_in(&res.text().await.unwrap()))
 }
 
@@ -43,7 +27,7 @@ async fn post_as(
     form: &[(&str, &str)],
     headers: &[(&str, &str)],
 ) -> reqwest::Response {
-    let mut req = anonymous_client()
+    let mut req = client()
         .post(app.url(path))
         .header("cookie", cookie)
         .header("content-type", "application/x-www-form-urlencoded")
@@ -55,7 +39,7 @@ async fn post_as(
 }
 
 async fn get_as(app: &TestApp, path: &str, cookie: &str) -> reqwest::Response {
-    anonymous_client()
+    client()
         .get(app.url(path))
         .header("cookie", cookie)
         .send()
@@ -193,7 +177,7 @@ async fn a_cookie_saved_before_sign_out_is_signed_out() {
     ];
     let signed_in = post_as(&app, "/admin/login", &cookie, &form, &[]).await;
     assert_eq!(signed_in.status(), 303);
-    let saved = session_cookie(&signed_in);
+    let saved = session_cookie_in(&signed_in);
     let page = get_as(&app, "/admin/properties/new", &saved).await;
     let token = csrf_token_in(&page.text().await.unwrap());
     let out = post_as(
