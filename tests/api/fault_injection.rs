@@ -1,14 +1,16 @@
-//! Faults injected with `FaultProxy` between the app and Redis or PostgreSQL (the shared
-//! servers keep running): cut links, refused connections, latency. Redis trouble never
-//! becomes a 5xx nor a stale read; PostgreSQL trouble leaves cached pages served and
-//! writes nothing; both recover without a restart. Also: stampedes load once.
+//! Faults injected between the app and Redis or PostgreSQL: a `FaultProxy` in front of
+//! the shared servers (cut links, refused connections, latency), or a private Redis that
+//! is unreachable, paused, or stopped and restarted. Redis trouble never becomes a 5xx
+//! nor a stale read; PostgreSQL trouble leaves cached pages served and writes nothing;
+//! both recover without a restart. Also: stampedes load once.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::helpers::{
-    PrivateRedis, TestApp, client, header, postgres_addr, price_in_response, property_data,
-    public_routes, redis_addr, redis_url, spawn_app, spawn_app_with, spawn_instance_with,
+    PrivateRedis, TestApp, client, free_port, header, postgres_addr, price_in_response,
+    property_data, public_routes, redis_addr, redis_url, spawn_app, spawn_app_with,
+    spawn_instance_with,
 };
 use crate::proxy::FaultProxy;
 
@@ -58,6 +60,53 @@ fn price_in(path: &str, body: &str) -> u64 {
     price_in_response(path, body).expect("a price")
 }
 
+/// Every page answers 200 from the database (`BYPASS`, showing "Loft") within `limit`,
+/// and `/healthz` says the cache is unavailable and the database fine.
+async fn assert_served_without_the_cache(app: &TestApp, pages: &[String], limit: Duration) {
+    for path in pages {
+        let started = Instant::now();
+        let res = app.get_anonymous(path).await;
+        assert_eq!(res.status(), 200, "{path}");
+        assert_eq!(header(&res, "x-cache"), "BYPASS", "{path}");
+        assert!(res.text().await.unwrap().contains("Loft"), "{path}");
+        assert!(started.elapsed() < limit, "{path}: {:?}", started.elapsed());
+    }
+    let health = app.get_anonymous("/healthz").await;
+    assert_eq!(health.status(), 200);
+    let health: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(health["cache"], "unavailable");
+    assert_eq!(health["database"], "ok");
+}
+
+#[tokio::test]
+async fn with_redis_unreachable_every_page_is_served_from_the_database() {
+    let closed = free_port();
+    let app = spawn_app_with(|s| s.redis_url = format!("redis://127.0.0.1:{closed}/0")).await;
+    let p = app.insert("Loft", "100", "Austin, TX").await;
+
+    assert_served_without_the_cache(&app, &public_routes(p.id), Duration::from_secs(2)).await;
+    let (status, metrics) = cache_metrics(&app).await;
+    assert_eq!(status, 503);
+    assert!(metrics["app"]["redis_errors"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn caching_resumes_by_itself_when_redis_comes_back() {
+    let redis = PrivateRedis::start();
+    let port = redis.port;
+    let app = spawn_app_with(|s| s.redis_url = redis.url()).await;
+    app.insert("Loft", "100", "A").await;
+    app.get_anonymous("/properties/").await;
+    drop(redis);
+
+    let down = app.get_anonymous("/properties/").await;
+    assert_eq!(down.status(), 200);
+    assert_eq!(header(&down, "x-cache"), "BYPASS");
+
+    let _redis = PrivateRedis::start_on(port, &[]);
+    until_hit(&app, "/properties/", Duration::from_secs(5)).await;
+}
+
 #[tokio::test]
 async fn with_the_redis_link_cut_every_page_is_served_and_caching_resumes_after_restore() {
     let redis = FaultProxy::start(upstream(&redis_addr()));
@@ -68,23 +117,7 @@ async fn with_the_redis_link_cut_every_page_is_served_and_caching_resumes_after_
 
     redis.cut();
 
-    for path in &pages {
-        let started = Instant::now();
-        let res = app.get_anonymous(path).await;
-        assert_eq!(res.status(), 200, "{path}");
-        assert_eq!(header(&res, "x-cache"), "BYPASS", "{path}");
-        assert!(res.text().await.unwrap().contains("Loft"), "{path}");
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "{path}: {:?}",
-            started.elapsed()
-        );
-    }
-    let health = app.get_anonymous("/healthz").await;
-    assert_eq!(health.status(), 200);
-    let health: serde_json::Value = health.json().await.unwrap();
-    assert_eq!(health["cache"], "unavailable");
-    assert_eq!(health["database"], "ok");
+    assert_served_without_the_cache(&app, &pages, Duration::from_secs(1)).await;
     let (status, metrics) = cache_metrics(&app).await;
     assert_eq!(status, 503);
     assert_eq!(metrics["redis_available"], false);
@@ -201,6 +234,34 @@ async fn a_write_while_redis_is_unreachable_leaves_no_stale_entry_for_any_instan
             assert_new_price_until_hit(app, path, 22_200).await;
         }
     }
+}
+
+#[tokio::test]
+async fn a_write_while_redis_is_paused_leaves_no_stale_page_once_it_is_back() {
+    let redis = PrivateRedis::start();
+    let app = spawn_app_with(|s| s.redis_url = redis.url()).await;
+    let p = app.insert("Before", "100", "A").await;
+    let path = format!("/api/properties/{}/", p.id);
+    app.get_anonymous(&path).await;
+    // Redis goes away without losing its data: pause it.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("ALL")
+        .query(&mut redis.connection())
+        .unwrap();
+
+    app.state
+        .properties
+        .update(p.id, property_data("After", "100", "A", ""))
+        .await
+        .unwrap();
+    let during = app.get_json(&path).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let after = app.get_json(&path).await;
+
+    assert_eq!(during["title"], "After");
+    assert_eq!(after["title"], "After");
 }
 
 /// Reads `path` until it is served from the cache again; every read shows `expected`.
