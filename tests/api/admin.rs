@@ -3,24 +3,9 @@
 use std::time::Duration;
 
 use crate::helpers::{
-    ADMIN_PASSWORD, ADMIN_USER, TestApp, csrf_token_in, header, session_cookie_in, spawn_app,
-    spawn_app_with, spawn_instance_with,
+    ADMIN_PASSWORD, ADMIN_USER, TestApp, csrf_token_in, header, listing, session_cookie_in,
+    spawn_app, spawn_app_with, spawn_instance_with,
 };
-
-fn listing<'a>(
-    title: &'a str,
-    price: &'a str,
-    location: &'a str,
-    token: &'a str,
-) -> Vec<(&'a str, &'a str)> {
-    vec![
-        ("title", title),
-        ("description", "Bright rooms, quiet street."),
-        ("price", price),
-        ("location", location),
-        ("csrf_token", token),
-    ]
-}
 
 async fn signed_in_app() -> TestApp {
     let app = spawn_app().await;

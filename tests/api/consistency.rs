@@ -11,8 +11,9 @@ use futures_util::StreamExt;
 use property_listings::routes::cacheable::LIST_PARAMS;
 
 use crate::helpers::{
-    PrivateRedis, TestApp, client, csrf_token_in, header, price_in_response, property_data,
-    public_routes, redis_addr, redis_url, spawn_app, spawn_app_with, spawn_instance_with,
+    PrivateRedis, TestApp, client, csrf_token_in, header, listing, price_in_response,
+    property_data, public_routes, redis_addr, redis_url, spawn_app, spawn_app_with,
+    spawn_instance_with,
 };
 use crate::proxy::FaultProxy;
 
@@ -186,16 +187,6 @@ async fn readers_of_a_second_instance_never_see_a_price_older_than_the_last_ackn
     assert_everyone_agrees(&[&a, &b], p.id, last).await;
 }
 
-fn listing_form<'a>(title: &'a str, price: &'a str, token: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![
-        ("title", title),
-        ("description", "Written through the other instance."),
-        ("price", price),
-        ("location", "Twin Peaks"),
-        ("csrf_token", token),
-    ]
-}
-
 #[tokio::test]
 async fn listings_created_edited_and_deleted_through_b_s_forms_show_at_once_on_a() {
     let a = spawn_app().await;
@@ -214,7 +205,7 @@ async fn listings_created_edited_and_deleted_through_b_s_forms_show_at_once_on_a
     let created = a
         .post_form(
             &b.url("/admin/properties/new"),
-            &listing_form("Made on B", "250000", &token),
+            &listing("Made on B", "250000", "Twin Peaks", &token),
         )
         .await;
 
@@ -243,7 +234,7 @@ async fn listings_created_edited_and_deleted_through_b_s_forms_show_at_once_on_a
     let edited = a
         .post_form(
             &b.url(&format!("/admin/properties/{id}/edit")),
-            &listing_form("Made on B, renovated", "275000.50", &token),
+            &listing("Made on B, renovated", "275000.50", "Twin Peaks", &token),
         )
         .await;
 

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::helpers::{
-    PrivateRedis, TestApp, client, free_port, header, postgres_addr, price_in_response,
+    PrivateRedis, TestApp, client, free_port, header, listing, postgres_addr, price_in_response,
     property_data, public_routes, redis_addr, redis_url, spawn_app, spawn_app_with,
     spawn_instance_with,
 };
@@ -332,16 +332,6 @@ async fn a_write_from_an_instance_cut_off_from_redis_reaches_the_others_once_its
     }
 }
 
-fn listing<'a>(title: &'a str, price: &'a str, token: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![
-        ("title", title),
-        ("description", "Submitted while the database was down."),
-        ("price", price),
-        ("location", "Nowhere"),
-        ("csrf_token", token),
-    ]
-}
-
 #[tokio::test]
 async fn with_postgres_cut_cached_pages_are_served_the_rest_is_503_and_forms_write_nothing() {
     let postgres = FaultProxy::start(upstream(&postgres_addr()));
@@ -405,7 +395,7 @@ async fn with_postgres_cut_cached_pages_are_served_the_rest_is_503_and_forms_wri
     let create = app
         .post_form(
             "/admin/properties/new",
-            &listing("Unsaved Villa", "10", &token),
+            &listing("Unsaved Villa", "10", "Nowhere", &token),
         )
         .await;
     assert_eq!(create.status(), 503);
@@ -414,7 +404,7 @@ async fn with_postgres_cut_cached_pages_are_served_the_rest_is_503_and_forms_wri
     let edit = app
         .post_form(
             &format!("/admin/properties/{}/edit", p.id),
-            &listing("Unsaved Edit", "99", &token),
+            &listing("Unsaved Edit", "99", "Nowhere", &token),
         )
         .await;
     assert_eq!(edit.status(), 503);
@@ -454,7 +444,7 @@ async fn with_postgres_cut_cached_pages_are_served_the_rest_is_503_and_forms_wri
     let create = app
         .post_form(
             "/admin/properties/new",
-            &listing("Saved Villa", "10", &token),
+            &listing("Saved Villa", "10", "Nowhere", &token),
         )
         .await;
     assert_eq!(create.status(), 303);

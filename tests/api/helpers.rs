@@ -348,6 +348,22 @@ impl TestApp {
     }
 }
 
+/// The fields of the admin's listing form, with a fixed description.
+pub fn listing<'a>(
+    title: &'a str,
+    price: &'a str,
+    location: &'a str,
+    token: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("title", title),
+        ("description", "Bright rooms, quiet street."),
+        ("price", price),
+        ("location", location),
+        ("csrf_token", token),
+    ]
+}
+
 pub fn property_data(title: &str, price: &str, location: &str, description: &str) -> PropertyData {
     PropertyData::new(
         Title::parse(title).expect("title"),
