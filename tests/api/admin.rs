@@ -140,30 +140,19 @@ async fn sign_in_returns_to_a_local_next_page_but_never_to_another_site() {
         ("https://evil.example/", "/admin/"),
         ("/\\evil.example", "/admin/"),
     ] {
-        let fresh = crate::helpers::client();
-        let html = fresh
-            .get(app.url("/admin/login"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let token = csrf_token_in(&html);
-        let body = serde_urlencoded::to_string([
-            ("username", ADMIN_USER),
-            ("password", ADMIN_PASSWORD),
-            ("csrf_token", &token),
-            ("next", next),
-        ])
-        .unwrap();
+        let fresh = app.new_visitor();
+        let token = fresh.csrf_token("/admin/login").await;
         let res = fresh
-            .post(app.url("/admin/login"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+            .post_form(
+                "/admin/login",
+                &[
+                    ("username", ADMIN_USER),
+                    ("password", ADMIN_PASSWORD),
+                    ("csrf_token", &token),
+                    ("next", next),
+                ],
+            )
+            .await;
         assert_eq!(res.status(), 303);
         assert_eq!(header(&res, "location"), expected, "next={next}");
     }

@@ -204,25 +204,48 @@ impl TestApp {
         req.send().await.expect("request sent")
     }
 
-    /// A GET from a fresh, cookie-less client (an anonymous visitor).
+    /// A GET from a fresh client (an anonymous visitor).
     pub async fn get_anonymous(&self, path: &str) -> reqwest::Response {
-        client()
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("request sent")
+        self.new_visitor().get(path).await
+    }
+
+    /// This app as another visitor (or device) sees it: a fresh cookie jar. It owns
+    /// nothing.
+    pub fn new_visitor(&self) -> TestApp {
+        TestApp {
+            address: self.address.clone(),
+            settings: self.settings.clone(),
+            state: self.state.clone(),
+            client: client(),
+            db_name: self.db_name.clone(),
+            prefix: self.prefix.clone(),
+            redis: self.redis.clone(),
+            owner: false,
+        }
     }
 
     /// A form POST to `target` (see `url`) with this app's client.
     pub async fn post_form(&self, target: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.post_form_with(target, form, &[]).await
+    }
+
+    /// A form POST with this app's client and extra request headers.
+    pub async fn post_form_with(
+        &self,
+        target: &str,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
         let body = serde_urlencoded::to_string(form).expect("form encodes");
-        self.client
+        let mut req = self
+            .client
             .post(self.url(target))
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .expect("request sent")
+            .body(body);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        req.send().await.expect("request sent")
     }
 
     /// The CSRF token of this client's session, read from a form page.
