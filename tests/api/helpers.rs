@@ -45,7 +45,6 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub db_name: String,
     pub prefix: String,
-    redis: redis::Client,
     /// Whether this app owns (and must drop) its database and keys.
     owner: bool,
 }
@@ -161,7 +160,6 @@ async fn start(settings: Settings, owner: bool) -> TestApp {
         client: client(),
         db_name,
         prefix: settings.cache_key_prefix.clone(),
-        redis: redis::Client::open(redis_url()).expect("redis url"),
         settings,
         state,
         owner,
@@ -219,7 +217,6 @@ impl TestApp {
             client: client(),
             db_name: self.db_name.clone(),
             prefix: self.prefix.clone(),
-            redis: self.redis.clone(),
             owner: false,
         }
     }
@@ -327,8 +324,11 @@ impl TestApp {
             .expect("insert many")
     }
 
+    /// A connection to the shared Redis.
     pub fn redis(&self) -> redis::Connection {
-        self.redis.get_connection().expect("redis connection")
+        redis::Client::open(redis_url())
+            .and_then(|c| c.get_connection())
+            .expect("redis connection")
     }
 
     /// Every key under this app's prefix, with its remaining TTL in ms (-1: none).
@@ -362,6 +362,14 @@ impl TestApp {
     /// Rows in the listings table, read without any cache or proxy.
     pub fn count_rows(&self) -> i64 {
         Property::count(&mut self.db()).expect("count")
+    }
+
+    /// The listing's price in the database, in cents, read without any cache or proxy.
+    pub fn price_in_database(&self, id: i64) -> u64 {
+        let property = Property::find(&mut self.db(), id)
+            .expect("query")
+            .expect("the listing exists");
+        cents(&property.price().to_string()).expect("a price")
     }
 
     /// Cuts PostgreSQL off for this app for good: drops its database (killing the
@@ -408,16 +416,7 @@ impl Drop for TestApp {
         if !self.owner {
             return;
         }
-        drop_database(&self.db_name);
-        if let Ok(mut conn) = self.redis.get_connection() {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{}:*", self.prefix))
-                .query(&mut conn)
-                .unwrap_or_default();
-            if !keys.is_empty() {
-                let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
-            }
-        }
+        remove_test_database_and_keys(&self.db_name, &self.prefix);
     }
 }
 
@@ -518,8 +517,6 @@ impl Drop for PrivateRedis {
     }
 }
 
-// ---- Helpers for the consistency, fault-injection and soak tests (issue 4). ----
-
 /// A money string (`"1250.00"`, `"1,250.00"`, `"$1,250.00"`) in cents.
 pub fn cents(money: &str) -> Option<u64> {
     let plain: String = money
@@ -571,8 +568,8 @@ pub fn direct_database_url(db_name: &str) -> String {
     )
 }
 
-/// Removes a test database and every key under `prefix` in the shared Redis (for test
-/// servers that are not a `TestApp`, such as the soak test's separate process).
+/// Removes a test database and every key under `prefix` in the shared Redis (a
+/// `TestApp` on drop, and the soak test's separate process).
 pub fn remove_test_database_and_keys(db_name: &str, prefix: &str) {
     drop_database(db_name);
     if let Ok(mut conn) = redis::Client::open(redis_url()).and_then(|c| c.get_connection()) {
@@ -583,15 +580,5 @@ pub fn remove_test_database_and_keys(db_name: &str, prefix: &str) {
         if !keys.is_empty() {
             let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
         }
-    }
-}
-
-impl TestApp {
-    /// The listing's price in the database, in cents, read without any cache or proxy.
-    pub fn price_in_database(&self, id: i64) -> u64 {
-        let property = Property::find(&mut self.db(), id)
-            .expect("query")
-            .expect("the listing exists");
-        cents(&property.price().to_string()).expect("a price")
     }
 }
