@@ -24,6 +24,13 @@ fn through(url: &str, upstream: &str, proxy: &FaultProxy) -> String {
     url.replacen(upstream, &proxy.addr().to_string(), 1)
 }
 
+/// A proxy in front of the shared Redis, and an app that reaches Redis through it.
+async fn app_behind_a_redis_proxy() -> (FaultProxy, TestApp) {
+    let proxy = FaultProxy::start(upstream(&redis_addr()));
+    let app = spawn_app_with(|s| s.redis_url = through(&s.redis_url, &redis_addr(), &proxy)).await;
+    (proxy, app)
+}
+
 /// Status and JSON body of `/api/cache/metrics`.
 async fn cache_metrics(app: &TestApp) -> (u16, serde_json::Value) {
     let res = app.get_anonymous("/api/cache/metrics").await;
@@ -109,8 +116,7 @@ async fn caching_resumes_by_itself_when_redis_comes_back() {
 
 #[tokio::test]
 async fn with_the_redis_link_cut_every_page_is_served_and_caching_resumes_after_restore() {
-    let redis = FaultProxy::start(upstream(&redis_addr()));
-    let app = spawn_app_with(|s| s.redis_url = through(&s.redis_url, &redis_addr(), &redis)).await;
+    let (redis, app) = app_behind_a_redis_proxy().await;
     let p = app.insert("Loft", "100", "Austin, TX").await;
     let pages = public_routes(p.id);
     app.warm(&pages).await;
@@ -141,8 +147,7 @@ async fn with_the_redis_link_cut_every_page_is_served_and_caching_resumes_after_
 
 #[tokio::test]
 async fn with_500_ms_of_redis_latency_requests_answer_well_under_a_second_and_count_as_errors() {
-    let redis = FaultProxy::start(upstream(&redis_addr()));
-    let app = spawn_app_with(|s| s.redis_url = through(&s.redis_url, &redis_addr(), &redis)).await;
+    let (redis, app) = app_behind_a_redis_proxy().await;
     let p = app.insert("Loft", "100", "Austin, TX").await;
     let pages = public_routes(p.id);
     app.warm(&pages).await;
@@ -190,8 +195,7 @@ async fn with_500_ms_of_redis_latency_requests_answer_well_under_a_second_and_co
 #[tokio::test]
 async fn a_write_while_redis_is_unreachable_leaves_no_stale_entry_for_any_instance_once_it_is_back()
 {
-    let redis = FaultProxy::start(upstream(&redis_addr()));
-    let a = spawn_app_with(|s| s.redis_url = through(&s.redis_url, &redis_addr(), &redis)).await;
+    let (redis, a) = app_behind_a_redis_proxy().await;
     let b = spawn_instance_with(&a, |_| {}).await; // same proxy: Redis is down for both
     let p = a.insert("Loft", "100", "Austin, TX").await;
     let pages = public_routes(p.id);
@@ -286,9 +290,7 @@ async fn assert_new_price_until_hit(app: &TestApp, path: &str, expected: u64) {
 
 #[tokio::test]
 async fn a_write_from_an_instance_cut_off_from_redis_reaches_the_others_once_its_link_is_back() {
-    let link = FaultProxy::start(upstream(&redis_addr()));
-    let writer =
-        spawn_app_with(|s| s.redis_url = through(&s.redis_url, &redis_addr(), &link)).await;
+    let (link, writer) = app_behind_a_redis_proxy().await;
     let reader = spawn_instance_with(&writer, |s| s.redis_url = redis_url()).await;
     let p = writer.insert("Loft", "100", "Austin, TX").await;
     let pages = public_routes(p.id);

@@ -217,7 +217,6 @@ async fn a_cookie_saved_before_sign_out_is_signed_out() {
 #[tokio::test]
 async fn signing_out_ends_the_admins_sessions_on_other_devices_too() {
     let app = spawn_app().await;
-    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
     let other_device = app.new_visitor();
     other_device.sign_in().await;
     app.sign_in().await;
@@ -233,7 +232,6 @@ async fn signing_out_ends_the_admins_sessions_on_other_devices_too() {
 #[tokio::test]
 async fn a_device_signed_out_elsewhere_can_sign_in_again_from_the_sign_in_page() {
     let app = spawn_app().await;
-    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
     let other_device = app.new_visitor();
     other_device.sign_in().await;
     app.sign_in().await;
