@@ -1,6 +1,10 @@
 //! Test support: `spawn_app` starts the real application (the same `Application::build`
 //! that `serve` uses) on a random port, against its own freshly created PostgreSQL
 //! database and its own Redis key prefix; dropping the `TestApp` removes both.
+//! `spawn_instance_with` starts another instance on the same data; `new_visitor` is the
+//! same instance with a fresh cookie jar. Requests go through `get`/`get_with` and
+//! `post_form`/`post_form_with` (a path, or another instance's `url`), made by the one
+//! `client()`.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
