@@ -7,7 +7,6 @@ mod consistency;
 mod dashboard;
 mod e2e;
 mod fault_injection;
-mod faults;
 mod helpers;
 mod invalidation;
 mod metrics;

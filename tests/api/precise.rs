@@ -282,7 +282,7 @@ async fn readers_racing_300_edits_on_two_instances_see_no_stale_page_and_other_p
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     let a = spawn_app().await;
-    let b = crate::helpers::spawn_instance_like(&a).await;
+    let b = crate::helpers::spawn_instance_with(&a, |_| {}).await;
     let rows = three_pages(&a).await; // prices 1000.00 … 1044.00
     let edited = rows[20].clone(); // newest-first page 2, price 1020.00
     let other = rows[40].clone(); // page 1
@@ -311,7 +311,7 @@ async fn readers_racing_300_edits_on_two_instances_see_no_stale_page_and_other_p
             let (pages, acknowledged, stop) = (pages.clone(), acknowledged.clone(), stop.clone());
             let id = edited.id;
             tokio::spawn(async move {
-                let client = crate::helpers::anonymous_client();
+                let client = crate::helpers::client();
                 let (mut reads, mut stale, mut untouched) = (0u64, Vec::new(), (0u64, 0u64));
                 let mut turn = n;
                 while !stop.load(Ordering::SeqCst) {
