@@ -118,6 +118,15 @@ pub struct Lookup {
     pub entry: Option<Arc<Entry>>,
 }
 
+/// Where an entry goes: its key, the dependency tokens it was looked up with, how long
+/// it is fresh, and whether to store compressed variants too.
+pub struct Slot<'a> {
+    pub key: &'a str,
+    pub deps: &'a [&'a str],
+    pub ttl: Duration,
+    pub compress: bool,
+}
+
 /// How a current-generation entry may be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Freshness {
@@ -338,28 +347,26 @@ impl Cache {
         self.inner.local.insert(key, entry, keep_until, !is_page);
     }
 
-    /// Builds an entry under `version` (with pre-compressed variants when `compress`:
-    /// pages are, query results are not) and stores it; Redis keeps it `ttl + grace`.
-    /// A dependency token that was missing at lookup (`~KEY=MARKER` in the version) is
-    /// created with its marker first (`SET NX`); if another value got there first (a
-    /// write replaced it meanwhile), the entry is dead on arrival and is not stored.
-    /// The entry is returned also when it was not stored, with the reason.
+    /// Builds an entry under `version` (with pre-compressed variants when
+    /// `slot.compress`: pages are, query results are not) and stores it; Redis keeps it
+    /// `ttl + grace`, and counts it against each of its dependency tokens (how many
+    /// stored entries a replacement of that token makes unreachable: the dashboard
+    /// shows it). A dependency token that was missing at lookup (`~KEY=MARKER` in the
+    /// version) is created with its marker first (`SET NX`); if another value got there
+    /// first (a write replaced it meanwhile), the entry is dead on arrival and is not
+    /// stored. The entry is returned also when it was not stored, with the reason.
     pub async fn put(
         &self,
-        key: &str,
+        slot: &Slot<'_>,
         version: &str,
         content_type: &str,
         body: Bytes,
-        ttl: Duration,
-        compress: bool,
     ) -> (Arc<Entry>, Result<(), CacheUnavailable>) {
         let (version, missing) = settle_version(version);
-        let entry = Arc::new(Entry::build(&version, content_type, body, compress));
+        let entry = Arc::new(Entry::build(&version, content_type, body, slot.compress));
+        let lifetime = self.token_lifetime_ms();
         if !missing.is_empty() {
-            let created = self
-                .store()
-                .set_all_nx(&missing, self.token_lifetime_ms())
-                .await;
+            let created = self.store().set_all_nx(&missing, lifetime).await;
             match self.track(created) {
                 Ok(true) => {}
                 Ok(false) => {
@@ -371,10 +378,19 @@ impl Cache {
                 Err(e) => return (entry, Err(e)),
             }
         }
-        let keep = (ttl + self.inner.grace).as_millis() as u64;
-        let stored = self.track(self.store().set_px(key, &entry.encode(), keep).await);
+        let keep = (slot.ttl + self.inner.grace).as_millis() as u64;
+        let counters: Vec<String> = slot
+            .deps
+            .iter()
+            .map(|name| self.keys().token_count(name))
+            .collect();
+        let stored = self
+            .store()
+            .set_px_counting(slot.key, &entry.encode(), keep, &counters, lifetime)
+            .await;
+        let stored = self.track(stored);
         if stored.is_ok() {
-            self.keep_locally(key, entry.clone());
+            self.keep_locally(slot.key, entry.clone());
         }
         (entry, stored)
     }
@@ -413,18 +429,22 @@ impl Cache {
             .iter()
             .map(|name| (self.keys().token(name), new_token()))
             .collect();
+        let counters: Vec<String> = tokens.iter().map(|n| self.keys().token_count(n)).collect();
         let replaced = self
             .store()
-            .set_all_and_delete(
+            .replace_tokens(
                 &pairs,
-                Some(self.token_lifetime_ms()),
+                self.token_lifetime_ms(),
                 &self.keys().all_properties(),
+                &counters,
             )
             .await;
         match self.track(replaced) {
-            Ok(()) => {
+            Ok(stored) => {
                 self.inner.metrics.invalidation();
-                self.inner.metrics.record_invalidation(tokens);
+                self.inner
+                    .metrics
+                    .record_invalidation(tokens.iter().cloned().zip(stored).collect());
                 true
             }
             Err(_) => {
@@ -502,6 +522,12 @@ impl Cache {
             generation::forget();
         }
         result
+    }
+
+    /// Deletes one key (an entry purged by hand); failures are counted, not returned.
+    pub async fn forget(&self, key: &str) {
+        let _ = self.track(self.store().del(key).await);
+        self.inner.local.remove(key);
     }
 
     pub async fn ping(&self) -> bool {

@@ -25,11 +25,11 @@ use actix_web::middleware::Next;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse};
 
-use super::Cache;
 use super::entry::{Coding, Entry, now_ms};
 use super::generation;
 use super::metrics::{Layer, Outcome};
 use super::refresh::{self, Built, Fetched, Spec};
+use super::{Cache, Slot};
 
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -118,6 +118,12 @@ async fn cached<B: MessageBody + 'static>(
     let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
     // The request stays here until a build takes it: a hit answers it without routing.
     let mut mine = Some((req, next));
+    let slot = &Slot {
+        key,
+        deps: &deps,
+        ttl: cache.page_ttl(),
+        compress: true,
+    };
     let spec = Spec {
         layer: Layer::Page,
         key,
@@ -133,7 +139,7 @@ async fn cached<B: MessageBody + 'static>(
                     "page cache: the request was taken twice",
                 )));
             };
-            build(req, next, cache, key, version).await
+            build(req, next, cache, slot, version).await
         }
     })
     .await;
@@ -159,7 +165,7 @@ async fn build<B: MessageBody + 'static>(
     req: ServiceRequest,
     next: Next<B>,
     cache: &Cache,
-    key: &str,
+    slot: &Slot<'_>,
     version: Option<String>,
 ) -> Built<Result<ServiceResponse<BoxBody>, actix_web::Error>> {
     let res = match next.call(req).await {
@@ -173,7 +179,7 @@ async fn build<B: MessageBody + 'static>(
             Built::FromStaleData(Ok(res.map_into_boxed_body()))
         }
         (StatusCode::OK, Some(version)) if storable(&res) => {
-            match store_and_respond(res, cache, key, &version).await {
+            match store_and_respond(res, cache, slot, &version).await {
                 Ok((res, entry)) => Built::Stored(Ok(res), entry),
                 Err(e) => Built::NotStored(Err(e)),
             }
@@ -208,7 +214,7 @@ fn storable<B>(res: &ServiceResponse<B>) -> bool {
 async fn store_and_respond(
     res: ServiceResponse<impl MessageBody + 'static>,
     cache: &Cache,
-    key: &str,
+    slot: &Slot<'_>,
     version: &str,
 ) -> Result<(ServiceResponse<BoxBody>, Arc<Entry>), actix_web::Error> {
     let (req, response) = res.into_parts();
@@ -221,9 +227,7 @@ async fn store_and_respond(
     let body = actix_web::body::to_bytes(response.into_body())
         .await
         .map_err(|e| actix_web::error::ErrorInternalServerError(e.into().to_string()))?;
-    let (entry, stored) = cache
-        .put(key, version, &content_type, body, cache.page_ttl(), true)
-        .await;
+    let (entry, stored) = cache.put(slot, version, &content_type, body).await;
     let mut response = from_entry(&req, &entry, Outcome::Miss);
     if stored.is_ok() {
         response.headers_mut().insert(

@@ -524,7 +524,7 @@ async fn every_key_the_app_writes_except_the_generation_is_written_with_an_expir
     let mut without_expiry = Vec::new();
     const READS_AND_EXPIRY: &[&str] = &[
         "GET", "MGET", "PTTL", "TTL", "DEL", "UNLINK", "PEXPIRE", "EXPIRE", "PING", "INFO", "SCAN",
-        "MULTI", "EXEC", "CLIENT", "HELLO", "SELECT", "EXISTS", "ECHO", "KEYS",
+        "MULTI", "EXEC", "CLIENT", "HELLO", "SELECT", "EXISTS", "ECHO", "KEYS", "GETDEL",
     ];
     for (i, args) in commands.iter().enumerate() {
         let name = args[0].to_uppercase();

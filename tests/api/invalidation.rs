@@ -322,14 +322,18 @@ async fn store(
     version: &str,
     body: &'static str,
 ) -> Result<(), property_listings::cache::CacheUnavailable> {
+    let slot = property_listings::cache::Slot {
+        key,
+        deps: LIST_PAGE,
+        ttl: cache.page_ttl(),
+        compress: true,
+    };
     cache
         .put(
-            key,
+            &slot,
             version,
             "text/plain",
             Bytes::from_static(body.as_bytes()),
-            cache.page_ttl(),
-            true,
         )
         .await
         .1

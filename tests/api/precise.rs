@@ -381,3 +381,28 @@ async fn readers_racing_300_edits_on_two_instances_see_no_stale_page_and_other_p
         untouched.0
     );
 }
+
+#[tokio::test]
+async fn the_metrics_list_each_writes_tokens_and_how_many_stored_pages_it_made_unreachable() {
+    let app = spawn_app().await;
+    let rows = three_pages(&app).await;
+    let edited = &rows[10];
+    app.warm(&[
+        format!("/properties/{}/", edited.id),
+        format!("/api/properties/{}/", edited.id),
+    ])
+    .await;
+
+    set_price(&app, edited, "7.00").await;
+
+    let metrics = app.get_json("/api/cache/metrics").await;
+    let last = &metrics["app"]["recent_invalidations"][0];
+    let tokens = last["tokens"].as_array().expect("tokens");
+    let own = tokens
+        .iter()
+        .find(|t| t["token"] == format!("listing:{}", edited.id))
+        .unwrap_or_else(|| panic!("the listing's token in {last}"));
+    assert_eq!(own["entries"], 2, "its detail page and its API twin");
+    assert!(tokens.iter().any(|t| t["token"] == "rows"), "{last}");
+    assert!(last["at"].as_str().is_some_and(|at| at.ends_with('Z')));
+}
