@@ -38,6 +38,11 @@ impl Keys {
         key
     }
 
+    /// How many entries were stored under a token's current value (see `Cache::put`).
+    pub fn token_count(&self, name: &str) -> String {
+        format!("{}:tok:{name}:stored", self.prefix)
+    }
+
     /// The seed's low-level cache of every property.
     pub fn all_properties(&self) -> String {
         format!("{}:all_properties", self.prefix)

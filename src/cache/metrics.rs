@@ -214,14 +214,17 @@ impl Metrics {
     }
 
     /// Records a write's invalidation of `tokens` (counted by `invalidation`).
-    pub fn record_invalidation(&self, tokens: &[String]) {
+    pub fn record_invalidation(&self, tokens: Vec<(String, u64)>) {
         let mut recent = self.recent_lock();
         if recent.len() == RECENT_INVALIDATIONS {
             recent.pop_back();
         }
         recent.push_front(RecentInvalidation {
             at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            tokens: tokens.to_vec(),
+            tokens: tokens
+                .into_iter()
+                .map(|(token, entries)| ReplacedToken { token, entries })
+                .collect(),
         });
     }
 
@@ -285,7 +288,15 @@ pub struct AppCounters {
 pub struct RecentInvalidation {
     /// RFC 3339.
     pub at: String,
-    pub tokens: Vec<String>,
+    pub tokens: Vec<ReplacedToken>,
+}
+
+/// A token a write replaced, and how many entries had been stored under its old value
+/// (each made unreachable; an entry depending on two replaced tokens counts for both).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ReplacedToken {
+    pub token: String,
+    pub entries: u64,
 }
 
 /// How many invalidations `recent_invalidations` keeps.

@@ -1,33 +1,62 @@
 //! The multi-level Redis cache, as a library the web layer calls: the page cache
 //! (`page.rs`, the seed's `cache_page`), the query cache (`query.rs`, the low-level
 //! cache behind the seed's `get_all_properties()`), both through one refresh machine
-//! (`refresh.rs`); invalidation after committed writes (`invalidation.rs`, the seed's
-//! signals) and metrics (`metrics.rs`). It knows keys, tokens, Redis, refresh and
-//! metrics — nothing of the app state, sessions, routes or request logging: which
-//! requests may be cached, and what a query loads, the web layer decides.
+//! (`refresh.rs`), invalidation by tokens (`Cache::invalidate`, called by the web
+//! layer's model hook: the seed's signals) and metrics (`metrics.rs`). It knows keys,
+//! tokens, Redis, refresh and metrics — nothing of the app state, sessions, routes or
+//! request logging: which requests may be cached, what each entry depends on, which
+//! tokens a write replaces and what a query loads, the web layer decides
+//! (`routes/cacheable.rs`).
 //!
 //! # Why no reader can serve data older than an acknowledged write
 //!
-//! Redis holds one *generation* token (`PREFIX:generation`, a random 128-bit value). Every
-//! cached entry records the token that was current when its builder started, *before* it
-//! read PostgreSQL. A lookup reads the token and the entry in one `MGET` and uses the entry
-//! only if the two tokens are equal. After every committed write the hook replaces the token
-//! (and deletes `PREFIX:all_properties`), and only then is the write acknowledged.
+//! **Tokens.** Redis holds the *generation* (`PREFIX:generation`) and *dependency
+//! tokens* (`PREFIX:tok:NAME`): random 128-bit values, never reused. Every entry has a
+//! fixed list of dependency tokens `D(e)` (from its key alone); its *version* is the
+//! values of the generation and of `D(e)`.
 //!
-//! Take a reader that read token `G` and then PostgreSQL, and a writer that commits at `c`
-//! and replaces `G` by `G'` at `b > c`. If the reader's database read came before `c` it may
-//! hold old rows, but it read its token before `b`, so its entry is tagged `G` and is dead
-//! from `b` on — even if it is stored long after `b`. If the reader read the token after `b`
-//! it read `G'` and its database read came after `c`: it holds the new rows. Either way, after
-//! `b` no lookup accepts old rows. A token is never reused (random, not a counter), so losing
-//! the generation key (eviction, restart, `cache clear`) cannot revive old entries: a missing
-//! token is replaced by a fresh one with `SET NX`.
+//! **Rule 1 (read before).** An entry is stored with the version its builder read
+//! *before* any read of its inputs (PostgreSQL, or another entry).
+//! **Rule 2 (match all).** A lookup reads the version and the entry in one `MGET` and
+//! accepts the entry only if the two versions are equal.
+//! **Rule 3 (cover).** A write that may change what an entry shows replaces, after its
+//! commit and before it is acknowledged, at least one token of that entry's version
+//! (one `MULTI` with the `DEL` of `PREFIX:all_properties`). Query-cache entries depend
+//! on `rows`, which every write replaces; which pages a write may change is declared
+//! beside what pages depend on (`routes/cacheable.rs`).
 //!
-//! When the replacement fails (Redis unreachable), the write is still committed and
-//! acknowledged, so this instance marks an invalidation *pending*: it serves nothing from
-//! Redis until a retry (inline, and in the background every 250 ms) has replaced the token.
-//! Any Redis failure marks it pending too, so an instance that saw an outage starts from a
-//! fresh generation afterwards (another instance may have written during that outage).
+//! Take an entry `e`, a write that commits at `c`, replaces token `t ∈ D(e)` at `b > c`
+//! and is acknowledged after `b`. If `e`'s builder read an input before `c`, it read its
+//! version before that (rule 1), so before `b`: `e` carries the old value of `t` and no
+//! lookup after `b` accepts it (rule 2) — even if it is stored long after `b`. If every
+//! input was read after `c`, `e` shows the write. An input that is itself an entry was
+//! accepted against its own version when read (rule 2), so it holds every write whose
+//! replacement came before that read; a write whose replacement came after it also
+//! comes after `e`'s version was read, and `e` dies with it. So from `b` on no lookup, in
+//! any instance, accepts data that misses the write (rule 3 makes `t` exist for every
+//! entry the write may change).
+//!
+//! **Lost tokens.** A token is random, never a counter, so a value once replaced never
+//! comes back. A missing dependency token (expired, evicted, Redis restarted, `cache
+//! clear`) is not recreated by a lookup: the lookup's version holds a fresh random
+//! marker in its place, which no stored entry carries; the entry built under it is
+//! stored only if `SET NX` can make the token that marker (a write that set it first
+//! wins, and the entry is dropped). A missing generation is started with `SET NX`.
+//! Tokens expire after twice the longest entry lifetime; entries never outlive them.
+//!
+//! **Faults.** When the replacement fails (Redis unreachable), the write is still
+//! committed and acknowledged, so this instance marks an invalidation *pending*: it
+//! serves nothing from Redis until a retry (inline, and in the background every 250 ms)
+//! has replaced the *generation*, which is in every version and so covers every token a
+//! lost write would have replaced. Any Redis failure marks it pending too, so an
+//! instance that saw an outage starts from a fresh generation afterwards (another
+//! instance may have written during that outage); so does every process at start.
+//!
+//! **Within one request.** A read-only request reads the generation once and uses that
+//! value for all its lookups (`generation.rs`): its inputs are then all checked against
+//! the generation its own version holds, never a newer one (a page tagged newer than
+//! the `all_properties` it was built from would pass old rows off as current). Its
+//! dependency tokens are read by every lookup.
 
 pub mod entry;
 pub mod flight;
@@ -87,6 +116,15 @@ pub struct Lookup {
     pub version: String,
     /// The entry, only if it was built under exactly that version.
     pub entry: Option<Arc<Entry>>,
+}
+
+/// Where an entry goes: its key, the dependency tokens it was looked up with, how long
+/// it is fresh, and whether to store compressed variants too.
+pub struct Slot<'a> {
+    pub key: &'a str,
+    pub deps: &'a [&'a str],
+    pub ttl: Duration,
+    pub compress: bool,
 }
 
 /// How a current-generation entry may be used.
@@ -309,28 +347,26 @@ impl Cache {
         self.inner.local.insert(key, entry, keep_until, !is_page);
     }
 
-    /// Builds an entry under `version` (with pre-compressed variants when `compress`:
-    /// pages are, query results are not) and stores it; Redis keeps it `ttl + grace`.
-    /// A dependency token that was missing at lookup (`~KEY=MARKER` in the version) is
-    /// created with its marker first (`SET NX`); if another value got there first (a
-    /// write replaced it meanwhile), the entry is dead on arrival and is not stored.
-    /// The entry is returned also when it was not stored, with the reason.
+    /// Builds an entry under `version` (with pre-compressed variants when
+    /// `slot.compress`: pages are, query results are not) and stores it; Redis keeps it
+    /// `ttl + grace`, and counts it against each of its dependency tokens (how many
+    /// stored entries a replacement of that token makes unreachable: the dashboard
+    /// shows it). A dependency token that was missing at lookup (`~KEY=MARKER` in the
+    /// version) is created with its marker first (`SET NX`); if another value got there
+    /// first (a write replaced it meanwhile), the entry is dead on arrival and is not
+    /// stored. The entry is returned also when it was not stored, with the reason.
     pub async fn put(
         &self,
-        key: &str,
+        slot: &Slot<'_>,
         version: &str,
         content_type: &str,
         body: Bytes,
-        ttl: Duration,
-        compress: bool,
     ) -> (Arc<Entry>, Result<(), CacheUnavailable>) {
         let (version, missing) = settle_version(version);
-        let entry = Arc::new(Entry::build(&version, content_type, body, compress));
+        let entry = Arc::new(Entry::build(&version, content_type, body, slot.compress));
+        let lifetime = self.token_lifetime_ms();
         if !missing.is_empty() {
-            let created = self
-                .store()
-                .set_all_nx(&missing, self.token_lifetime_ms())
-                .await;
+            let created = self.store().set_all_nx(&missing, lifetime).await;
             match self.track(created) {
                 Ok(true) => {}
                 Ok(false) => {
@@ -342,10 +378,19 @@ impl Cache {
                 Err(e) => return (entry, Err(e)),
             }
         }
-        let keep = (ttl + self.inner.grace).as_millis() as u64;
-        let stored = self.track(self.store().set_px(key, &entry.encode(), keep).await);
+        let keep = (slot.ttl + self.inner.grace).as_millis() as u64;
+        let counters: Vec<String> = slot
+            .deps
+            .iter()
+            .map(|name| self.keys().token_count(name))
+            .collect();
+        let stored = self
+            .store()
+            .set_px_counting(slot.key, &entry.encode(), keep, &counters, lifetime)
+            .await;
+        let stored = self.track(stored);
         if stored.is_ok() {
-            self.keep_locally(key, entry.clone());
+            self.keep_locally(slot.key, entry.clone());
         }
         (entry, stored)
     }
@@ -384,18 +429,22 @@ impl Cache {
             .iter()
             .map(|name| (self.keys().token(name), new_token()))
             .collect();
+        let counters: Vec<String> = tokens.iter().map(|n| self.keys().token_count(n)).collect();
         let replaced = self
             .store()
-            .set_all_and_delete(
+            .replace_tokens(
                 &pairs,
-                Some(self.token_lifetime_ms()),
+                self.token_lifetime_ms(),
                 &self.keys().all_properties(),
+                &counters,
             )
             .await;
         match self.track(replaced) {
-            Ok(()) => {
+            Ok(stored) => {
                 self.inner.metrics.invalidation();
-                self.inner.metrics.record_invalidation(tokens);
+                self.inner
+                    .metrics
+                    .record_invalidation(tokens.iter().cloned().zip(stored).collect());
                 true
             }
             Err(_) => {
@@ -473,6 +522,12 @@ impl Cache {
             generation::forget();
         }
         result
+    }
+
+    /// Deletes one key (an entry purged by hand); failures are counted, not returned.
+    pub async fn forget(&self, key: &str) {
+        let _ = self.track(self.store().del(key).await);
+        self.inner.local.remove(key);
     }
 
     pub async fn ping(&self) -> bool {

@@ -6,7 +6,9 @@
 //! layer's decision, passed in as `Cacheable`; this module knows nothing of routes or
 //! sessions. The fresh / stale / lock / single-flight logic is `refresh.rs`'s.
 //!
-//! Every response gets `X-Cache` (`HIT`, `MISS`, `STALE` or `BYPASS`); cacheable ones
+//! Every response gets `X-Cache` (`HIT`, `MISS`, `STALE` or `BYPASS`) and the standard
+//! `Cache-Status` (RFC 9211: `property-listings; hit`, `; fwd=miss; stored`, `; hit;
+//! fwd=stale`, `; fwd=bypass`); cacheable ones
 //! also get a strong `ETag` (a matching `If-None-Match` gets 304) and
 //! `Cache-Control: no-cache`, so browsers revalidate instead of keeping stale copies.
 
@@ -23,13 +25,14 @@ use actix_web::middleware::Next;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse};
 
-use super::Cache;
 use super::entry::{Coding, Entry, now_ms};
 use super::generation;
 use super::metrics::{Layer, Outcome};
 use super::refresh::{self, Built, Fetched, Spec};
+use super::{Cache, Slot};
 
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 /// Marks a response built from stale data (the query cache served an expired entry
 /// because PostgreSQL is down): it is sent with `X-Cache: STALE` and never stored.
@@ -72,9 +75,26 @@ pub async fn serve<B: MessageBody + 'static>(
         }
     })
     .await?;
-    res.headers_mut()
-        .insert(X_CACHE, HeaderValue::from_static(outcome.as_header()));
+    let headers = res.headers_mut();
+    headers.insert(X_CACHE, HeaderValue::from_static(outcome.as_header()));
+    if !headers.contains_key(CACHE_STATUS) {
+        headers.insert(
+            CACHE_STATUS,
+            HeaderValue::from_static(cache_status(outcome)),
+        );
+    }
     Ok(res)
+}
+
+/// The standard `Cache-Status` header (RFC 9211) for an outcome; a miss that was
+/// stored says so (`store_and_respond`).
+fn cache_status(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Hit => "property-listings; hit",
+        Outcome::Stale => "property-listings; hit; fwd=stale",
+        Outcome::Miss => "property-listings; fwd=miss",
+        Outcome::Bypass => "property-listings; fwd=bypass",
+    }
 }
 
 /// Calls the rest of the chain (session middleware, router, handler); `Next::call`
@@ -98,6 +118,12 @@ async fn cached<B: MessageBody + 'static>(
     let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
     // The request stays here until a build takes it: a hit answers it without routing.
     let mut mine = Some((req, next));
+    let slot = &Slot {
+        key,
+        deps: &deps,
+        ttl: cache.page_ttl(),
+        compress: true,
+    };
     let spec = Spec {
         layer: Layer::Page,
         key,
@@ -113,7 +139,7 @@ async fn cached<B: MessageBody + 'static>(
                     "page cache: the request was taken twice",
                 )));
             };
-            build(req, next, cache, key, version).await
+            build(req, next, cache, slot, version).await
         }
     })
     .await;
@@ -139,7 +165,7 @@ async fn build<B: MessageBody + 'static>(
     req: ServiceRequest,
     next: Next<B>,
     cache: &Cache,
-    key: &str,
+    slot: &Slot<'_>,
     version: Option<String>,
 ) -> Built<Result<ServiceResponse<BoxBody>, actix_web::Error>> {
     let res = match next.call(req).await {
@@ -153,7 +179,7 @@ async fn build<B: MessageBody + 'static>(
             Built::FromStaleData(Ok(res.map_into_boxed_body()))
         }
         (StatusCode::OK, Some(version)) if storable(&res) => {
-            match store_and_respond(res, cache, key, &version).await {
+            match store_and_respond(res, cache, slot, &version).await {
                 Ok((res, entry)) => Built::Stored(Ok(res), entry),
                 Err(e) => Built::NotStored(Err(e)),
             }
@@ -188,7 +214,7 @@ fn storable<B>(res: &ServiceResponse<B>) -> bool {
 async fn store_and_respond(
     res: ServiceResponse<impl MessageBody + 'static>,
     cache: &Cache,
-    key: &str,
+    slot: &Slot<'_>,
     version: &str,
 ) -> Result<(ServiceResponse<BoxBody>, Arc<Entry>), actix_web::Error> {
     let (req, response) = res.into_parts();
@@ -201,10 +227,14 @@ async fn store_and_respond(
     let body = actix_web::body::to_bytes(response.into_body())
         .await
         .map_err(|e| actix_web::error::ErrorInternalServerError(e.into().to_string()))?;
-    let (entry, _) = cache
-        .put(key, version, &content_type, body, cache.page_ttl(), true)
-        .await;
-    let response = from_entry(&req, &entry, Outcome::Miss);
+    let (entry, stored) = cache.put(slot, version, &content_type, body).await;
+    let mut response = from_entry(&req, &entry, Outcome::Miss);
+    if stored.is_ok() {
+        response.headers_mut().insert(
+            CACHE_STATUS,
+            HeaderValue::from_static("property-listings; fwd=miss; stored"),
+        );
+    }
     Ok((ServiceResponse::new(req, response), entry))
 }
 

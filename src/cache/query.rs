@@ -10,9 +10,9 @@ use actix_web::web::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::Cache;
 use super::metrics::{Layer, Outcome};
 use super::refresh::{self, Built, Fetched, Spec};
+use super::{Cache, Slot};
 
 /// Whether the value is fresh, or an expired entry of the current generation (served
 /// while another request refreshes it, or because the source is down).
@@ -69,15 +69,14 @@ where
         };
         match serde_json::to_vec(&value) {
             Ok(json) => {
+                let slot = Slot {
+                    key,
+                    deps,
+                    ttl: cache.query_ttl(),
+                    compress: false,
+                };
                 let (entry, _) = cache
-                    .put(
-                        key,
-                        &version,
-                        "application/json",
-                        Bytes::from(json),
-                        cache.query_ttl(),
-                        false,
-                    )
+                    .put(&slot, &version, "application/json", Bytes::from(json))
                     .await;
                 let value = Arc::new(value);
                 entry.remember_decoded(value.clone());

@@ -195,6 +195,60 @@ impl RedisStore {
         Ok(replies.iter().all(Option::is_some))
     }
 
+    /// `SET key value PX ms`, and `INCR` of each counter (expiring after `counter_px`),
+    /// in one pipeline.
+    pub async fn set_px_counting(
+        &self,
+        key: &str,
+        value: &[u8],
+        ms: u64,
+        counters: &[String],
+        counter_px: u64,
+    ) -> Result<(), CacheUnavailable> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("PX")
+            .arg(ms.max(1))
+            .ignore();
+        for counter in counters {
+            pipe.cmd("INCR").arg(counter).ignore();
+            pipe.cmd("PEXPIRE")
+                .arg(counter)
+                .arg(counter_px.max(1))
+                .ignore();
+        }
+        self.pipe(&pipe).await
+    }
+
+    /// Sets each token to its new value (expiring after `px` ms), deletes `delete` and
+    /// takes each counter's value (`GETDEL`), atomically (`MULTI`): the counts.
+    pub async fn replace_tokens(
+        &self,
+        pairs: &[(String, String)],
+        px: u64,
+        delete: &str,
+        counters: &[String],
+    ) -> Result<Vec<u64>, CacheUnavailable> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (key, value) in pairs {
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(px.max(1))
+                .ignore();
+        }
+        pipe.cmd("DEL").arg(delete).ignore();
+        for counter in counters {
+            pipe.cmd("GETDEL").arg(counter);
+        }
+        let counts: Vec<Option<u64>> = self.pipe(&pipe).await?;
+        Ok(counts.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
     /// Sets each key to its value (expiring after `px` ms, if given) and deletes
     /// `delete`, atomically (`MULTI`).
     pub async fn set_all_and_delete(

@@ -3,24 +3,9 @@
 use std::time::Duration;
 
 use crate::helpers::{
-    ADMIN_PASSWORD, ADMIN_USER, TestApp, client, csrf_token_in, header, spawn_app, spawn_app_with,
-    spawn_instance_like,
+    ADMIN_PASSWORD, ADMIN_USER, TestApp, csrf_token_in, header, listing, session_cookie_in,
+    spawn_app, spawn_app_with, spawn_instance_with,
 };
-
-fn listing<'a>(
-    title: &'a str,
-    price: &'a str,
-    location: &'a str,
-    token: &'a str,
-) -> Vec<(&'a str, &'a str)> {
-    vec![
-        ("title", title),
-        ("description", "Bright rooms, quiet street."),
-        ("price", price),
-        ("location", location),
-        ("csrf_token", token),
-    ]
-}
 
 async fn signed_in_app() -> TestApp {
     let app = spawn_app().await;
@@ -155,30 +140,19 @@ async fn sign_in_returns_to_a_local_next_page_but_never_to_another_site() {
         ("https://evil.example/", "/admin/"),
         ("/\\evil.example", "/admin/"),
     ] {
-        let fresh = crate::helpers::client();
-        let html = fresh
-            .get(app.url("/admin/login"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let token = csrf_token_in(&html);
-        let body = serde_urlencoded::to_string([
-            ("username", ADMIN_USER),
-            ("password", ADMIN_PASSWORD),
-            ("csrf_token", &token),
-            ("next", next),
-        ])
-        .unwrap();
+        let fresh = app.new_visitor();
+        let token = fresh.csrf_token("/admin/login").await;
         let res = fresh
-            .post(app.url("/admin/login"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+            .post_form(
+                "/admin/login",
+                &[
+                    ("username", ADMIN_USER),
+                    ("password", ADMIN_PASSWORD),
+                    ("csrf_token", &token),
+                    ("next", next),
+                ],
+            )
+            .await;
         assert_eq!(res.status(), 303);
         assert_eq!(header(&res, "location"), expected, "next={next}");
     }
@@ -535,40 +509,13 @@ async fn post_slowly(app: &TestApp, path: &str, cookie: &str) -> Option<String> 
         .map(|_| String::from_utf8_lossy(&answer).into_owned())
 }
 
-/// Signs the test admin in with a client whose cookies can be read, and returns them
-/// as a `Cookie` header value.
+/// Signs the test admin in and returns the session cookie (`name=value`) it got.
 async fn session_cookie(app: &TestApp) -> String {
-    use reqwest::cookie::CookieStore;
     app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
-    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .cookie_provider(jar.clone())
-        .build()
-        .unwrap();
-    let login = client.get(app.url("/admin/login")).send().await.unwrap();
-    let token = csrf_token_in(&login.text().await.unwrap());
-    let res = client
-        .post(app.url("/admin/login"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(
-            serde_urlencoded::to_string([
-                ("username", ADMIN_USER),
-                ("password", ADMIN_PASSWORD),
-                ("csrf_token", &token),
-            ])
-            .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let token = app.csrf_token("/admin/login").await;
+    let res = app.post_login(ADMIN_USER, ADMIN_PASSWORD, &token).await;
     assert_eq!(res.status(), 303, "sign-in succeeds");
-    let url = app.url("/").parse().unwrap();
-    jar.cookies(&url)
-        .expect("a session cookie")
-        .to_str()
-        .unwrap()
-        .to_string()
+    session_cookie_in(&res)
 }
 
 #[tokio::test]
@@ -712,27 +659,19 @@ async fn signing_out_ends_the_session() {
 #[tokio::test]
 async fn a_session_signed_in_on_one_instance_works_on_another() {
     let a = spawn_app().await;
-    let b = spawn_instance_like(&a).await;
+    let b = spawn_instance_with(&a, |_| {}).await;
     a.sign_in().await;
 
     // The same cookie jar, now talking to instance B.
-    let res = a
-        .client
-        .get(b.url("/admin/properties/new"))
-        .send()
-        .await
-        .unwrap();
+    let res = a.get(&b.url("/admin/properties/new")).await;
     assert_eq!(res.status(), 200);
     let token = csrf_token_in(&res.text().await.unwrap());
-    let body = serde_urlencoded::to_string(listing("Via B", "5", "B", &token)).unwrap();
     let created = a
-        .client
-        .post(b.url("/admin/properties/new"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+        .post_form(
+            &b.url("/admin/properties/new"),
+            &listing("Via B", "5", "B", &token),
+        )
+        .await;
     assert_eq!(created.status(), 303);
     assert_eq!(
         a.get_json("/api/properties/").await["results"][0]["title"],
@@ -766,41 +705,13 @@ async fn the_configured_admin_is_created_at_start_and_never_overwritten() {
         s.admin_password = Some("first password 123".into());
     })
     .await;
-    let mut settings = first.settings.clone();
-    settings.admin_password = Some("second password 456".into());
-    settings.bind = "127.0.0.1:0".into();
-    let app = property_listings::startup::Application::build(settings)
-        .await
-        .unwrap();
-    let port = app.port();
-    tokio::spawn(app.run_until_stopped());
-
-    let c = client();
-    let login = |password: &'static str| {
-        let c = c.clone();
-        async move {
-            let html = c
-                .get(format!("http://127.0.0.1:{port}/admin/login"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            let body = serde_urlencoded::to_string([
-                ("username", "boss"),
-                ("password", password),
-                ("csrf_token", &csrf_token_in(&html)),
-            ])
-            .unwrap();
-            c.post(format!("http://127.0.0.1:{port}/admin/login"))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
+    let second = spawn_instance_with(&first, |s| {
+        s.admin_password = Some("second password 456".into());
+    })
+    .await;
+    let login = async |password: &str| {
+        let token = second.csrf_token("/admin/login").await;
+        second.post_login("boss", password, &token).await.status()
     };
     assert_eq!(
         login("second password 456").await,

@@ -11,9 +11,9 @@ use futures_util::StreamExt;
 use property_listings::routes::cacheable::LIST_PARAMS;
 
 use crate::helpers::{
-    PrivateRedis, TestApp, anonymous_client, csrf_token_in, header, price_in_response,
+    PrivateRedis, TestApp, client, csrf_token_in, header, listing, price_in_response,
     property_data, public_routes, redis_addr, redis_url, spawn_app, spawn_app_with,
-    spawn_instance_like, spawn_instance_with,
+    spawn_instance_with,
 };
 use crate::proxy::FaultProxy;
 
@@ -55,7 +55,7 @@ async fn read_until_stopped(
     acknowledged: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 ) -> ReaderReport {
-    let client = anonymous_client();
+    let client = client();
     let routes = public_routes(id);
     let mut report = ReaderReport::default();
     let mut turn = offset;
@@ -152,7 +152,7 @@ async fn race(writer: &TestApp, readers_at: &[&TestApp], id: i64, writes: u64) -
 /// API agree with the database.
 async fn assert_everyone_agrees(apps: &[&TestApp], id: i64, expected: u64) {
     assert_eq!(apps[0].price_in_database(id), expected, "the database");
-    let client = anonymous_client();
+    let client = client();
     for app in apps {
         for path in public_routes(id) {
             for attempt in ["first", "cached"] {
@@ -179,7 +179,7 @@ async fn readers_racing_300_writes_never_see_a_price_older_than_the_last_acknowl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_of_a_second_instance_never_see_a_price_older_than_the_last_acknowledged_one() {
     let a = spawn_app().await;
-    let b = spawn_instance_like(&a).await;
+    let b = spawn_instance_with(&a, |_| {}).await;
     let p = a.insert("Race", "1000", "Raceville").await;
 
     let last = race(&a, &[&a, &b], p.id, 300).await;
@@ -187,25 +187,15 @@ async fn readers_of_a_second_instance_never_see_a_price_older_than_the_last_ackn
     assert_everyone_agrees(&[&a, &b], p.id, last).await;
 }
 
-fn listing_form<'a>(title: &'a str, price: &'a str, token: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![
-        ("title", title),
-        ("description", "Written through the other instance."),
-        ("price", price),
-        ("location", "Twin Peaks"),
-        ("csrf_token", token),
-    ]
-}
-
 #[tokio::test]
 async fn listings_created_edited_and_deleted_through_b_s_forms_show_at_once_on_a() {
     let a = spawn_app().await;
-    let b = spawn_instance_like(&a).await;
+    let b = spawn_instance_with(&a, |_| {}).await;
     a.sign_in().await; // on A; the same cookie jar is then used on B
     a.warm(&["/properties/".into(), "/api/properties/".into()])
         .await;
     let token = csrf_token_in(
-        &a.get_at(&b.address, "/admin/properties/new")
+        &a.get(&b.url("/admin/properties/new"))
             .await
             .text()
             .await
@@ -213,10 +203,9 @@ async fn listings_created_edited_and_deleted_through_b_s_forms_show_at_once_on_a
     );
 
     let created = a
-        .post_form_at(
-            &b.address,
-            "/admin/properties/new",
-            &listing_form("Made on B", "250000", &token),
+        .post_form(
+            &b.url("/admin/properties/new"),
+            &listing("Made on B", "250000", "Twin Peaks", &token),
         )
         .await;
 
@@ -243,10 +232,9 @@ async fn listings_created_edited_and_deleted_through_b_s_forms_show_at_once_on_a
     ])
     .await;
     let edited = a
-        .post_form_at(
-            &b.address,
-            &format!("/admin/properties/{id}/edit"),
-            &listing_form("Made on B, renovated", "275000.50", &token),
+        .post_form(
+            &b.url(&format!("/admin/properties/{id}/edit")),
+            &listing("Made on B, renovated", "275000.50", "Twin Peaks", &token),
         )
         .await;
 
@@ -264,9 +252,8 @@ async fn listings_created_edited_and_deleted_through_b_s_forms_show_at_once_on_a
     // Delete through B.
     a.warm(&[detail.clone(), api_detail.clone()]).await;
     let deleted = a
-        .post_form_at(
-            &b.address,
-            &format!("/admin/properties/{id}/delete"),
+        .post_form(
+            &b.url(&format!("/admin/properties/{id}/delete")),
             &[("csrf_token", &token)],
         )
         .await;
@@ -289,7 +276,7 @@ async fn deleting_the_generation_key_never_brings_back_pages_of_an_older_generat
     let app = spawn_app().await;
     let p = app.insert("Loft", "100", "Austin, TX").await;
     let routes = public_routes(p.id);
-    let client = anonymous_client();
+    let client = client();
     let mut tokens_seen = HashSet::new();
 
     for round in 1..=5u64 {
@@ -347,7 +334,7 @@ fn evicted_keys(redis: &PrivateRedis) -> u64 {
 
 /// GETs every path (16 at a time) and returns (path, price in cents or error).
 async fn read_all(app: &TestApp, paths: &[String]) -> Vec<(String, Result<u64, String>)> {
-    let client = anonymous_client();
+    let client = client();
     futures_util::stream::iter(paths.iter().cloned())
         .map(|path| {
             let client = client.clone();
@@ -537,7 +524,7 @@ async fn every_key_the_app_writes_except_the_generation_is_written_with_an_expir
     let mut without_expiry = Vec::new();
     const READS_AND_EXPIRY: &[&str] = &[
         "GET", "MGET", "PTTL", "TTL", "DEL", "UNLINK", "PEXPIRE", "EXPIRE", "PING", "INFO", "SCAN",
-        "MULTI", "EXEC", "CLIENT", "HELLO", "SELECT", "EXISTS", "ECHO", "KEYS",
+        "MULTI", "EXEC", "CLIENT", "HELLO", "SELECT", "EXISTS", "ECHO", "KEYS", "GETDEL",
     ];
     for (i, args) in commands.iter().enumerate() {
         let name = args[0].to_uppercase();
@@ -687,7 +674,7 @@ async fn ten_thousand_requests_with_junk_parameters_and_paths_add_no_page_keys()
         .await;
     let keys_before: BTreeSet<String> = app.keys().into_keys().collect();
     let start: u64 = rand::random();
-    let client = anonymous_client();
+    let client = client();
     println!("junk seed {start}");
 
     let started = Instant::now();
@@ -783,7 +770,7 @@ async fn a_request_that_starts_after_a_write_never_gets_a_render_that_read_the_d
         // all properties from PostgreSQL.
         write(2000 + 10 * trial as u64).await;
         let loads = a.state.cache.metrics().snapshot().db_loads;
-        let first = tokio::spawn(anonymous_client().get(a.url(path)).send());
+        let first = tokio::spawn(client().get(a.url(path)).send());
         let started = Instant::now();
         while a.state.cache.metrics().snapshot().db_loads == loads {
             assert!(
@@ -795,9 +782,7 @@ async fn a_request_that_starts_after_a_write_never_gets_a_render_that_read_the_d
         tokio::time::sleep(Duration::from_millis(20)).await; // its query has run
         // Act: a write is acknowledged, then a second request starts.
         let acknowledged = write(2005 + 10 * trial as u64).await;
-        let (seen, x_cache) = observe_price(&anonymous_client(), &a.address, path)
-            .await
-            .unwrap();
+        let (seen, x_cache) = observe_price(&client(), &a.address, path).await.unwrap();
         // Assert
         if seen < acknowledged {
             stale.push(format!(

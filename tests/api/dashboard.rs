@@ -4,7 +4,7 @@
 use property_listings::cache::KEY_LISTING_REUSE;
 
 use crate::helpers::{
-    PrivateRedis, TestApp, client, csrf_token_in, free_port, header, spawn_app, spawn_app_with,
+    PrivateRedis, TestApp, csrf_token_in, free_port, header, spawn_app, spawn_app_with,
 };
 
 /// Fills the page and query caches with a few anonymous visits.
@@ -246,10 +246,7 @@ async fn a_signed_in_admin_clears_this_apps_cache_and_only_it() {
     );
     // The cache fills again on the next visit.
     assert_eq!(
-        header(
-            &client().get(app.url("/properties/")).send().await.unwrap(),
-            "x-cache"
-        ),
+        header(&app.get_anonymous("/properties/").await, "x-cache"),
         "MISS"
     );
     assert!(!app.page_keys().is_empty());

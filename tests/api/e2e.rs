@@ -380,9 +380,9 @@ async fn flow(app: Arc<TestApp>, c: Client) {
         .await
         .expect("open the dashboard");
     let before = wait_for_number(&c, "#page-hits", |_| true).await;
-    let visitor = client();
+    let visitor = app.new_visitor();
     for _ in 0..5 {
-        let res = visitor.get(app.url("/properties/")).send().await.unwrap();
+        let res = visitor.get("/properties/").await;
         assert_eq!(res.status(), 200);
     }
     let after = wait_for_number(&c, "#page-hits", |n| n >= before + 4).await;

@@ -1,17 +1,16 @@
-//! Faults injected with `FaultProxy` between the app and Redis or PostgreSQL (the shared
-//! servers keep running): cut links, refused connections, latency. Redis trouble never
-//! becomes a 5xx nor a stale read; PostgreSQL trouble leaves cached pages served and
-//! writes nothing; both recover without a restart. Also: stampedes load once.
+//! Faults injected between the app and Redis or PostgreSQL: a `FaultProxy` in front of
+//! the shared servers (cut links, refused connections, latency), or a private Redis that
+//! is unreachable, paused, or stopped and restarted. Redis trouble never becomes a 5xx
+//! nor a stale read; PostgreSQL trouble leaves cached pages served and writes nothing;
+//! both recover without a restart. Also: stampedes load once.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use diesel::Connection;
-
 use crate::helpers::{
-    PrivateRedis, TestApp, anonymous_client, direct_database_url, header, postgres_addr,
-    price_in_response, property_data, public_routes, redis_addr, redis_url, spawn_app,
-    spawn_app_with, spawn_instance_with,
+    PrivateRedis, TestApp, client, free_port, header, listing, postgres_addr, price_in_response,
+    property_data, public_routes, redis_addr, redis_url, spawn_app, spawn_app_with,
+    spawn_instance_with,
 };
 use crate::proxy::FaultProxy;
 
@@ -23,6 +22,13 @@ fn upstream(addr: &str) -> SocketAddr {
 fn through(url: &str, upstream: &str, proxy: &FaultProxy) -> String {
     assert!(url.contains(upstream), "{url} does not name {upstream}");
     url.replacen(upstream, &proxy.addr().to_string(), 1)
+}
+
+/// A proxy in front of the shared Redis, and an app that reaches Redis through it.
+async fn app_behind_a_redis_proxy() -> (FaultProxy, TestApp) {
+    let proxy = FaultProxy::start(upstream(&redis_addr()));
+    let app = spawn_app_with(|s| s.redis_url = through(&s.redis_url, &redis_addr(), &proxy)).await;
+    (proxy, app)
 }
 
 /// Status and JSON body of `/api/cache/metrics`.
@@ -61,33 +67,63 @@ fn price_in(path: &str, body: &str) -> u64 {
     price_in_response(path, body).expect("a price")
 }
 
-#[tokio::test]
-async fn with_the_redis_link_cut_every_page_is_served_and_caching_resumes_after_restore() {
-    let redis = FaultProxy::start(upstream(&redis_addr()));
-    let app = spawn_app_with(|s| s.redis_url = through(&s.redis_url, &redis_addr(), &redis)).await;
-    let p = app.insert("Loft", "100", "Austin, TX").await;
-    let pages = public_routes(p.id);
-    app.warm(&pages).await;
-
-    redis.cut();
-
-    for path in &pages {
+/// Every page answers 200 from the database (`BYPASS`, showing "Loft") within `limit`,
+/// and `/healthz` says the cache is unavailable and the database fine.
+async fn assert_served_without_the_cache(app: &TestApp, pages: &[String], limit: Duration) {
+    for path in pages {
         let started = Instant::now();
         let res = app.get_anonymous(path).await;
         assert_eq!(res.status(), 200, "{path}");
         assert_eq!(header(&res, "x-cache"), "BYPASS", "{path}");
         assert!(res.text().await.unwrap().contains("Loft"), "{path}");
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "{path}: {:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < limit, "{path}: {:?}", started.elapsed());
     }
     let health = app.get_anonymous("/healthz").await;
     assert_eq!(health.status(), 200);
     let health: serde_json::Value = health.json().await.unwrap();
     assert_eq!(health["cache"], "unavailable");
     assert_eq!(health["database"], "ok");
+}
+
+#[tokio::test]
+async fn with_redis_unreachable_every_page_is_served_from_the_database() {
+    let closed = free_port();
+    let app = spawn_app_with(|s| s.redis_url = format!("redis://127.0.0.1:{closed}/0")).await;
+    let p = app.insert("Loft", "100", "Austin, TX").await;
+
+    assert_served_without_the_cache(&app, &public_routes(p.id), Duration::from_secs(2)).await;
+    let (status, metrics) = cache_metrics(&app).await;
+    assert_eq!(status, 503);
+    assert!(metrics["app"]["redis_errors"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn caching_resumes_by_itself_when_redis_comes_back() {
+    let redis = PrivateRedis::start();
+    let port = redis.port;
+    let app = spawn_app_with(|s| s.redis_url = redis.url()).await;
+    app.insert("Loft", "100", "A").await;
+    app.get_anonymous("/properties/").await;
+    drop(redis);
+
+    let down = app.get_anonymous("/properties/").await;
+    assert_eq!(down.status(), 200);
+    assert_eq!(header(&down, "x-cache"), "BYPASS");
+
+    let _redis = PrivateRedis::start_on(port, &[]);
+    until_hit(&app, "/properties/", Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn with_the_redis_link_cut_every_page_is_served_and_caching_resumes_after_restore() {
+    let (redis, app) = app_behind_a_redis_proxy().await;
+    let p = app.insert("Loft", "100", "Austin, TX").await;
+    let pages = public_routes(p.id);
+    app.warm(&pages).await;
+
+    redis.cut();
+
+    assert_served_without_the_cache(&app, &pages, Duration::from_secs(1)).await;
     let (status, metrics) = cache_metrics(&app).await;
     assert_eq!(status, 503);
     assert_eq!(metrics["redis_available"], false);
@@ -111,8 +147,7 @@ async fn with_the_redis_link_cut_every_page_is_served_and_caching_resumes_after_
 
 #[tokio::test]
 async fn with_500_ms_of_redis_latency_requests_answer_well_under_a_second_and_count_as_errors() {
-    let redis = FaultProxy::start(upstream(&redis_addr()));
-    let app = spawn_app_with(|s| s.redis_url = through(&s.redis_url, &redis_addr(), &redis)).await;
+    let (redis, app) = app_behind_a_redis_proxy().await;
     let p = app.insert("Loft", "100", "Austin, TX").await;
     let pages = public_routes(p.id);
     app.warm(&pages).await;
@@ -160,8 +195,7 @@ async fn with_500_ms_of_redis_latency_requests_answer_well_under_a_second_and_co
 #[tokio::test]
 async fn a_write_while_redis_is_unreachable_leaves_no_stale_entry_for_any_instance_once_it_is_back()
 {
-    let redis = FaultProxy::start(upstream(&redis_addr()));
-    let a = spawn_app_with(|s| s.redis_url = through(&s.redis_url, &redis_addr(), &redis)).await;
+    let (redis, a) = app_behind_a_redis_proxy().await;
     let b = spawn_instance_with(&a, |_| {}).await; // same proxy: Redis is down for both
     let p = a.insert("Loft", "100", "Austin, TX").await;
     let pages = public_routes(p.id);
@@ -206,6 +240,34 @@ async fn a_write_while_redis_is_unreachable_leaves_no_stale_entry_for_any_instan
     }
 }
 
+#[tokio::test]
+async fn a_write_while_redis_is_paused_leaves_no_stale_page_once_it_is_back() {
+    let redis = PrivateRedis::start();
+    let app = spawn_app_with(|s| s.redis_url = redis.url()).await;
+    let p = app.insert("Before", "100", "A").await;
+    let path = format!("/api/properties/{}/", p.id);
+    app.get_anonymous(&path).await;
+    // Redis goes away without losing its data: pause it.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("ALL")
+        .query(&mut redis.connection())
+        .unwrap();
+
+    app.state
+        .properties
+        .update(p.id, property_data("After", "100", "A", ""))
+        .await
+        .unwrap();
+    let during = app.get_json(&path).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let after = app.get_json(&path).await;
+
+    assert_eq!(during["title"], "After");
+    assert_eq!(after["title"], "After");
+}
+
 /// Reads `path` until it is served from the cache again; every read shows `expected`.
 async fn assert_new_price_until_hit(app: &TestApp, path: &str, expected: u64) {
     let started = Instant::now();
@@ -228,9 +290,7 @@ async fn assert_new_price_until_hit(app: &TestApp, path: &str, expected: u64) {
 
 #[tokio::test]
 async fn a_write_from_an_instance_cut_off_from_redis_reaches_the_others_once_its_link_is_back() {
-    let link = FaultProxy::start(upstream(&redis_addr()));
-    let writer =
-        spawn_app_with(|s| s.redis_url = through(&s.redis_url, &redis_addr(), &link)).await;
+    let (link, writer) = app_behind_a_redis_proxy().await;
     let reader = spawn_instance_with(&writer, |s| s.redis_url = redis_url()).await;
     let p = writer.insert("Loft", "100", "Austin, TX").await;
     let pages = public_routes(p.id);
@@ -274,21 +334,6 @@ async fn a_write_from_an_instance_cut_off_from_redis_reaches_the_others_once_its
     }
 }
 
-/// Same database as `app` without the proxy.
-fn rows(app: &TestApp) -> i64 {
-    app.count_rows_direct()
-}
-
-fn listing<'a>(title: &'a str, price: &'a str, token: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![
-        ("title", title),
-        ("description", "Submitted while the database was down."),
-        ("price", price),
-        ("location", "Nowhere"),
-        ("csrf_token", token),
-    ]
-}
-
 #[tokio::test]
 async fn with_postgres_cut_cached_pages_are_served_the_rest_is_503_and_forms_write_nothing() {
     let postgres = FaultProxy::start(upstream(&postgres_addr()));
@@ -299,7 +344,7 @@ async fn with_postgres_cut_cached_pages_are_served_the_rest_is_503_and_forms_wri
     .await;
     // While the app has no connection left, another test process's sweep of leftover
     // test databases would take this one for abandoned: keep a direct connection open.
-    let _in_use = diesel::PgConnection::establish(&direct_database_url(&app.db_name)).unwrap();
+    let _in_use = app.db();
     let p = app.insert("Loft", "100", "Austin, TX").await;
     app.sign_in().await;
     let token = app.csrf_token("/admin/properties/new").await;
@@ -321,7 +366,7 @@ async fn with_postgres_cut_cached_pages_are_served_the_rest_is_503_and_forms_wri
     assert!(uncached.text().await.unwrap().contains("not reachable"));
     assert_eq!(app.get_anonymous("/healthz").await.status(), 503);
     // Requests do not pile up: each one gives up after about DB_TIMEOUT_MS.
-    let client = anonymous_client();
+    let client = client();
     let started = Instant::now();
     let answers = futures_util::future::join_all((0..16).map(|i| {
         let (client, url) = (
@@ -352,7 +397,7 @@ async fn with_postgres_cut_cached_pages_are_served_the_rest_is_503_and_forms_wri
     let create = app
         .post_form(
             "/admin/properties/new",
-            &listing("Unsaved Villa", "10", &token),
+            &listing("Unsaved Villa", "10", "Nowhere", &token),
         )
         .await;
     assert_eq!(create.status(), 503);
@@ -361,7 +406,7 @@ async fn with_postgres_cut_cached_pages_are_served_the_rest_is_503_and_forms_wri
     let edit = app
         .post_form(
             &format!("/admin/properties/{}/edit", p.id),
-            &listing("Unsaved Edit", "99", &token),
+            &listing("Unsaved Edit", "99", "Nowhere", &token),
         )
         .await;
     assert_eq!(edit.status(), 503);
@@ -386,7 +431,7 @@ async fn with_postgres_cut_cached_pages_are_served_the_rest_is_503_and_forms_wri
         "service resumed {:?} after PostgreSQL came back",
         restored.elapsed()
     );
-    assert_eq!(rows(&app), 1, "nothing was written during the outage");
+    assert_eq!(app.count_rows(), 1, "nothing was written during the outage");
     let json = app.get_json(&format!("/api/properties/{}/", p.id)).await;
     assert_eq!(
         (json["title"].as_str(), json["price"].as_str()),
@@ -401,11 +446,11 @@ async fn with_postgres_cut_cached_pages_are_served_the_rest_is_503_and_forms_wri
     let create = app
         .post_form(
             "/admin/properties/new",
-            &listing("Saved Villa", "10", &token),
+            &listing("Saved Villa", "10", "Nowhere", &token),
         )
         .await;
     assert_eq!(create.status(), 303);
-    assert_eq!(rows(&app), 2);
+    assert_eq!(app.count_rows(), 2);
 }
 
 /// `app.db_loads` from `/api/cache/metrics`.
@@ -417,7 +462,7 @@ async fn db_loads(app: &TestApp) -> u64 {
 
 /// 64 simultaneous anonymous GETs of `path`; returns their `X-Cache` values.
 async fn stampede(app: &TestApp, path: &str) -> Vec<String> {
-    let client = anonymous_client();
+    let client = client();
     let responses =
         futures_util::future::join_all((0..64).map(|_| client.get(app.url(path)).send())).await;
     responses
@@ -524,7 +569,7 @@ async fn a_redis_restarted_from_a_snapshot_taken_before_a_write_does_not_serve_t
         .expect("updated");
 
     drop(redis);
-    let restarted = PrivateRedis::start_on_with(port, &persisted);
+    let restarted = PrivateRedis::start_on(port, &persisted);
     let restored: Option<String> = redis::cmd("GET")
         .arg(&generation)
         .query(&mut restarted.connection())

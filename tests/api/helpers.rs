@@ -1,6 +1,10 @@
 //! Test support: `spawn_app` starts the real application (the same `Application::build`
 //! that `serve` uses) on a random port, against its own freshly created PostgreSQL
 //! database and its own Redis key prefix; dropping the `TestApp` removes both.
+//! `spawn_instance_with` starts another instance on the same data; `new_visitor` is the
+//! same instance with a fresh cookie jar. Requests go through `get`/`get_with` and
+//! `post_form`/`post_form_with` (a path, or another instance's `url`), made by the one
+//! `client()`.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -45,7 +49,6 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub db_name: String,
     pub prefix: String,
-    redis: redis::Client,
     /// Whether this app owns (and must drop) its database and keys.
     owner: bool,
 }
@@ -111,6 +114,18 @@ pub fn csrf_token_in(html: &str) -> String {
     html[start..end].to_string()
 }
 
+/// The `name=value` part of the session cookie a response sets.
+pub fn session_cookie_in(res: &reqwest::Response) -> String {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("pl_session="))
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie is set")
+        .to_string()
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
@@ -122,10 +137,15 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
     start(settings, true).await
 }
 
-/// A second instance sharing `other`'s database, Redis and prefix (it owns nothing).
-pub async fn spawn_instance_like(other: &TestApp) -> TestApp {
+/// Another instance like `other` (same database, Redis, prefix and secret key), with
+/// `customise` applied, e.g. to reach Redis or PostgreSQL another way. It owns nothing.
+pub async fn spawn_instance_with(
+    other: &TestApp,
+    customise: impl FnOnce(&mut Settings),
+) -> TestApp {
     let mut settings = other.settings.clone();
     settings.bind = "127.0.0.1:0".into();
+    customise(&mut settings);
     start(settings, false).await
 }
 
@@ -144,13 +164,14 @@ async fn start(settings: Settings, owner: bool) -> TestApp {
         client: client(),
         db_name,
         prefix: settings.cache_key_prefix.clone(),
-        redis: redis::Client::open(redis_url()).expect("redis url"),
         settings,
         state,
         owner,
     }
 }
 
+/// The one test client, like a browser that never follows redirects (tests look at
+/// the 303s themselves): it keeps cookies; a fresh one is an anonymous visitor.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -161,45 +182,71 @@ pub fn client() -> reqwest::Client {
 }
 
 impl TestApp {
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.address)
+    /// The URL of `target`: a path on this app, or already a full URL (another
+    /// instance: the request helpers then reach it with this app's cookie jar).
+    pub fn url(&self, target: &str) -> String {
+        if target.starts_with("http://") {
+            target.to_string()
+        } else {
+            format!("{}{target}", self.address)
+        }
     }
 
-    pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("request sent")
+    /// A GET of `target` (see `url`) with this app's client.
+    pub async fn get(&self, target: &str) -> reqwest::Response {
+        self.get_with(target, &[]).await
     }
 
     /// A GET with this app's client and extra request headers.
-    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-        let mut req = self.client.get(self.url(path));
+    pub async fn get_with(&self, target: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut req = self.client.get(self.url(target));
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
         req.send().await.expect("request sent")
     }
 
-    /// A GET from a fresh, cookie-less client (an anonymous visitor).
+    /// A GET from a fresh client (an anonymous visitor).
     pub async fn get_anonymous(&self, path: &str) -> reqwest::Response {
-        client()
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("request sent")
+        self.new_visitor().get(path).await
     }
 
-    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    /// This app as another visitor (or device) sees it: a fresh cookie jar. It owns
+    /// nothing.
+    pub fn new_visitor(&self) -> TestApp {
+        TestApp {
+            address: self.address.clone(),
+            settings: self.settings.clone(),
+            state: self.state.clone(),
+            client: client(),
+            db_name: self.db_name.clone(),
+            prefix: self.prefix.clone(),
+            owner: false,
+        }
+    }
+
+    /// A form POST to `target` (see `url`) with this app's client.
+    pub async fn post_form(&self, target: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.post_form_with(target, form, &[]).await
+    }
+
+    /// A form POST with this app's client and extra request headers.
+    pub async fn post_form_with(
+        &self,
+        target: &str,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
         let body = serde_urlencoded::to_string(form).expect("form encodes");
-        self.client
-            .post(self.url(path))
+        let mut req = self
+            .client
+            .post(self.url(target))
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .expect("request sent")
+            .body(body);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        req.send().await.expect("request sent")
     }
 
     /// The CSRF token of this client's session, read from a form page.
@@ -281,8 +328,11 @@ impl TestApp {
             .expect("insert many")
     }
 
+    /// A connection to the shared Redis.
     pub fn redis(&self) -> redis::Connection {
-        self.redis.get_connection().expect("redis connection")
+        redis::Client::open(redis_url())
+            .and_then(|c| c.get_connection())
+            .expect("redis connection")
     }
 
     /// Every key under this app's prefix, with its remaining TTL in ms (-1: none).
@@ -308,12 +358,22 @@ impl TestApp {
             .collect()
     }
 
+    /// A connection to this app's database that bypasses any proxy in its settings.
     pub fn db(&self) -> PgConnection {
-        PgConnection::establish(&self.settings.database_url).expect("test database")
+        PgConnection::establish(&direct_database_url(&self.db_name)).expect("test database")
     }
 
+    /// Rows in the listings table, read without any cache or proxy.
     pub fn count_rows(&self) -> i64 {
         Property::count(&mut self.db()).expect("count")
+    }
+
+    /// The listing's price in the database, in cents, read without any cache or proxy.
+    pub fn price_in_database(&self, id: i64) -> u64 {
+        let property = Property::find(&mut self.db(), id)
+            .expect("query")
+            .expect("the listing exists");
+        cents(&property.price().to_string()).expect("a price")
     }
 
     /// Cuts PostgreSQL off for this app for good: drops its database (killing the
@@ -321,6 +381,22 @@ impl TestApp {
     pub fn drop_database(&self) {
         drop_database(&self.db_name);
     }
+}
+
+/// The fields of the admin's listing form, with a fixed description.
+pub fn listing<'a>(
+    title: &'a str,
+    price: &'a str,
+    location: &'a str,
+    token: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("title", title),
+        ("description", "Bright rooms, quiet street."),
+        ("price", price),
+        ("location", location),
+        ("csrf_token", token),
+    ]
 }
 
 pub fn property_data(title: &str, price: &str, location: &str, description: &str) -> PropertyData {
@@ -344,16 +420,7 @@ impl Drop for TestApp {
         if !self.owner {
             return;
         }
-        drop_database(&self.db_name);
-        if let Ok(mut conn) = self.redis.get_connection() {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{}:*", self.prefix))
-                .query(&mut conn)
-                .unwrap_or_default();
-            if !keys.is_empty() {
-                let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
-            }
-        }
+        remove_test_database_and_keys(&self.db_name, &self.prefix);
     }
 }
 
@@ -395,15 +462,12 @@ impl PrivateRedis {
     }
 
     pub fn start_with(extra: &[&str]) -> Self {
-        Self::spawn(free_port(), extra)
+        Self::start_on(free_port(), extra)
     }
 
-    /// Starts (again) on a given port, e.g. after the previous server was dropped.
-    pub fn start_on(port: u16) -> Self {
-        Self::spawn(port, &[])
-    }
-
-    fn spawn(port: u16, extra: &[&str]) -> Self {
+    /// Starts (again) on a given port, e.g. after the previous server was dropped, with
+    /// extra `redis-server` arguments.
+    pub fn start_on(port: u16, extra: &[&str]) -> Self {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -457,29 +521,6 @@ impl Drop for PrivateRedis {
     }
 }
 
-// ---- Helpers for the consistency, fault-injection and soak tests (issue 4). ----
-
-/// A second instance like `other` (same database, prefix and secret key), with
-/// `customise` applied, e.g. to reach Redis or PostgreSQL another way. It owns nothing.
-pub async fn spawn_instance_with(
-    other: &TestApp,
-    customise: impl FnOnce(&mut Settings),
-) -> TestApp {
-    let mut settings = other.settings.clone();
-    settings.bind = "127.0.0.1:0".into();
-    customise(&mut settings);
-    start(settings, false).await
-}
-
-/// A client for anonymous visitors: no cookies, no redirects, pooled connections.
-pub fn anonymous_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client")
-}
-
 /// A money string (`"1250.00"`, `"1,250.00"`, `"$1,250.00"`) in cents.
 pub fn cents(money: &str) -> Option<u64> {
     let plain: String = money
@@ -531,8 +572,8 @@ pub fn direct_database_url(db_name: &str) -> String {
     )
 }
 
-/// Removes a test database and every key under `prefix` in the shared Redis (for test
-/// servers that are not a `TestApp`, such as the soak test's separate process).
+/// Removes a test database and every key under `prefix` in the shared Redis (a
+/// `TestApp` on drop, and the soak test's separate process).
 pub fn remove_test_database_and_keys(db_name: &str, prefix: &str) {
     drop_database(db_name);
     if let Ok(mut conn) = redis::Client::open(redis_url()).and_then(|c| c.get_connection()) {
@@ -543,57 +584,5 @@ pub fn remove_test_database_and_keys(db_name: &str, prefix: &str) {
         if !keys.is_empty() {
             let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
         }
-    }
-}
-
-impl TestApp {
-    /// A GET with this app's cookie jar to another instance (`base` = its address).
-    pub async fn get_at(&self, base: &str, path: &str) -> reqwest::Response {
-        self.client
-            .get(format!("{base}{path}"))
-            .send()
-            .await
-            .expect("request sent")
-    }
-
-    /// A form POST with this app's cookie jar to another instance.
-    pub async fn post_form_at(
-        &self,
-        base: &str,
-        path: &str,
-        form: &[(&str, &str)],
-    ) -> reqwest::Response {
-        let body = serde_urlencoded::to_string(form).expect("form encodes");
-        self.client
-            .post(format!("{base}{path}"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .expect("request sent")
-    }
-
-    /// The listing's price in the database, in cents, read without any cache or proxy.
-    pub fn price_in_database(&self, id: i64) -> u64 {
-        let mut conn =
-            PgConnection::establish(&direct_database_url(&self.db_name)).expect("test database");
-        let property = Property::find(&mut conn, id)
-            .expect("query")
-            .expect("the listing exists");
-        cents(&property.price().to_string()).expect("a price")
-    }
-
-    /// Rows in the listings table, read without any proxy.
-    pub fn count_rows_direct(&self) -> i64 {
-        let mut conn =
-            PgConnection::establish(&direct_database_url(&self.db_name)).expect("test database");
-        Property::count(&mut conn).expect("count")
-    }
-}
-
-impl PrivateRedis {
-    /// Starts (again) on a given port with extra `redis-server` arguments.
-    pub fn start_on_with(port: u16, extra: &[&str]) -> Self {
-        Self::spawn(port, extra)
     }
 }

@@ -13,7 +13,7 @@ use property_listings::models::repository::PropertyRepository;
 use property_listings::routes::cacheable::token;
 
 use crate::helpers::{
-    TestApp, header, property_data, public_routes, spawn_app, spawn_instance_like,
+    TestApp, header, property_data, public_routes, spawn_app, spawn_instance_with,
 };
 
 #[tokio::test]
@@ -322,14 +322,18 @@ async fn store(
     version: &str,
     body: &'static str,
 ) -> Result<(), property_listings::cache::CacheUnavailable> {
+    let slot = property_listings::cache::Slot {
+        key,
+        deps: LIST_PAGE,
+        ttl: cache.page_ttl(),
+        compress: true,
+    };
     cache
         .put(
-            key,
+            &slot,
             version,
             "text/plain",
             Bytes::from_static(body.as_bytes()),
-            cache.page_ttl(),
-            true,
         )
         .await
         .1
@@ -398,7 +402,7 @@ async fn losing_any_token_revives_no_old_entry() {
 #[tokio::test]
 async fn a_write_through_one_instance_is_seen_at_once_through_another() {
     let a = spawn_app().await;
-    let b = spawn_instance_like(&a).await;
+    let b = spawn_instance_with(&a, |_| {}).await;
     let p = a.insert("Shared", "100", "A").await;
     let path = format!("/api/properties/{}/", p.id);
     b.warm(std::slice::from_ref(&path)).await;

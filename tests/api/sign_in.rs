@@ -6,32 +6,16 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use crate::helpers::{
-    ADMIN_PASSWORD, ADMIN_USER, TestApp, anonymous_client, csrf_token_in, free_port, header,
+    ADMIN_PASSWORD, ADMIN_USER, TestApp, csrf_token_in, free_port, header, session_cookie_in,
     spawn_app, spawn_app_with,
 };
 
 const WRONG: &str = "not the password";
 
-/// The `name=value` part of the session cookie a response sets.
-fn session_cookie(res: &reqwest::Response) -> String {
-    res.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("pl_session="))
-        .and_then(|v| v.split(';').next())
-        .expect("a session cookie is set")
-        .to_string()
-}
-
 /// A cookie and its CSRF token from the sign-in page, for a client without a cookie jar.
 async fn sign_in_page(app: &TestApp) -> (String, String) {
-    let res = anonymous_client()
-        .get(app.url("/admin/login"))
-        .send()
-        .await
-        .unwrap();
-    let cookie = session_cookie(&res);
+    let res = app.get_anonymous("/admin/login").await;
+    let cookie = session_cookie_in(&res);
     (cookie, csrf_token_in(&res.text().await.unwrap()))
 }
 
@@ -43,24 +27,14 @@ async fn post_as(
     form: &[(&str, &str)],
     headers: &[(&str, &str)],
 ) -> reqwest::Response {
-    let mut req = anonymous_client()
-        .post(app.url(path))
-        .header("cookie", cookie)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(serde_urlencoded::to_string(form).unwrap());
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    req.send().await.unwrap()
+    let headers = [&[("cookie", cookie)], headers].concat();
+    app.new_visitor().post_form_with(path, form, &headers).await
 }
 
 async fn get_as(app: &TestApp, path: &str, cookie: &str) -> reqwest::Response {
-    anonymous_client()
-        .get(app.url(path))
-        .header("cookie", cookie)
-        .send()
+    app.new_visitor()
+        .get_with(path, &[("cookie", cookie)])
         .await
-        .unwrap()
 }
 
 /// Fires 30 sign-ins for the admin at once (29 wrong, 1 right); returns the statuses.
@@ -193,7 +167,7 @@ async fn a_cookie_saved_before_sign_out_is_signed_out() {
     ];
     let signed_in = post_as(&app, "/admin/login", &cookie, &form, &[]).await;
     assert_eq!(signed_in.status(), 303);
-    let saved = session_cookie(&signed_in);
+    let saved = session_cookie_in(&signed_in);
     let page = get_as(&app, "/admin/properties/new", &saved).await;
     let token = csrf_token_in(&page.text().await.unwrap());
     let out = post_as(
@@ -243,62 +217,32 @@ async fn a_cookie_saved_before_sign_out_is_signed_out() {
 #[tokio::test]
 async fn signing_out_ends_the_admins_sessions_on_other_devices_too() {
     let app = spawn_app().await;
-    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
-    let other_device = crate::helpers::client();
-    assert_eq!(sign_in_with(&app, &other_device).await, 303);
+    let other_device = app.new_visitor();
+    other_device.sign_in().await;
     app.sign_in().await;
 
     let token = app.csrf_token("/admin/").await;
     app.post_form("/admin/logout", &[("csrf_token", &token)])
         .await;
 
-    let res = other_device.get(app.url("/admin/")).send().await.unwrap();
+    let res = other_device.get("/admin/").await;
     assert_eq!(res.status(), 303);
 }
 
 #[tokio::test]
 async fn a_device_signed_out_elsewhere_can_sign_in_again_from_the_sign_in_page() {
     let app = spawn_app().await;
-    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
-    let other_device = crate::helpers::client();
-    assert_eq!(sign_in_with(&app, &other_device).await, 303);
+    let other_device = app.new_visitor();
+    other_device.sign_in().await;
     app.sign_in().await;
     let token = app.csrf_token("/admin/").await;
     app.post_form("/admin/logout", &[("csrf_token", &token)])
         .await;
 
     // Straight to the sign-in page with the revoked cookie: a usable form.
-    assert_eq!(sign_in_with(&app, &other_device).await, 303);
-    let res = other_device.get(app.url("/admin/")).send().await.unwrap();
+    other_device.sign_in().await;
+    let res = other_device.get("/admin/").await;
     assert_eq!(res.status(), 200);
-}
-
-/// Opens the sign-in page with `client` (its own cookie jar) and submits the admin's
-/// credentials; returns the status of the submission.
-async fn sign_in_with(app: &TestApp, client: &reqwest::Client) -> u16 {
-    let html = client
-        .get(app.url("/admin/login"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let body = serde_urlencoded::to_string([
-        ("username", ADMIN_USER),
-        ("password", ADMIN_PASSWORD),
-        ("csrf_token", &csrf_token_in(&html)),
-    ])
-    .unwrap();
-    client
-        .post(app.url("/admin/login"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::helpers::{
-    ADMIN_PASSWORD, ADMIN_USER, cents, csrf_token_in, direct_database_url, free_port,
+    ADMIN_PASSWORD, ADMIN_USER, cents, client, csrf_token_in, direct_database_url, free_port,
     price_in_response, redis_url, remove_test_database_and_keys, test_settings,
 };
 
@@ -108,7 +108,7 @@ impl Drop for Server {
 
 /// The JSON body of an anonymous GET.
 async fn get_json(url: &str) -> serde_json::Value {
-    let res = client(false).get(url).send().await.expect("request sent");
+    let res = client().get(url).send().await.expect("request sent");
     res.json().await.expect("a JSON body")
 }
 
@@ -121,16 +121,6 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-fn client(cookies: bool) -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .cookie_store(cookies)
-        .pool_max_idle_per_host(1)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client")
-}
-
 /// A signed-in listing manager using the forms.
 struct Admin {
     client: reqwest::Client,
@@ -140,7 +130,7 @@ struct Admin {
 
 impl Admin {
     async fn sign_in(base: &str) -> Self {
-        let client = client(true);
+        let client = client();
         let login = client
             .get(format!("{base}/admin/login"))
             .send()
@@ -242,7 +232,7 @@ async fn read_until(
     acknowledged: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 ) -> Tally {
-    let client = client(false);
+    let client = client();
     let mut tally = Tally::default();
     let mut turn = offset;
     while !stop.load(Ordering::SeqCst) {
@@ -289,7 +279,7 @@ fn soak_duration() -> Duration {
 #[tokio::test]
 async fn every_request_gets_an_access_log_line_within_a_moment() {
     let mut server = Server::start_logging("warn,access=info");
-    let client = client(false);
+    let client = client();
     server.wait_until_healthy(&client).await;
     for _ in 0..3 {
         let res = client.get(server.url("/properties/")).send().await.unwrap();
@@ -331,7 +321,7 @@ async fn every_request_gets_an_access_log_line_within_a_moment() {
 async fn a_soak_run_has_no_5xx_no_stale_read_no_lost_write_and_flat_memory() {
     let duration = soak_duration();
     let mut server = Server::start();
-    server.wait_until_healthy(&client(false)).await;
+    server.wait_until_healthy(&client()).await;
     let admin = Admin::sign_in(&server.base).await;
     for i in 0..OTHER_LISTINGS {
         let status = admin
