@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 
 use crate::helpers::{
-    ADMIN_PASSWORD, ADMIN_USER, TestApp, anonymous_client, csrf_token_in, free_port, header,
-    spawn_app_with, spawn_instance_like,
+    ADMIN_PASSWORD, ADMIN_USER, PrivateRedis, TestApp, anonymous_client, csrf_token_in, free_port,
+    header, spawn_app_with, spawn_instance_like,
 };
 
 const TMP_PREFIX: &str = "pl-test-cluster-";
@@ -555,6 +555,29 @@ async fn metrics_sum_keyspace_hits_over_the_masters_and_list_every_node() {
         .collect();
     expected.sort();
     assert_eq!(listed, expected);
+    let dashboard = app.get_anonymous("/cache/").await.text().await.unwrap();
+    assert!(
+        dashboard.contains("id=\"nodes-body\""),
+        "the dashboard lists the nodes"
+    );
+}
+
+#[tokio::test]
+async fn with_one_redis_the_metrics_list_that_one_server() {
+    let redis = PrivateRedis::start();
+    let app = spawn_app_with(|s| s.redis_url = redis.url()).await;
+    until_hit(&app, "/properties/").await;
+
+    let json = app.get_json("/api/cache/metrics").await;
+
+    assert_eq!(json["redis_mode"], "single");
+    let nodes = json["redis_nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{json}");
+    assert_eq!(nodes[0]["address"], format!("127.0.0.1:{}", redis.port));
+    assert_eq!(nodes[0]["role"], "master");
+    assert_eq!(nodes[0]["reachable"], true);
+    assert_eq!(nodes[0]["keyspace_hits"], json["keyspace_hits"]);
+    assert!(json["keyspace_hits"].as_u64().unwrap() > 0, "{json}");
 }
 
 #[tokio::test]
