@@ -400,6 +400,19 @@ async fn after_a_write_in_cluster_mode_the_new_data_is_served_and_cached_again()
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_of_two_instances_on_a_cluster_never_see_a_price_older_than_the_last_acknowledged_one()
+ {
+    let cluster = shared_cluster();
+    let a = spawn_app_on(cluster).await;
+    let b = spawn_instance_like(&a).await;
+    let p = a.insert("Race", "1000", "Raceville").await;
+
+    let last = crate::consistency::race(&a, &[&a, &b], p.id, 300).await;
+
+    crate::consistency::assert_everyone_agrees(&[&a, &b], p.id, last).await;
+}
+
 #[tokio::test]
 async fn two_hundred_detail_pages_spread_over_every_master() {
     let cluster = shared_cluster();
