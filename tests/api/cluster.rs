@@ -635,7 +635,10 @@ async fn the_sign_in_throttle_is_shared_by_instances_in_cluster_mode() {
     let statuses = join_all(attempts).await;
 
     let evaluated = statuses.iter().filter(|s| **s != 429).count();
-    assert_eq!(evaluated, 5, "{statuses:?}");
+    assert!(
+        (1..=5).contains(&evaluated),
+        "{evaluated} evaluated: {statuses:?}"
+    );
     assert!(
         statuses.iter().all(|s| matches!(s, 200 | 429)),
         "{statuses:?}"
