@@ -16,7 +16,13 @@ use property_listings::{db, seed};
 fn main() -> std::process::ExitCode {
     let _ = dotenvy::dotenv();
     limit_malloc_arenas();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // The cluster client logs every reconnect attempt of every connection (a dozen lines
+    // a second per worker while a node is down); the cache logs its own failures once.
+    // `RUST_LOG=redis::cluster_handling=warn` shows them again.
+    env_logger::Builder::new()
+        .filter_module("redis::cluster_handling", log::LevelFilter::Off)
+        .parse_env(env_logger::Env::default().default_filter_or("info"))
+        .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),

@@ -103,6 +103,66 @@
     }
   }
 
+  /* ---------- Redis servers (one, or every node of a cluster) ---------- */
+
+  var nodesBody = $("nodes-body");
+  var lastNodes = null;  // JSON of the rows shown, to skip rebuilding identical tables
+
+  function nodesMessage(text) {
+    lastNodes = null;
+    nodesBody.textContent = "";
+    var tr = document.createElement("tr");
+    tr.className = "placeholder-row";
+    var td = document.createElement("td");
+    td.colSpan = 5;
+    td.className = "muted";
+    td.textContent = text;
+    tr.appendChild(td);
+    nodesBody.appendChild(tr);
+  }
+
+  function cell(text, className) {
+    var td = document.createElement("td");
+    if (className) td.className = className;
+    td.textContent = text;
+    return td;
+  }
+
+  function renderNodes(data) {
+    if (!nodesBody) return;
+    var nodes = data && data.redis_available !== false && data.redis_nodes;
+    if (!nodes || !nodes.length) {
+      setText("nodes-summary", "");
+      nodesMessage("Redis is unavailable: no server answered.");
+      return;
+    }
+    var up = 0;
+    for (var n = 0; n < nodes.length; n++) if (nodes[n].reachable) up++;
+    setText("nodes-summary", "(" + (data.redis_mode === "cluster" ? "cluster, " : "") +
+      up + " of " + nodes.length + " reachable)");
+    var json = JSON.stringify(nodes);
+    if (json === lastNodes) return;
+    lastNodes = json;
+    var frag = document.createDocumentFragment();
+    for (var i = 0; i < nodes.length; i++) {
+      var node = nodes[i];
+      var tr = document.createElement("tr");
+      tr.setAttribute("data-node", node.address);
+      tr.appendChild(cell(node.address, "key-name"));
+      tr.appendChild(cell(node.role === "master" ? "Master" : "Replica"));
+      var state = document.createElement("td");
+      var badge = document.createElement("span");
+      setBadge(badge, node.reachable ? "Up" : "Unreachable", node.reachable ? "success" : "danger");
+      state.appendChild(badge);
+      tr.appendChild(state);
+      tr.appendChild(cell(fmtInt(node.keyspace_hits), "num"));
+      tr.appendChild(cell(fmtInt(node.keyspace_misses), "num"));
+      frag.appendChild(tr);
+    }
+    nodesBody.textContent = "";
+    nodesBody.appendChild(frag);
+  }
+
   function recordSample(now, app) {
     var rps = null;
     if (prev) {
@@ -149,6 +209,7 @@
         if (!data || typeof data !== "object") throw new Error("Metrics error (bad response)");
         var now = Date.now();
         renderRedis(data);
+        renderNodes(data);
         var app = renderApp(data.app);
         recordSample(now, app);
         markUpdated();

@@ -3,6 +3,7 @@
 
 mod admin;
 mod cli;
+mod cluster;
 mod consistency;
 mod dashboard;
 mod e2e;
