@@ -10,6 +10,7 @@ use std::sync::Arc;
 use property_listings::auth::password;
 use property_listings::cache::Cache;
 use property_listings::cache::metrics::Metrics;
+use property_listings::routes::cacheable::CacheInvalidation;
 use property_listings::startup::{Application, build_state, create_admin};
 use property_listings::{db, seed};
 
@@ -154,6 +155,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .map_err(|(e, _)| anyhow::anyhow!(e))
                         .context("reading cache metrics")?;
                     println!("{}", serde_json::to_string_pretty(&metrics)?);
+                }
+                CacheAction::Purge(target) => {
+                    let pool = db::build_pool(&settings.database_url, 1, settings.db_timeout);
+                    let purge = CacheInvalidation::new(cache.clone(), pool);
+                    // Every process starts by replacing the generation (see `cache`'s
+                    // module docs): this one's first invalidation does it too.
+                    let fresh_generation = cache.invalidation_pending();
+                    let dropped = match (target.listing, target.url) {
+                        (Some(id), _) => match purge.purge_listing(id).await {
+                            Ok(Some(tokens)) => format!(
+                                "purged listing {id}: replaced tokens {}",
+                                tokens.join(", ")
+                            ),
+                            Ok(None) => format!(
+                                "no listing {id}: replaced token listing:{id} only (in case pages of it were cached)"
+                            ),
+                            Err(e) => anyhow::bail!("reading listing {id}: {e}"),
+                        },
+                        (None, Some(url)) => match purge.purge_url(&url).await {
+                            Some((canonical, token)) => {
+                                format!(
+                                    "purged {canonical}: deleted its entry, replaced token {token}"
+                                )
+                            }
+                            None => anyhow::bail!("{url} is not a cacheable page"),
+                        },
+                        (None, None) => anyhow::bail!("give --listing ID or --url PATH"),
+                    };
+                    if cache.invalidation_pending() {
+                        anyhow::bail!(
+                            "redis was unreachable: nothing was purged; try again when it answers"
+                        );
+                    }
+                    println!("{dropped}");
+                    if fresh_generation {
+                        eprintln!(
+                            "note: like every process at start, this command began a new cache generation, so every other cached page was dropped too"
+                        );
+                    }
                 }
                 CacheAction::Clear => {
                     let deleted = cache.clear().await.context("clearing the cache")?;

@@ -15,6 +15,7 @@ mod page_cache;
 mod pages;
 mod precise;
 mod proxy;
+mod purge;
 mod query_cache;
 mod sign_in;
 mod soak;
