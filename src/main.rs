@@ -159,9 +159,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 CacheAction::Purge(target) => {
                     let pool = db::build_pool(&settings.database_url, 1, settings.db_timeout);
                     let purge = CacheInvalidation::new(cache.clone(), pool);
-                    // Every process starts by replacing the generation (see `cache`'s
-                    // module docs): this one's first invalidation does it too.
-                    let fresh_generation = cache.invalidation_pending();
+                    cache.skip_start_invalidation();
                     let dropped = match (target.listing, target.url) {
                         (Some(id), _) => match purge.purge_listing(id).await {
                             Ok(Some(tokens)) => format!(
@@ -189,11 +187,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         );
                     }
                     println!("{dropped}");
-                    if fresh_generation {
-                        eprintln!(
-                            "note: like every process at start, this command began a new cache generation, so every other cached page was dropped too"
-                        );
-                    }
                 }
                 CacheAction::Clear => {
                     let deleted = cache.clear().await.context("clearing the cache")?;

@@ -213,6 +213,16 @@ impl Cache {
         self.inner.grace
     }
 
+    /// For a short-lived command (`cache purge`), not a server: it has served nothing,
+    /// so it missed no write while Redis was unreachable and need not start a new
+    /// generation (which would drop every cached page). A failure afterwards still marks
+    /// an invalidation pending.
+    pub fn skip_start_invalidation(&self) {
+        self.inner
+            .invalidation_pending
+            .store(false, Ordering::SeqCst);
+    }
+
     /// Whether an invalidation still has to reach Redis (the cache is bypassed meanwhile).
     pub fn invalidation_pending(&self) -> bool {
         self.inner.invalidation_pending.load(Ordering::SeqCst)

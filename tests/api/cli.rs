@@ -214,8 +214,6 @@ fn a_malformed_trusted_proxies_value_stops_the_program_with_a_clear_error() {
 }
 
 /// Two listings with their detail pages and API twins cached (asserted HITs).
-/// (Another listing's pages are not asserted: the command's own process starts a new
-/// cache generation, as every process does, which drops them too.)
 async fn two_cached_listings(app: &crate::helpers::TestApp) -> (i64, i64) {
     let x = app.insert("Loft", "1200", "Leeds").await.id;
     let y = app.insert("Cottage", "900", "York").await.id;
@@ -236,7 +234,7 @@ async fn x_cache(app: &crate::helpers::TestApp, path: &str) -> String {
 #[tokio::test]
 async fn cache_purge_listing_drops_that_listings_pages() {
     let app = spawn_app().await;
-    let (x, _) = two_cached_listings(&app).await;
+    let (x, y) = two_cached_listings(&app).await;
 
     let out = run(
         &app.settings,
@@ -254,6 +252,11 @@ async fn cache_purge_listing_drops_that_listings_pages() {
     assert_eq!(
         x_cache(&app, &format!("/api/properties/{x}/")).await,
         "MISS"
+    );
+    assert_eq!(
+        x_cache(&app, &format!("/properties/{y}/")).await,
+        "HIT",
+        "another listing's page stays cached"
     );
 }
 
