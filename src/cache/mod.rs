@@ -52,6 +52,19 @@
 //! instance that saw an outage starts from a fresh generation afterwards (another
 //! instance may have written during that outage); so does every process at start.
 //!
+//! **Redis Cluster.** Tokens carry their name as hash tag, so they spread over the
+//! masters; an entry and its tokens may live in different slots. A lookup then reads
+//! them with one `MGET` per slot, not atomically, and a write replaces its tokens with
+//! one command each, all before it is acknowledged. Neither needs atomicity: each
+//! token of rule 3 kills its entries on its own, so a write is covered once all its
+//! replacements have landed, which is before its acknowledgment; and a lookup that
+//! sees a token before its replacement and the entry after (or the reverse) was
+//! concurrent with the write, whose acknowledgment had not happened, so answering
+//! with the older data is allowed. Replication is asynchronous, so a replacement could
+//! die with its master and the promoted replica would accept old entries again: after
+//! replacing tokens the cache waits (`WAIT`) for a replica of each written slot's
+//! master; an unconfirmed replacement is a failed one (the fault rule below).
+//!
 //! **Within one request.** A read-only request reads the generation once and uses that
 //! value for all its lookups (`generation.rs`): its inputs are then all checked against
 //! the generation its own version holds, never a newer one (a page tagged newer than
