@@ -63,7 +63,7 @@
 //! with the older data is allowed. Replication is asynchronous, so a replacement could
 //! die with its master and the promoted replica would accept old entries again: after
 //! replacing tokens the cache waits (`WAIT`) for a replica of each written slot's
-//! master; an unconfirmed replacement is a failed one (the fault rule below).
+//! master; an unconfirmed replacement is a failed one (the fault rule above).
 //!
 //! **Within one request.** A read-only request reads the generation once and uses that
 //! value for all its lookups (`generation.rs`): its inputs are then all checked against
