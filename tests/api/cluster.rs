@@ -710,6 +710,28 @@ async fn a_killed_master_gives_no_errors_and_caching_resumes_after_the_failover(
         .find(|(_, keys)| keys.contains(&generation))
         .expect("a master holds the generation")
         .0;
+    // A listing whose token lives on that master too: its edit is acknowledged just
+    // before the kill, so only a replica that had the new token (WAIT) keeps its old
+    // page dead after the failover.
+    let on_victim = cluster.keys_per_master(&app.prefix)[&victim].clone();
+    let edited = listings
+        .iter()
+        .find(|l| {
+            let token = app.state.cache.keys().token(&format!("listing:{}", l.id));
+            on_victim.contains(&token)
+        })
+        .expect("a listing token on the generation's master")
+        .clone();
+    let edited_api = format!("/api/properties/{}/", edited.id);
+    until_hit(&app, &edited_api).await;
+    app.state
+        .properties
+        .update(
+            edited.id,
+            crate::helpers::property_data(&edited.title, "4321", &edited.location, ""),
+        )
+        .await
+        .unwrap();
 
     cluster.kill_node(victim);
 
@@ -754,6 +776,18 @@ async fn a_killed_master_gives_no_errors_and_caching_resumes_after_the_failover(
     assert!(
         json["app"]["redis_errors"].as_u64().unwrap() > 0,
         "the app noticed the loss: {json}"
+    );
+    until_hit(&app, &edited_api).await;
+    assert_eq!(app.get_json(&edited_api).await["price"], "4321.00");
+    let html = app
+        .get_anonymous(&format!("/properties/{}/", edited.id))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("4,321.00"),
+        "the edit acknowledged before the kill"
     );
 }
 
