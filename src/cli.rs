@@ -1,6 +1,7 @@
-//! The command line: `serve` (default), `migrate`, `seed`, `create-admin`, `cache`.
+//! The command line: `serve` (default), `migrate`, `seed`, `create-admin`, `cache`
+//! (`metrics`, `clear`, `purge`).
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,4 +44,27 @@ pub enum CacheAction {
     Metrics,
     /// Delete this app's keys (PREFIX:*) only — never FLUSHALL.
     Clear,
+    /// Drop one listing's cached pages (what an edit of it drops) or one URL's page.
+    Purge(PurgeTarget),
+}
+
+/// Exactly one of `--listing ID` and `--url PATH`.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct PurgeTarget {
+    /// A listing id: every cached page that shows it is dropped.
+    #[arg(long, value_name = "ID", value_parser = clap::value_parser!(i64).range(1..))]
+    pub listing: Option<i64>,
+    /// A cacheable page's path and query (`/properties/?page=2`): that page is dropped.
+    #[arg(long, value_name = "PATH", value_parser = cacheable_url)]
+    pub url: Option<String>,
+}
+
+/// Accepts the path (and query) of a page the page cache stores.
+fn cacheable_url(raw: &str) -> Result<String, String> {
+    let (path, query) = raw.split_once('?').unwrap_or((raw, ""));
+    match crate::routes::cacheable::normalised_url(path, query) {
+        Some(_) => Ok(raw.to_string()),
+        None => Err("not a cacheable page (e.g. /properties/7/ or /properties/?page=2)".into()),
+    }
 }

@@ -12,6 +12,13 @@ use crate::auth::client_ip::{Cidr, parse_trusted_proxies};
 pub struct Settings {
     pub database_url: String,
     pub redis_url: String,
+    /// Seed nodes of a Redis Cluster (`REDIS_CLUSTER_URLS`, `redis://host:port`, comma
+    /// separated). Non-empty: cluster mode, and `redis_url` is not used.
+    pub redis_cluster_urls: Vec<String>,
+    /// How many replicas must confirm a write's token replacement before it is
+    /// acknowledged (`REDIS_WAIT_REPLICAS`; default 1 in cluster mode, else 0): a master
+    /// that dies before replicating it cannot hand old tokens to its successor.
+    pub redis_wait_replicas: Option<u32>,
     pub bind: String,
     pub cache_key_prefix: String,
     /// How long a cached page is fresh (`PAGE_CACHE_TTL`).
@@ -55,6 +62,15 @@ impl Settings {
         Ok(Self {
             database_url: env_or("DATABASE_URL", Self::DEFAULT_DATABASE_URL),
             redis_url: env_or("REDIS_URL", Self::DEFAULT_REDIS_URL),
+            redis_cluster_urls: parse_cluster_urls(&env_or("REDIS_CLUSTER_URLS", ""))?,
+            redis_wait_replicas: match std::env::var("REDIS_WAIT_REPLICAS") {
+                Ok(v) if !v.trim().is_empty() => Some(
+                    v.trim()
+                        .parse()
+                        .context("REDIS_WAIT_REPLICAS must be a whole number")?,
+                ),
+                _ => None,
+            },
             bind: env_or("BIND", "127.0.0.1:8000"),
             cache_key_prefix: prefix,
             page_cache_ttl: Duration::from_secs(env_u64("PAGE_CACHE_TTL", 900)?),
@@ -84,6 +100,8 @@ impl Settings {
         Self {
             database_url: Self::DEFAULT_DATABASE_URL.into(),
             redis_url: Self::DEFAULT_REDIS_URL.into(),
+            redis_cluster_urls: Vec::new(),
+            redis_wait_replicas: None,
             bind: "127.0.0.1:0".into(),
             cache_key_prefix: "property_listings".into(),
             page_cache_ttl: Duration::from_secs(900),
@@ -132,6 +150,38 @@ fn env_bool(name: &str) -> anyhow::Result<bool> {
     }
 }
 
+/// `REDIS_CLUSTER_URLS`: comma-separated `redis://host:port` seed nodes (an empty value:
+/// no cluster). Each must name a host and may not pick a database: a cluster has only 0.
+pub fn parse_cluster_urls(value: &str) -> anyhow::Result<Vec<String>> {
+    if value.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    value
+        .split(',')
+        .map(|url| {
+            let url = url.trim();
+            let bad = |why: &str| {
+                anyhow::anyhow!(
+                    "REDIS_CLUSTER_URLS: {url:?} {why}; expected comma-separated redis://host:port seed nodes"
+                )
+            };
+            let rest = url
+                .strip_prefix("redis://")
+                .ok_or_else(|| bad("is not a redis:// URL"))?;
+            let info = redis::IntoConnectionInfo::into_connection_info(url)
+                .map_err(|e| bad(&format!("is not usable ({e})")))?;
+            let host_port = rest.rsplit('@').next().unwrap_or(rest);
+            if host_port.starts_with([':', '/']) || host_port.is_empty() {
+                return Err(bad("names no host"));
+            }
+            if info.redis_settings().db() != 0 {
+                return Err(bad("selects a database (a Redis Cluster has only database 0)"));
+            }
+            Ok(url.to_string())
+        })
+        .collect()
+}
+
 /// A prefix becomes the first segment of every Redis key: keep it to characters that
 /// cannot collide with our `:` separator or with glob patterns used by `cache clear`.
 pub fn validate_prefix(prefix: &str) -> anyhow::Result<()> {
@@ -147,7 +197,27 @@ pub fn validate_prefix(prefix: &str) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::validate_prefix;
+    use super::{parse_cluster_urls, validate_prefix};
+
+    #[test]
+    fn cluster_seed_urls_are_split_and_checked() {
+        assert_eq!(
+            parse_cluster_urls(" redis://10.0.0.1:7000, redis://redis-2:7001 ").unwrap(),
+            ["redis://10.0.0.1:7000", "redis://redis-2:7001"]
+        );
+        assert!(parse_cluster_urls("").unwrap().is_empty());
+        for bad in [
+            "10.0.0.1:7000",
+            "redis://a:7000,,redis://b:7000",
+            "redis://a:notaport",
+            "redis://a:7000/1",
+            "http://a:7000",
+            "redis://:7000",
+        ] {
+            let e = parse_cluster_urls(bad).expect_err(bad).to_string();
+            assert!(e.starts_with("REDIS_CLUSTER_URLS"), "{e}");
+        }
+    }
 
     #[test]
     fn a_prefix_with_glob_characters_is_refused() {

@@ -10,13 +10,20 @@ use std::sync::Arc;
 use property_listings::auth::password;
 use property_listings::cache::Cache;
 use property_listings::cache::metrics::Metrics;
+use property_listings::routes::cacheable::CacheInvalidation;
 use property_listings::startup::{Application, build_state, create_admin};
 use property_listings::{db, seed};
 
 fn main() -> std::process::ExitCode {
     let _ = dotenvy::dotenv();
     limit_malloc_arenas();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // The cluster client logs every reconnect attempt of every connection (a dozen lines
+    // a second per worker while a node is down); the cache logs its own failures once.
+    // `RUST_LOG=redis::cluster_handling=warn` shows them again.
+    env_logger::Builder::new()
+        .filter_module("redis::cluster_handling", log::LevelFilter::Off)
+        .parse_env(env_logger::Env::default().default_filter_or("info"))
+        .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -148,6 +155,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .map_err(|(e, _)| anyhow::anyhow!(e))
                         .context("reading cache metrics")?;
                     println!("{}", serde_json::to_string_pretty(&metrics)?);
+                }
+                CacheAction::Purge(target) => {
+                    let pool = db::build_pool(&settings.database_url, 1, settings.db_timeout);
+                    let purge = CacheInvalidation::new(cache.clone(), pool);
+                    cache.skip_start_invalidation();
+                    let dropped = match (target.listing, target.url) {
+                        (Some(id), _) => match purge.purge_listing(id).await {
+                            Ok(Some(tokens)) => format!(
+                                "purged listing {id}: replaced tokens {}",
+                                tokens.join(", ")
+                            ),
+                            Ok(None) => format!(
+                                "no listing {id}: replaced token listing:{id} only (in case pages of it were cached)"
+                            ),
+                            Err(e) => anyhow::bail!("reading listing {id}: {e}"),
+                        },
+                        (None, Some(url)) => match purge.purge_url(&url).await {
+                            Some((canonical, token)) => {
+                                format!(
+                                    "purged {canonical}: deleted its entry, replaced token {token}"
+                                )
+                            }
+                            None => anyhow::bail!("{url} is not a cacheable page"),
+                        },
+                        (None, None) => anyhow::bail!("give --listing ID or --url PATH"),
+                    };
+                    if cache.invalidation_pending() {
+                        anyhow::bail!(
+                            "redis was unreachable: nothing was purged; try again when it answers"
+                        );
+                    }
+                    println!("{dropped}");
                 }
                 CacheAction::Clear => {
                     let deleted = cache.clear().await.context("clearing the cache")?;

@@ -30,17 +30,20 @@ impl Keys {
 
     /// A dependency token (see the module docs of `cache`): a random value, replaced by
     /// every write that may change what the entries depending on it show.
+    /// In a Redis Cluster the name is the key's hash tag (`PREFIX:tok:{NAME}`), so
+    /// tokens spread over the masters and each stays in one slot with its counter.
     pub fn token(&self, name: &str) -> String {
-        let mut key = String::with_capacity(self.prefix.len() + 5 + name.len());
+        let mut key = String::with_capacity(self.prefix.len() + 7 + name.len());
         key.push_str(&self.prefix);
-        key.push_str(":tok:");
+        key.push_str(":tok:{");
         key.push_str(name);
+        key.push('}');
         key
     }
 
     /// How many entries were stored under a token's current value (see `Cache::put`).
     pub fn token_count(&self, name: &str) -> String {
-        format!("{}:tok:{name}:stored", self.prefix)
+        format!("{}:tok:{{{name}}}:stored", self.prefix)
     }
 
     /// The seed's low-level cache of every property.
@@ -158,7 +161,7 @@ mod tests {
             "query"
         );
         assert_eq!(Keys::new("app").kind("app:generation"), "token");
-        assert_eq!(Keys::new("app").kind("app:tok:listing:7"), "token");
+        assert_eq!(Keys::new("app").kind("app:tok:{listing:7}"), "token");
         assert_eq!(
             Keys::new("app").kind("app:login_failures:1.2.3.4:bob"),
             "login_failures"

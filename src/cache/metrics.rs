@@ -1,13 +1,15 @@
 //! Counters of the cache layers and the request-latency histogram, kept in a
 //! Prometheus registry (one per application, so tests never share counters), plus the
-//! seed's `get_redis_cache_metrics()`: Redis `INFO stats` hit/miss numbers combined with
-//! the app's own counters.
+//! seed's `get_redis_cache_metrics()`: Redis `INFO stats` hit/miss numbers (summed over
+//! the masters of a cluster, with a per-node list) combined with the app's own counters.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 use serde::Serialize;
+
+use super::store::NodeStats;
 
 /// Outcome of one cache lookup, as reported in `X-Cache`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -305,10 +307,16 @@ const RECENT_INVALIDATIONS: usize = 12;
 /// What `get_redis_cache_metrics()` returns and `/api/cache/metrics` shows.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct CacheMetrics {
+    /// Summed over the masters that answered (a replica's counters only move with reads
+    /// sent to it, and the app sends none).
     pub keyspace_hits: u64,
     pub keyspace_misses: u64,
     pub hit_ratio: f64,
     pub redis_available: bool,
+    /// `single` or `cluster`.
+    pub redis_mode: &'static str,
+    /// Every Redis server: the one Redis, or every node of the cluster (masters first).
+    pub redis_nodes: Vec<NodeStats>,
     pub app: AppCounters,
 }
 
@@ -326,19 +334,27 @@ pub fn parse_info_stats(info: &str) -> Option<(u64, u64)> {
 }
 
 /// The seed's `get_redis_cache_metrics()`: Redis' own `keyspace_hits`/`keyspace_misses`
-/// (server-wide: every client of that Redis moves them), their ratio, and this app's
-/// per-layer counters. Logged at info level each time it is read.
+/// (server-wide: every client of that Redis moves them; in a cluster, summed over the
+/// masters), their ratio, the per-node list, and this app's per-layer counters. Logged at
+/// info level each time it is read.
 pub async fn get_redis_cache_metrics(
     cache: &super::Cache,
 ) -> Result<CacheMetrics, (super::CacheUnavailable, AppCounters)> {
     let app = cache.metrics().snapshot();
-    match cache.keyspace_stats().await {
-        Ok((hits, misses)) => {
+    match cache.store().node_stats().await {
+        Ok(nodes) => {
+            let (hits, misses) = sum_over_masters(&nodes);
             let metrics = CacheMetrics {
                 keyspace_hits: hits,
                 keyspace_misses: misses,
                 hit_ratio: ratio(hits, misses),
                 redis_available: true,
+                redis_mode: if cache.store().is_cluster() {
+                    "cluster"
+                } else {
+                    "single"
+                },
+                redis_nodes: nodes,
                 app,
             };
             log::info!(
@@ -354,9 +370,40 @@ pub async fn get_redis_cache_metrics(
     }
 }
 
+/// Keyspace hits and misses of the masters that answered.
+fn sum_over_masters(nodes: &[NodeStats]) -> (u64, u64) {
+    nodes
+        .iter()
+        .filter(|n| n.role == "master")
+        .fold((0, 0), |(hits, misses), n| {
+            (
+                hits + n.keyspace_hits.unwrap_or(0),
+                misses + n.keyspace_misses.unwrap_or(0),
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyspace_numbers_are_summed_over_masters_only() {
+        let node = |role, reachable, hits: Option<u64>| NodeStats {
+            address: "127.0.0.1:1".into(),
+            role,
+            reachable,
+            keyspace_hits: hits,
+            keyspace_misses: hits.map(|h| h / 2),
+        };
+        let nodes = [
+            node("master", true, Some(10)),
+            node("master", true, Some(4)),
+            node("master", false, None),
+            node("replica", true, Some(100)),
+        ];
+        assert_eq!(sum_over_masters(&nodes), (14, 7));
+    }
 
     #[test]
     fn the_hit_ratio_is_zero_without_lookups() {

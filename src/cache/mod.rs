@@ -52,6 +52,19 @@
 //! instance that saw an outage starts from a fresh generation afterwards (another
 //! instance may have written during that outage); so does every process at start.
 //!
+//! **Redis Cluster.** Tokens carry their name as hash tag, so they spread over the
+//! masters; an entry and its tokens may live in different slots. A lookup then reads
+//! them with one `MGET` per slot, not atomically, and a write replaces its tokens with
+//! one command each, all before it is acknowledged. Neither needs atomicity: each
+//! token of rule 3 kills its entries on its own, so a write is covered once all its
+//! replacements have landed, which is before its acknowledgment; and a lookup that
+//! sees a token before its replacement and the entry after (or the reverse) was
+//! concurrent with the write, whose acknowledgment had not happened, so answering
+//! with the older data is allowed. Replication is asynchronous, so a replacement could
+//! die with its master and the promoted replica would accept old entries again: after
+//! replacing tokens the cache waits (`WAIT`) for a replica of each written slot's
+//! master; an unconfirmed replacement is a failed one (the fault rule above).
+//!
 //! **Within one request.** A read-only request reads the generation once and uses that
 //! value for all its lookups (`generation.rs`): its inputs are then all checked against
 //! the generation its own version holds, never a newer one (a page tagged newer than
@@ -101,6 +114,8 @@ struct Inner {
     query_ttl: Duration,
     grace: Duration,
     invalidation_pending: AtomicBool,
+    /// Replicas that must confirm a token replacement (`Settings::redis_wait_replicas`).
+    wait_replicas: u32,
     flush_lock: tokio::sync::Mutex<()>,
     local: LocalTier,
     /// Builds under way in this instance, by generation and key (`refresh.rs`).
@@ -142,12 +157,25 @@ impl Cache {
         metrics: Arc<Metrics>,
         on_redis_time: fn(Duration),
     ) -> anyhow::Result<Self> {
-        let store = RedisStore::new(
-            &settings.redis_url,
-            settings.redis_timeout,
-            metrics.clone(),
-            on_redis_time,
-        )?;
+        let store = if settings.redis_cluster_urls.is_empty() {
+            RedisStore::new(
+                &settings.redis_url,
+                settings.redis_timeout,
+                metrics.clone(),
+                on_redis_time,
+            )?
+        } else {
+            log::info!(
+                "redis cluster mode, seed nodes {}; REDIS_URL is ignored",
+                settings.redis_cluster_urls.join(", ")
+            );
+            RedisStore::new_cluster(
+                &settings.redis_cluster_urls,
+                settings.redis_timeout,
+                metrics.clone(),
+                on_redis_time,
+            )?
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
@@ -159,6 +187,9 @@ impl Cache {
                 // Start from a fresh generation: entries written before this process
                 // started may predate writes made while no instance could reach Redis.
                 invalidation_pending: AtomicBool::new(true),
+                wait_replicas: settings
+                    .redis_wait_replicas
+                    .unwrap_or(u32::from(!settings.redis_cluster_urls.is_empty())),
                 flush_lock: tokio::sync::Mutex::new(()),
                 local: LocalTier::new(settings.local_cache_bytes),
                 flights: SingleFlight::default(),
@@ -193,6 +224,16 @@ impl Cache {
 
     pub fn grace(&self) -> Duration {
         self.inner.grace
+    }
+
+    /// For a short-lived command (`cache purge`), not a server: it has served nothing,
+    /// so it missed no write while Redis was unreachable and need not start a new
+    /// generation (which would drop every cached page). A failure afterwards still marks
+    /// an invalidation pending.
+    pub fn skip_start_invalidation(&self) {
+        self.inner
+            .invalidation_pending
+            .store(false, Ordering::SeqCst);
     }
 
     /// Whether an invalidation still has to reach Redis (the cache is bypassed meanwhile).
@@ -430,7 +471,7 @@ impl Cache {
             .map(|name| (self.keys().token(name), new_token()))
             .collect();
         let counters: Vec<String> = tokens.iter().map(|n| self.keys().token_count(n)).collect();
-        let replaced = self
+        let replaced = match self
             .store()
             .replace_tokens(
                 &pairs,
@@ -438,7 +479,11 @@ impl Cache {
                 &self.keys().all_properties(),
                 &counters,
             )
-            .await;
+            .await
+        {
+            Ok(counts) => self.replicated(&pairs).await.map(|()| counts),
+            Err(e) => Err(e),
+        };
         match self.track(replaced) {
             Ok(stored) => {
                 self.inner.metrics.invalidation();
@@ -452,6 +497,16 @@ impl Cache {
                 false
             }
         }
+    }
+
+    /// Waits for the configured replicas to have the tokens just written (`WAIT`): a
+    /// replacement a failover could lose counts as failed (the invalidation stays
+    /// pending: see the module docs).
+    async fn replicated(&self, pairs: &[(String, String)]) -> Result<(), CacheUnavailable> {
+        let keys: Vec<String> = pairs.iter().map(|(key, _)| key.clone()).collect();
+        self.store()
+            .wait_for_replicas(&keys, self.inner.wait_replicas)
+            .await
     }
 
     /// How long a dependency token lives: twice the longest an entry may (a token that
@@ -487,10 +542,15 @@ impl Cache {
         let all_properties = self.keys().all_properties();
         // Whatever happens, this request reads the token afresh from now on.
         generation::forget();
-        let replaced = self
+        let replaced = match self
             .store()
-            .set_all_and_delete(&pairs, None, &all_properties);
-        match replaced.await {
+            .set_all_and_delete(&pairs, None, &all_properties)
+            .await
+        {
+            Ok(()) => self.replicated(&pairs).await,
+            Err(e) => Err(e),
+        };
+        match replaced {
             Ok(()) => {
                 self.inner
                     .invalidation_pending
@@ -534,16 +594,10 @@ impl Cache {
         self.store().ping().await
     }
 
-    /// `keyspace_hits` and `keyspace_misses` from `INFO stats`.
-    pub async fn keyspace_stats(&self) -> Result<(u64, u64), CacheUnavailable> {
-        let info = self.store().info("stats").await?;
-        metrics::parse_info_stats(&info)
-            .ok_or_else(|| CacheUnavailable("INFO stats has no keyspace fields".into()))
-    }
-
     /// Empties this app's cache layers, and nothing else: a new generation (which makes
-    /// every entry unreachable at once), then `SCAN` + `UNLINK` of the page entries and
-    /// refresh locks under this prefix. Never `FLUSHALL`/`FLUSHDB`.
+    /// every entry unreachable at once), then `SCAN` (of every master, in a cluster) +
+    /// `UNLINK` of the page entries and refresh locks under this prefix. Never
+    /// `FLUSHALL`/`FLUSHDB`.
     pub async fn clear(&self) -> Result<u64, CacheUnavailable> {
         generation::forget();
         let mut deleted = self
@@ -554,16 +608,10 @@ impl Cache {
             ])
             .await?;
         for pattern in self.keys().cache_patterns() {
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, keys) = self.store().scan(cursor, &pattern, 500).await?;
-                if !keys.is_empty() {
-                    deleted += self.store().unlink(&keys).await?;
-                }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
+            let (keys, _) = self.store().scan_all(&pattern, 500, None).await?;
+            let keys: Vec<String> = keys.into_iter().collect();
+            for batch in keys.chunks(500) {
+                deleted += self.store().unlink(batch).await?;
             }
         }
         self.inner.metrics.invalidation();
@@ -605,32 +653,22 @@ impl Cache {
         Ok(listing)
     }
 
-    /// Up to `limit` of this app's keys (`SCAN MATCH PREFIX:*`, never `KEYS`), sorted,
-    /// each with its remaining TTL and size. Bounded twice: it stops once `limit` keys
-    /// are found or after a fixed number of `SCAN` rounds (a Redis shared with a large
-    /// keyspace is never walked in full); `complete` says whether the whole keyspace was
-    /// seen. TTLs and sizes come from one pipeline.
+    /// Up to `limit` of this app's keys (`SCAN MATCH PREFIX:*` of every master, never
+    /// `KEYS`), sorted, each with its remaining TTL and size. Bounded twice: it stops once
+    /// `limit` keys are found or after a fixed number of `SCAN` rounds per master (a Redis
+    /// shared with a large keyspace is never walked in full); `complete` says whether the
+    /// whole keyspace was seen. TTLs and sizes come from one pipeline (per slot).
     async fn scan_keys(&self, limit: usize) -> Result<KeyListing, CacheUnavailable> {
         const SCAN_COUNT: u64 = 500;
         const MAX_SCAN_ROUNDS: usize = 40;
-        let mut found = std::collections::BTreeSet::new();
-        let mut cursor: u64 = 0;
-        let mut rounds = 0;
-        let complete = loop {
-            let (next, keys) = self
-                .store()
-                .scan(cursor, &self.keys().all_pattern(), SCAN_COUNT)
-                .await?;
-            found.extend(keys);
-            rounds += 1;
-            if next == 0 {
-                break found.len() <= limit;
-            }
-            if found.len() > limit || rounds >= MAX_SCAN_ROUNDS {
-                break false;
-            }
-            cursor = next;
+        let bound = store::ScanLimit {
+            keys: limit,
+            rounds_per_node: MAX_SCAN_ROUNDS,
         };
+        let (found, complete) = self
+            .store()
+            .scan_all(&self.keys().all_pattern(), SCAN_COUNT, Some(bound))
+            .await?;
         let names: Vec<String> = found.into_iter().take(limit).collect();
         if names.is_empty() {
             return Ok(KeyListing {

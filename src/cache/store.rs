@@ -10,15 +10,33 @@
 //! connection per thread keeps every command on the thread that sent it. A failure
 //! is returned as `CacheUnavailable` (callers treat it as a miss/bypass), counted, and
 //! logged — never a panic, never a 5xx.
+//!
+//! # Redis Cluster (`REDIS_CLUSTER_URLS`)
+//!
+//! The same methods run over the `redis` crate's cluster client instead: it routes each
+//! command to the master of its key's slot, follows `MOVED`/`ASK`, refreshes its slot map
+//! after a failover, and splits `MGET`/`DEL`/`UNLINK` over several slots into one command
+//! per slot (not atomic). What it cannot split is a pipeline or a `MULTI`: those must stay
+//! in one slot, so the methods below that use one either check that their keys share a
+//! slot or group them per slot. Commands that are per server — `SCAN`, `INFO` — are sent
+//! to every node on purpose (`scan_all`, `node_stats`); a plain `SCAN` would reach only one
+//! random node.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{FromRedisValue, Pipeline};
+use futures_util::future::{join_all, try_join_all};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
+use redis::{
+    Cmd, ConnectionAddr, ConnectionInfo, FromRedisValue, IntoConnectionInfo, Pipeline, RedisFuture,
+    Value,
+};
 
 use super::entry::now_ms;
 use super::metrics::Metrics;
@@ -36,13 +54,76 @@ const BREAKER_COOL_DOWN_MS: i64 = 1_000;
 pub struct RedisStore {
     /// Unique per store in this process: names its connections in `CONNECTIONS`.
     id: u64,
-    client: redis::Client,
-    config: ConnectionManagerConfig,
+    client: Client,
+    /// Of the connection to a single Redis, and of those to each cluster node.
+    manager_config: ConnectionManagerConfig,
     timeout: Duration,
     metrics: Arc<Metrics>,
     breaker: Arc<Breaker>,
     /// Told how long each command took.
     on_time: fn(Duration),
+}
+
+/// One Redis server, or a Redis Cluster (and how to reach one of its nodes directly:
+/// like the first seed node, at another address).
+#[derive(Clone)]
+enum Client {
+    Single(redis::Client),
+    Cluster(Box<(ClusterClient, ClusterConfig, ConnectionInfo)>),
+}
+
+/// A connection made by `Client`: both reconnect by themselves.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// A Redis server as `node_stats` reports it: its address, its role (`master` or
+/// `replica`), whether it answered `INFO stats`, and its keyspace hits and misses.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct NodeStats {
+    pub address: String,
+    pub role: &'static str,
+    pub reachable: bool,
+    pub keyspace_hits: Option<u64>,
+    pub keyspace_misses: Option<u64>,
+}
+
+/// How far `scan_all` goes: it stops once more than `keys` keys are found, and walks at
+/// most `rounds_per_node` `SCAN` steps on each master.
+#[derive(Clone, Copy, Debug)]
+pub struct ScanLimit {
+    pub keys: usize,
+    pub rounds_per_node: usize,
 }
 
 #[derive(Default)]
@@ -62,22 +143,77 @@ impl RedisStore {
     ) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)
             .map_err(|e| anyhow::anyhow!("REDIS_URL {url:?} is not usable: {e}"))?;
-        let config = ConnectionManagerConfig::new()
+        Ok(Self::with_client(
+            Client::Single(client),
+            timeout,
+            metrics,
+            on_time,
+        ))
+    }
+
+    /// The same over a Redis Cluster, given its seed nodes (`REDIS_CLUSTER_URLS`). Also
+    /// lazy: the cluster may be down when the app starts; the first commands then fail
+    /// (fail-open) and the client keeps trying the seeds until the cluster answers.
+    pub fn new_cluster(
+        urls: &[String],
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+        on_time: fn(Duration),
+    ) -> anyhow::Result<Self> {
+        // Few, short retries: a command that cannot be served at once is a bypass; the
+        // client's own retries (16 by default, up to minutes apart) would hold requests.
+        let client = ClusterClient::builder(urls.iter().map(String::as_str))
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .retries(2)
+            .min_retry_wait(10)
+            .max_retry_wait(100)
+            .build()
+            .map_err(|e| anyhow::anyhow!("REDIS_CLUSTER_URLS {urls:?} is not usable: {e}"))?;
+        let config = ClusterConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout);
+        let seed = urls
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("REDIS_CLUSTER_URLS names no node"))?
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| anyhow::anyhow!("REDIS_CLUSTER_URLS {urls:?} is not usable: {e}"))?;
+        Ok(Self::with_client(
+            Client::Cluster(Box::new((client, config, seed))),
+            timeout,
+            metrics,
+            on_time,
+        ))
+    }
+
+    fn with_client(
+        client: Client,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+        on_time: fn(Duration),
+    ) -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(Duration::from_millis(100));
-        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-        Ok(Self {
+        Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             client,
-            config,
+            manager_config,
             timeout,
             metrics,
             breaker: Arc::default(),
             on_time,
-        })
+        }
+    }
+
+    /// Whether this store speaks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.client, Client::Cluster(..))
     }
 
     /// Unique per store in this process.
@@ -85,21 +221,41 @@ impl RedisStore {
         self.id
     }
 
-    /// This thread's connection to this store's Redis, opened (lazily: nothing is sent
-    /// until the first command) on first use.
-    fn connection(&self) -> Result<ConnectionManager, CacheUnavailable> {
+    /// This thread's connection to this store's Redis (`node` `None`), or to one node of
+    /// the cluster (`host:port`: for the per-server commands, `SCAN` and `INFO`), opened
+    /// (lazily: nothing is sent until the first command) on first use.
+    fn connection(&self, node: Option<&str>) -> Result<Connection, CacheUnavailable> {
         thread_local! {
-            static CONNECTIONS: RefCell<HashMap<u64, ConnectionManager>> = RefCell::default();
+            static CONNECTIONS: RefCell<HashMap<(u64, Option<String>), Connection>> =
+                RefCell::default();
         }
+        let key = (self.id, node.map(str::to_string));
         CONNECTIONS.with(|all| {
-            if let Some(conn) = all.borrow().get(&self.id) {
+            if let Some(conn) = all.borrow().get(&key) {
                 return Ok(conn.clone());
             }
-            let conn = self
-                .client
-                .get_connection_manager_lazy(self.config.clone())
-                .map_err(|e| CacheUnavailable(format!("opening a connection: {e}")))?;
-            all.borrow_mut().insert(self.id, conn.clone());
+            let opening =
+                |e: redis::RedisError| CacheUnavailable(format!("opening a connection: {e}"));
+            let conn = match (&self.client, node) {
+                (Client::Single(client), _) => client
+                    .get_connection_manager_lazy(self.manager_config.clone())
+                    .map(Connection::Single)
+                    .map_err(opening)?,
+                (Client::Cluster(cluster), None) => Connection::Cluster(
+                    cluster
+                        .0
+                        .get_pending_async_connection_with_config(cluster.1.clone()),
+                ),
+                (Client::Cluster(cluster), Some(address)) => {
+                    let seed = &cluster.2;
+                    let info = seed.clone().set_addr(node_addr(address)?);
+                    redis::Client::open(info)
+                        .and_then(|c| c.get_connection_manager_lazy(self.manager_config.clone()))
+                        .map(Connection::Single)
+                        .map_err(opening)?
+                }
+            };
+            all.borrow_mut().insert(key, conn.clone());
             Ok(conn)
         })
     }
@@ -127,9 +283,35 @@ impl RedisStore {
         self.query(redis::cmd("GET").arg(key)).await
     }
 
-    /// `MGET keys…`.
+    /// `MGET keys…`; in a cluster, one `MGET` per slot, all at once (the client's own
+    /// split of a cross-slot `MGET` mismatched its replies during a failover).
     pub async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheUnavailable> {
-        self.query(redis::cmd("MGET").arg(keys)).await
+        if !self.is_cluster() {
+            return self.query(redis::cmd("MGET").arg(keys)).await;
+        }
+        let mut groups: Vec<(Slot, Vec<usize>)> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let slot = Slot::for_key(key);
+            match groups.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((slot, vec![i])),
+            }
+        }
+        let replies = try_join_all(groups.iter().map(|(_, members)| {
+            let mut mget = redis::cmd("MGET");
+            for &i in members {
+                mget.arg(&keys[i]);
+            }
+            async move { self.query::<Vec<Option<Vec<u8>>>>(&mget).await }
+        }))
+        .await?;
+        let mut values = vec![None; keys.len()];
+        for ((_, members), group) in groups.iter().zip(replies) {
+            for (&i, value) in members.iter().zip(group) {
+                values[i] = value;
+            }
+        }
+        Ok(values)
     }
 
     /// `SET key value PX ms`.
@@ -175,28 +357,27 @@ impl RedisStore {
         self.query(&cmd).await
     }
 
-    /// `SET key value NX PX ms` for each pair, in one pipeline: whether every one was
-    /// set (a key that already existed keeps its value).
+    /// `SET key value NX PX ms` for each pair (one pipeline per slot): whether every one
+    /// was set (a key that already existed keeps its value).
     pub async fn set_all_nx(
         &self,
         pairs: &[(String, String)],
         px: u64,
     ) -> Result<bool, CacheUnavailable> {
-        let mut pipe = redis::pipe();
-        for (key, value) in pairs {
-            pipe.cmd("SET")
-                .arg(key)
-                .arg(value)
-                .arg("NX")
-                .arg("PX")
-                .arg(px.max(1));
-        }
-        let replies: Vec<Option<String>> = self.pipe(&pipe).await?;
-        Ok(replies.iter().all(Option::is_some))
+        let ops: Vec<(&str, Cmd)> = pairs
+            .iter()
+            .map(|(key, value)| {
+                let mut set = redis::cmd("SET");
+                set.arg(key).arg(value).arg("NX").arg("PX").arg(px.max(1));
+                (key.as_str(), set)
+            })
+            .collect();
+        let replies = self.per_slot(ops, false).await?;
+        Ok(replies.iter().all(|r| !matches!(r, Value::Nil)))
     }
 
-    /// `SET key value PX ms`, and `INCR` of each counter (expiring after `counter_px`),
-    /// in one pipeline.
+    /// `SET key value PX ms`, and `INCR` of each counter (expiring after `counter_px`):
+    /// one pipeline per slot, not atomic (the counters are for the dashboard).
     pub async fn set_px_counting(
         &self,
         key: &str,
@@ -205,25 +386,21 @@ impl RedisStore {
         counters: &[String],
         counter_px: u64,
     ) -> Result<(), CacheUnavailable> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(key)
-            .arg(value)
-            .arg("PX")
-            .arg(ms.max(1))
-            .ignore();
+        let mut set = redis::cmd("SET");
+        set.arg(key).arg(value).arg("PX").arg(ms.max(1));
+        let mut ops = vec![(key, set)];
         for counter in counters {
-            pipe.cmd("INCR").arg(counter).ignore();
-            pipe.cmd("PEXPIRE")
-                .arg(counter)
-                .arg(counter_px.max(1))
-                .ignore();
+            ops.push((counter, redis::cmd("INCR").arg(counter).to_owned()));
+            let mut expire = redis::cmd("PEXPIRE");
+            expire.arg(counter).arg(counter_px.max(1));
+            ops.push((counter, expire));
         }
-        self.pipe(&pipe).await
+        self.per_slot(ops, false).await.map(drop)
     }
 
     /// Sets each token to its new value (expiring after `px` ms), deletes `delete` and
-    /// takes each counter's value (`GETDEL`), atomically (`MULTI`): the counts.
+    /// takes each counter's value (`GETDEL`): the counts. One `MULTI` on a single Redis;
+    /// in a cluster one `MULTI` per slot (a token and its counter share one: hash tag).
     pub async fn replace_tokens(
         &self,
         pairs: &[(String, String)],
@@ -231,56 +408,148 @@ impl RedisStore {
         delete: &str,
         counters: &[String],
     ) -> Result<Vec<u64>, CacheUnavailable> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+        let mut ops: Vec<(&str, Cmd)> = Vec::new();
         for (key, value) in pairs {
-            pipe.cmd("SET")
-                .arg(key)
-                .arg(value)
-                .arg("PX")
-                .arg(px.max(1))
-                .ignore();
+            let mut set = redis::cmd("SET");
+            set.arg(key).arg(value).arg("PX").arg(px.max(1));
+            ops.push((key, set));
         }
-        pipe.cmd("DEL").arg(delete).ignore();
+        ops.push((delete, redis::cmd("DEL").arg(delete).to_owned()));
         for counter in counters {
-            pipe.cmd("GETDEL").arg(counter);
+            ops.push((counter, redis::cmd("GETDEL").arg(counter).to_owned()));
         }
-        let counts: Vec<Option<u64>> = self.pipe(&pipe).await?;
-        Ok(counts.into_iter().map(Option::unwrap_or_default).collect())
+        let replies = self.per_slot(ops, true).await?;
+        Ok(replies[pairs.len() + 1..]
+            .iter()
+            .map(|v| u64::from_redis_value(v.clone()).unwrap_or_default())
+            .collect())
     }
 
     /// Sets each key to its value (expiring after `px` ms, if given) and deletes
-    /// `delete`, atomically (`MULTI`).
+    /// `delete`: one `MULTI` on a single Redis, one per slot in a cluster.
     pub async fn set_all_and_delete(
         &self,
         pairs: &[(String, String)],
         px: Option<u64>,
         delete: &str,
     ) -> Result<(), CacheUnavailable> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+        let mut ops: Vec<(&str, Cmd)> = Vec::new();
         for (key, value) in pairs {
-            let set = pipe.cmd("SET").arg(key).arg(value);
+            let mut set = redis::cmd("SET");
+            set.arg(key).arg(value);
             if let Some(ms) = px {
                 set.arg("PX").arg(ms.max(1));
             }
-            set.ignore();
+            ops.push((key, set));
         }
-        pipe.cmd("DEL").arg(delete).ignore();
+        ops.push((delete, redis::cmd("DEL").arg(delete).to_owned()));
+        self.per_slot(ops, true).await.map(drop)
+    }
+
+    /// Runs `ops` (each with the key that places it) as one pipeline — `MULTI` when
+    /// `atomic` — on a single Redis: the replies, in the order of `ops`. In a cluster,
+    /// where a pipeline cannot span slots and one sent to a slot's old master after a
+    /// failover is refused (`MOVED`) rather than redirected, each command is sent on its
+    /// own (the client follows redirections and refreshes its slot map), all at once.
+    /// A failure of any part fails the whole, some parts possibly done (callers treat
+    /// that as a failed whole).
+    async fn per_slot(
+        &self,
+        ops: Vec<(&str, Cmd)>,
+        atomic: bool,
+    ) -> Result<Vec<Value>, CacheUnavailable> {
+        if self.is_cluster() {
+            return try_join_all(ops.iter().map(|(_, cmd)| self.query::<Value>(cmd))).await;
+        }
+        let mut pipe = redis::pipe();
+        if atomic {
+            pipe.atomic();
+        }
+        for (_, cmd) in ops {
+            pipe.add_command(cmd);
+        }
         self.pipe(&pipe).await
+    }
+
+    /// Waits until the replicas of the master of each key's slot — `replicas` of them,
+    /// or all it has when it has fewer (after a failover a master may have none, and
+    /// then no replica can be promoted with older data) — have every write sent so far
+    /// (`ROLE`, then `WAIT`, bounded by the command timeout). In a cluster both go to
+    /// exactly that master (the crate's own routing of `WAIT` asks every master, and
+    /// fails while any is down). An error, or fewer acknowledgments, is a failure.
+    pub async fn wait_for_replicas(
+        &self,
+        keys: &[String],
+        replicas: u32,
+    ) -> Result<(), CacheUnavailable> {
+        if replicas == 0 {
+            return Ok(());
+        }
+        let mut slots: Vec<Option<Slot>> = Vec::new();
+        for key in keys {
+            let slot = self.is_cluster().then(|| Slot::for_key(key));
+            if !slots.contains(&slot) {
+                slots.push(slot);
+            }
+        }
+        for slot in slots {
+            let role: Value = self.query_master(redis::cmd("ROLE"), slot).await?;
+            let attached = match &role {
+                Value::Array(parts) => match parts.get(2) {
+                    Some(Value::Array(attached)) => attached.len() as u32,
+                    _ => 0,
+                },
+                _ => 0,
+            };
+            let wanted = replicas.min(attached);
+            if wanted == 0 {
+                continue;
+            }
+            let mut wait = redis::cmd("WAIT");
+            wait.arg(wanted).arg(self.timeout.as_millis().max(1) as u64);
+            let acked: i64 = self.query_master(wait, slot).await?;
+            if acked < i64::from(wanted) {
+                return Err(self.on_failure(format!(
+                    "WAIT: {acked} of {wanted} replicas acknowledged the write"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// One command on the master of `slot` (in a cluster; `None`: the single Redis).
+    async fn query_master<T: FromRedisValue>(
+        &self,
+        cmd: Cmd,
+        slot: Option<Slot>,
+    ) -> Result<T, CacheUnavailable> {
+        let Some(slot) = slot else {
+            return self.query(&cmd).await;
+        };
+        self.guarded(|conn| async move {
+            let Connection::Cluster(mut conn) = conn else {
+                return cmd.query_async(&mut { conn }).await;
+            };
+            let route = Route::with_slot(slot, SlotAddr::Master);
+            let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+            let value = conn.route_command(cmd, routing).await?;
+            Ok(T::from_redis_value(value)?)
+        })
+        .await
     }
 
     pub async fn del(&self, key: &str) -> Result<(), CacheUnavailable> {
         self.query(redis::cmd("DEL").arg(key)).await
     }
 
-    /// `UNLINK keys…`: how many existed.
+    /// `UNLINK keys…`: how many existed. In a cluster the client splits it into one
+    /// `UNLINK` per slot and sums the replies.
     pub async fn unlink(&self, keys: &[String]) -> Result<u64, CacheUnavailable> {
         self.query(redis::cmd("UNLINK").arg(keys)).await
     }
 
     /// `INCR key` and, if it has none yet, an expiry of `ms`, atomically: the new count
-    /// and the milliseconds left.
+    /// and the milliseconds left. One key, so one slot: a `MULTI` also in a cluster.
     pub async fn incr_expiring(&self, key: &str, ms: u64) -> Result<(u64, i64), CacheUnavailable> {
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -296,47 +565,102 @@ impl RedisStore {
         self.pipe(&pipe).await
     }
 
-    /// One `SCAN cursor MATCH pattern COUNT count` step: the next cursor and the keys.
-    pub async fn scan(
+    /// The keys matching `pattern` (deduplicated and sorted) on every master — one
+    /// `SCAN` cursor per master, since each holds its own slots — and whether every match
+    /// is among them (`false` when `limit` cut the walk short). `None`: walk everything.
+    pub async fn scan_all(
         &self,
-        cursor: u64,
         pattern: &str,
         count: u64,
-    ) -> Result<(u64, Vec<String>), CacheUnavailable> {
-        self.query(
-            redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(count),
-        )
-        .await
+        limit: Option<ScanLimit>,
+    ) -> Result<(BTreeSet<String>, bool), CacheUnavailable> {
+        let nodes = match self.client {
+            Client::Single(..) => vec![None],
+            Client::Cluster(..) => self
+                .cluster_nodes()
+                .await?
+                .into_iter()
+                .filter(|n| n.master && !n.failed)
+                .map(|n| Some(n.address))
+                .collect(),
+        };
+        let mut found = BTreeSet::new();
+        for node in nodes {
+            let mut cursor: u64 = 0;
+            let mut rounds = 0;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(count);
+                let (next, keys): (u64, Vec<String>) = match &node {
+                    None => self.query(&scan).await?,
+                    Some(address) => self.query_at(&scan, address).await?,
+                };
+                found.extend(keys);
+                rounds += 1;
+                if next == 0 {
+                    break;
+                }
+                if let Some(limit) = limit
+                    && (found.len() > limit.keys || rounds >= limit.rounds_per_node)
+                {
+                    return Ok((found, false));
+                }
+                cursor = next;
+            }
+            if limit.is_some_and(|l| found.len() > l.keys) {
+                return Ok((found, false));
+            }
+        }
+        Ok((found, true))
     }
 
     /// Each key's `PTTL` reply and `MEMORY USAGE` (`None` where Redis does not report
-    /// it: renamed or disabled on some hosted Redis), in one pipeline.
+    /// it: renamed or disabled on some hosted Redis), in one pipeline — in a cluster, one
+    /// pipeline per slot, all sent at once.
     pub async fn ttls_and_sizes(
         &self,
         keys: &[String],
     ) -> Result<Vec<(Option<i64>, Option<i64>)>, CacheUnavailable> {
-        let mut pipe = redis::pipe();
+        let mut groups: HashMap<Option<Slot>, Vec<&String>> = HashMap::new();
         for key in keys {
-            pipe.cmd("PTTL").arg(key);
-            pipe.cmd("MEMORY")
-                .arg("USAGE")
-                .arg(key)
-                .arg("SAMPLES")
-                .arg(0);
+            let slot = self.is_cluster().then(|| Slot::for_key(key));
+            groups.entry(slot).or_default().push(key);
         }
-        pipe.ignore_errors();
-        let replies: Vec<redis::Value> = self.pipe(&pipe).await?;
-        let int = |v: Option<&redis::Value>| match v {
-            Some(redis::Value::Int(n)) => Some(*n),
+        let replies = try_join_all(groups.into_values().map(|keys| async move {
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.cmd("PTTL").arg(*key);
+                pipe.cmd("MEMORY")
+                    .arg("USAGE")
+                    .arg(*key)
+                    .arg("SAMPLES")
+                    .arg(0);
+            }
+            pipe.ignore_errors();
+            let replies: Vec<Value> = self.pipe(&pipe).await?;
+            Ok::<_, CacheUnavailable>((keys, replies))
+        }))
+        .await?;
+        let int = |v: Option<&Value>| match v {
+            Some(Value::Int(n)) => Some(*n),
             _ => None,
         };
-        Ok((0..keys.len())
-            .map(|i| (int(replies.get(2 * i)), int(replies.get(2 * i + 1))))
+        let mut by_key = HashMap::new();
+        for (keys, replies) in &replies {
+            for (i, key) in keys.iter().enumerate() {
+                by_key.insert(
+                    key.as_str(),
+                    (int(replies.get(2 * i)), int(replies.get(2 * i + 1))),
+                );
+            }
+        }
+        Ok(keys
+            .iter()
+            .map(|key| by_key.get(key.as_str()).copied().unwrap_or((None, None)))
             .collect())
     }
 
@@ -344,20 +668,110 @@ impl RedisStore {
         self.query::<String>(&redis::cmd("PING")).await.is_ok()
     }
 
-    /// `INFO section`.
-    pub async fn info(&self, section: &str) -> Result<String, CacheUnavailable> {
-        self.query(redis::cmd("INFO").arg(section)).await
+    /// `INFO stats` of every server: one entry for a single Redis; in a cluster, every
+    /// node of `CLUSTER NODES` (masters first), each asked on its own, so an unreachable
+    /// node is listed as such instead of failing the whole. Errors only when no master
+    /// answers (or the cluster's node list cannot be read). A node that does not answer
+    /// is not counted as a Redis error and does not trip the breaker: it is reported.
+    pub async fn node_stats(&self) -> Result<Vec<NodeStats>, CacheUnavailable> {
+        let stats = |info: &str, address: String, role| {
+            let (hits, misses) = super::metrics::parse_info_stats(info).unzip();
+            NodeStats {
+                address,
+                role,
+                reachable: true,
+                keyspace_hits: hits,
+                keyspace_misses: misses,
+            }
+        };
+        let info = redis::cmd("INFO").arg("stats").to_owned();
+        let nodes = match &self.client {
+            Client::Single(client) => {
+                let text: String = self.query(&info).await?;
+                let address = client.get_connection_info().addr().to_string();
+                return Ok(vec![stats(&text, address, "master")]);
+            }
+            Client::Cluster(..) => self.cluster_nodes().await?,
+        };
+        let info = &info;
+        let mut all = join_all(nodes.into_iter().map(|node| async move {
+            let role = if node.master { "master" } else { "replica" };
+            match self.probe_at::<String>(info, &node.address).await {
+                Some(text) => stats(&text, node.address, role),
+                None => NodeStats {
+                    address: node.address,
+                    role,
+                    reachable: false,
+                    keyspace_hits: None,
+                    keyspace_misses: None,
+                },
+            }
+        }))
+        .await;
+        if !all.iter().any(|n| n.role == "master" && n.reachable) {
+            return Err(CacheUnavailable("no cluster master answered INFO".into()));
+        }
+        all.sort_by(|a, b| (a.role, &a.address).cmp(&(b.role, &b.address)));
+        Ok(all)
+    }
+
+    /// The nodes of the cluster (`CLUSTER NODES`, asked of any node).
+    async fn cluster_nodes(&self) -> Result<Vec<ClusterNode>, CacheUnavailable> {
+        let text: String = self.query(redis::cmd("CLUSTER").arg("NODES")).await?;
+        Ok(parse_cluster_nodes(&text))
+    }
+
+    /// One command on the cluster node at `address` (`host:port`), with the timeout and
+    /// the breaker.
+    async fn query_at<T: FromRedisValue>(
+        &self,
+        cmd: &Cmd,
+        address: &str,
+    ) -> Result<T, CacheUnavailable> {
+        self.guarded_on(Some(address), |mut conn| async move {
+            cmd.query_async(&mut conn).await
+        })
+        .await
+    }
+
+    /// The same with the timeout only: `None` when the node did not answer (a probe for
+    /// the node list, which must not count as failures of the cache itself).
+    async fn probe_at<T: FromRedisValue>(&self, cmd: &Cmd, address: &str) -> Option<T> {
+        let mut conn = self.connection(Some(address)).ok()?;
+        let started = std::time::Instant::now();
+        let reply = tokio::time::timeout(self.timeout, cmd.query_async(&mut conn)).await;
+        (self.on_time)(started.elapsed());
+        match reply {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(e)) => {
+                log::debug!("redis node {address} did not answer: {e}");
+                None
+            }
+            Err(_) => {
+                log::debug!("redis node {address} timed out");
+                None
+            }
+        }
     }
 
     async fn guarded<T, F, Fut>(&self, f: F) -> Result<T, CacheUnavailable>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Connection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        self.guarded_on(None, f).await
+    }
+
+    /// `guarded` on the connection to one cluster node (`None`: the usual connection).
+    async fn guarded_on<T, F, Fut>(&self, node: Option<&str>, f: F) -> Result<T, CacheUnavailable>
+    where
+        F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         if self.circuit_open() {
             return Err(CacheUnavailable("circuit breaker open".into()));
         }
-        let conn = match self.connection() {
+        let conn = match self.connection(node) {
             Ok(conn) => conn,
             Err(e) => return Err(self.on_failure(e.0)),
         };
@@ -369,7 +783,10 @@ impl RedisStore {
                 self.on_success();
                 Ok(v)
             }
-            Ok(Err(e)) => Err(self.on_failure(e.to_string())),
+            Ok(Err(e)) => Err(self.on_failure(match node {
+                Some(node) => format!("{node}: {e}"),
+                None => e.to_string(),
+            })),
             Err(_) => Err(self.on_failure(format!("timed out after {:?}", self.timeout))),
         }
     }
@@ -406,5 +823,90 @@ impl RedisStore {
             log::warn!("redis command failed, bypassing the cache: {cause}");
         }
         CacheUnavailable(cause)
+    }
+}
+
+/// A node of a Redis Cluster, as `CLUSTER NODES` lists it.
+#[derive(Debug, PartialEq)]
+struct ClusterNode {
+    /// `host:port` (the client port, without `@cport` or a hostname).
+    address: String,
+    master: bool,
+    /// Flagged `fail` by the cluster (not just `fail?`, one node's suspicion).
+    failed: bool,
+}
+
+/// Reads `CLUSTER NODES`: `<id> <ip:port@cport[,hostname]> <flags> …` per line; nodes
+/// without an address (`noaddr`, or still in the handshake) are left out.
+fn parse_cluster_nodes(text: &str) -> Vec<ClusterNode> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_id, addr, flags) = (fields.next()?, fields.next()?, fields.next()?);
+            let address = addr.split(['@', ',']).next()?;
+            let flags: Vec<&str> = flags.split(',').collect();
+            if address.starts_with(':') || flags.contains(&"noaddr") || flags.contains(&"handshake")
+            {
+                return None;
+            }
+            Some(ClusterNode {
+                address: address.to_string(),
+                master: flags.contains(&"master"),
+                failed: flags.contains(&"fail"),
+            })
+        })
+        .collect()
+}
+
+/// The TCP address of a node given as `host:port`.
+fn node_addr(address: &str) -> Result<ConnectionAddr, CacheUnavailable> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .and_then(|(host, port)| Some((host, port.parse().ok()?)))
+        .ok_or_else(|| CacheUnavailable(format!("bad node address {address:?}")))?;
+    Ok(ConnectionAddr::Tcp(host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_nodes_are_read_with_their_role_and_failure_flag() {
+        let text = "\
+07c3 127.0.0.1:30004@40004 slave e7d1 0 1426238317239 4 connected
+e7d1 127.0.0.1:30001@40001,node-1 myself,master - 0 0 1 connected 0-5460
+67ed 10.0.0.2:30002@40002 master,fail - 1426238316232 1426238315230 2 disconnected
+ab12 :30009@40009 master,noaddr - 0 0 0 disconnected
+";
+        assert_eq!(
+            parse_cluster_nodes(text),
+            vec![
+                ClusterNode {
+                    address: "127.0.0.1:30004".into(),
+                    master: false,
+                    failed: false
+                },
+                ClusterNode {
+                    address: "127.0.0.1:30001".into(),
+                    master: true,
+                    failed: false
+                },
+                ClusterNode {
+                    address: "10.0.0.2:30002".into(),
+                    master: true,
+                    failed: true
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_node_address_is_read_as_host_and_port() {
+        assert_eq!(
+            node_addr("127.0.0.1:30001").unwrap(),
+            ConnectionAddr::Tcp("127.0.0.1".into(), 30001)
+        );
+        assert!(node_addr("nonsense").is_err());
     }
 }

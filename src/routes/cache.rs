@@ -2,6 +2,7 @@
 //! dashboard page and the Prometheus exposition.
 
 use actix_session::Session;
+use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Serialize;
@@ -117,24 +118,51 @@ pub struct DashboardPage {
     pub query_ttl: u64,
     pub grace: u64,
     pub key_limit: usize,
-    /// The signed-in admin's name: they get the clear-cache button.
+    /// The signed-in admin's name: they get the clear-cache button and the purge forms.
     pub admin_name: Option<String>,
     /// Only rendered (and only created) for a signed-in admin.
     pub csrf_token: String,
     pub flash: Option<String>,
+    pub purge: PurgeFields,
+}
+
+/// The purge forms' values and their one error message, kept when a purge is refused.
+#[derive(Default)]
+pub struct PurgeFields {
+    pub listing: String,
+    pub url: String,
+    pub error: Option<String>,
 }
 
 /// `GET /cache/`. Never page-cached (not a cacheable route), so it may show the
-/// clear-cache button to signed-in admins only (a revoked sign-in counts as none, as
-/// everywhere: the `Admin` extractor checks it).
+/// clear-cache button and the purge forms to signed-in admins only (a revoked sign-in
+/// counts as none, as everywhere: the `Admin` extractor checks it).
 pub async fn dashboard(
     state: web::Data<AppState>,
     session: Session,
     admin: Option<auth::Admin>,
 ) -> Result<HttpResponse, AppError> {
+    render_dashboard(
+        &state,
+        &session,
+        admin,
+        PurgeFields::default(),
+        StatusCode::OK,
+    )
+}
+
+/// The dashboard page with `status` (422 when a purge was refused: the forms again,
+/// their values kept, the message shown).
+pub fn render_dashboard(
+    state: &AppState,
+    session: &Session,
+    admin: Option<auth::Admin>,
+    purge: PurgeFields,
+    status: StatusCode,
+) -> Result<HttpResponse, AppError> {
     let s = &state.settings;
     let (csrf_token, flash) = match admin {
-        Some(_) => (auth::csrf_token(&session)?, auth::take_flash(&session)),
+        Some(_) => (auth::csrf_token(session)?, auth::take_flash(session)),
         None => (String::new(), None),
     };
     let mut res = render_html(&DashboardPage {
@@ -146,7 +174,9 @@ pub async fn dashboard(
         admin_name: admin.map(|a| a.username),
         csrf_token,
         flash,
+        purge,
     })?;
+    *res.status_mut() = status;
     res.headers_mut().insert(
         actix_web::http::header::CACHE_CONTROL,
         actix_web::http::header::HeaderValue::from_static("no-store"),

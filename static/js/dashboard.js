@@ -1,5 +1,6 @@
-/* Live cache dashboard: polls /api/cache/metrics, fills the page, draws a chart,
-   lists this app's Redis keys (/api/cache/keys) and runs the "See it work" demo.
+/* Live cache dashboard: polls /api/cache/metrics, fills the page (with the last writes
+   and what each invalidated), draws a chart, lists this app's Redis keys
+   (/api/cache/keys) and runs the "See it work" demos.
    No dependencies; loaded with defer. */
 (function () {
   "use strict";
@@ -103,6 +104,129 @@
     }
   }
 
+  /* ---------- Redis servers (one, or every node of a cluster) ---------- */
+
+  var nodesBody = $("nodes-body");
+  var lastNodes = null;  // JSON of the rows shown, to skip rebuilding identical tables
+
+  function nodesMessage(text) {
+    lastNodes = null;
+    nodesBody.textContent = "";
+    var tr = document.createElement("tr");
+    tr.className = "placeholder-row";
+    var td = document.createElement("td");
+    td.colSpan = 5;
+    td.className = "muted";
+    td.textContent = text;
+    tr.appendChild(td);
+    nodesBody.appendChild(tr);
+  }
+
+  function cell(text, className) {
+    var td = document.createElement("td");
+    if (className) td.className = className;
+    td.textContent = text;
+    return td;
+  }
+
+  function renderNodes(data) {
+    if (!nodesBody) return;
+    var nodes = data && data.redis_available !== false && data.redis_nodes;
+    if (!nodes || !nodes.length) {
+      setText("nodes-summary", "");
+      nodesMessage("Redis is unavailable: no server answered.");
+      return;
+    }
+    var up = 0;
+    for (var n = 0; n < nodes.length; n++) if (nodes[n].reachable) up++;
+    setText("nodes-summary", "(" + (data.redis_mode === "cluster" ? "cluster, " : "") +
+      up + " of " + nodes.length + " reachable)");
+    var json = JSON.stringify(nodes);
+    if (json === lastNodes) return;
+    lastNodes = json;
+    var frag = document.createDocumentFragment();
+    for (var i = 0; i < nodes.length; i++) {
+      var node = nodes[i];
+      var tr = document.createElement("tr");
+      tr.setAttribute("data-node", node.address);
+      tr.appendChild(cell(node.address, "key-name"));
+      tr.appendChild(cell(node.role === "master" ? "Master" : "Replica"));
+      var state = document.createElement("td");
+      var badge = document.createElement("span");
+      setBadge(badge, node.reachable ? "Up" : "Unreachable", node.reachable ? "success" : "danger");
+      state.appendChild(badge);
+      tr.appendChild(state);
+      tr.appendChild(cell(fmtInt(node.keyspace_hits), "num"));
+      tr.appendChild(cell(fmtInt(node.keyspace_misses), "num"));
+      frag.appendChild(tr);
+    }
+    nodesBody.textContent = "";
+    nodesBody.appendChild(frag);
+  }
+
+  /* ---------- last writes ---------- */
+
+  var writesBody = $("writes-body");
+  var writesShown = null; // the JSON last rendered, so unchanged polls touch nothing
+
+  function fmtEntries(n) {
+    return fmtInt(n) + (n === 1 ? " entry" : " entries");
+  }
+
+  // One row per write (newest first): when, each token it replaced with the stored
+  // entries that made unreachable, and their total.
+  function renderWrites(writes) {
+    if (!writesBody || !Array.isArray(writes)) return;
+    var json = JSON.stringify(writes);
+    if (json === writesShown) return;
+    writesShown = json;
+    if (!writes.length) return; // keep the "no writes" placeholder
+    var frag = document.createDocumentFragment();
+    for (var i = 0; i < writes.length; i++) {
+      var w = writes[i] || {};
+      var tr = document.createElement("tr");
+      tr.setAttribute("data-at", String(w.at || ""));
+
+      var when = document.createElement("td");
+      var time = document.createElement("time");
+      var d = new Date(w.at);
+      time.setAttribute("datetime", String(w.at || ""));
+      time.textContent = isNaN(d.getTime()) ? String(w.at || "—") : d.toLocaleTimeString();
+      when.appendChild(time);
+
+      var tokensCell = document.createElement("td");
+      var list = document.createElement("ul");
+      list.className = "token-list";
+      var total = 0;
+      var tokens = Array.isArray(w.tokens) ? w.tokens : [];
+      for (var j = 0; j < tokens.length; j++) {
+        var li = document.createElement("li");
+        var code = document.createElement("code");
+        code.textContent = String(tokens[j].token);
+        var entries = document.createElement("span");
+        entries.className = "token-entries";
+        entries.textContent = " " + fmtEntries(num(tokens[j].entries));
+        li.setAttribute("data-token", String(tokens[j].token));
+        li.appendChild(code);
+        li.appendChild(entries);
+        list.appendChild(li);
+        total += num(tokens[j].entries);
+      }
+      tokensCell.appendChild(list);
+
+      var totalCell = document.createElement("td");
+      totalCell.className = "num";
+      totalCell.textContent = fmtInt(total);
+
+      tr.appendChild(when);
+      tr.appendChild(tokensCell);
+      tr.appendChild(totalCell);
+      frag.appendChild(tr);
+    }
+    writesBody.textContent = "";
+    writesBody.appendChild(frag);
+  }
+
   function recordSample(now, app) {
     var rps = null;
     if (prev) {
@@ -149,7 +273,9 @@
         if (!data || typeof data !== "object") throw new Error("Metrics error (bad response)");
         var now = Date.now();
         renderRedis(data);
+        renderNodes(data);
         var app = renderApp(data.app);
+        renderWrites(data.app && data.app.recent_invalidations);
         recordSample(now, app);
         markUpdated();
         drawChart();
@@ -385,58 +511,142 @@
 
   if (demoButton) demoButton.addEventListener("click", function () { runDemo(); });
 
-  /* ---------- "Edit a listing and fetch again" (signed-in admins only) ---------- */
+  /* ---------- "Edit a listing, watch which pages miss" (signed-in admins only) ---------- */
 
   var editButton = $("demo-edit");
+  var editTable = $("edit-demo");
+  var editBody = $("edit-demo-results");
 
-  // Saves the newest listing through its admin edit form, values unchanged: a real
-  // committed write, so the hooks invalidate the cache and the next fetch is a MISS.
-  function saveNewestListing() {
-    return fetch("/api/properties/", { cache: "no-store", credentials: "omit" })
+  // Anonymous, uncached by the browser: exactly what a visitor's request gets.
+  function xCacheOf(url) {
+    return fetch(url, { cache: "no-store", credentials: "omit" })
+      .then(function (res) {
+        return res.text().then(function () {
+          return res.headers.get("X-Cache") || ("HTTP " + res.status);
+        });
+      }, function () { return "network error"; });
+  }
+
+  // Each page's X-Cache, one request after the other (results in `pages` order).
+  function fetchAll(pages) {
+    var out = [];
+    return pages.reduce(function (done, page) {
+      return done.then(function () {
+        return xCacheOf(page.url).then(function (x) { out.push(x); });
+      });
+    }, Promise.resolve()).then(function () { return out; });
+  }
+
+  // Saves `listing` through its admin edit form, values unchanged: a real committed
+  // write, so the hooks replace the tokens of the pages that show it.
+  function saveListing(listing) {
+    var editUrl = "/admin/properties/" + encodeURIComponent(listing.id) + "/edit";
+    return fetch(editUrl, { cache: "no-store", credentials: "same-origin" })
+      .then(function (res) {
+        if (!res.ok || res.redirected) throw new Error("the edit form is not available (signed out?)");
+        return res.text();
+      })
+      .then(function (html) {
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        var form = doc.querySelector("form[action='" + editUrl + "']");
+        if (!form) throw new Error("the edit form was not found");
+        var body = new URLSearchParams();
+        var fields = form.querySelectorAll("input[name], textarea[name]");
+        for (var i = 0; i < fields.length; i++) body.append(fields[i].name, fields[i].value);
+        // Following the 303 to the admin list also uses up its "saved" message.
+        return fetch(editUrl, { method: "POST", credentials: "same-origin", body: body });
+      })
+      .then(function (res) {
+        if (!res.ok || !res.redirected) throw new Error("saving answered HTTP " + res.status);
+      });
+  }
+
+  // The pages to watch: the newest listing's detail page and its API twin and the list
+  // page showing it (they must miss after the edit), another listing's detail page and
+  // another list page (they must stay cached).
+  function pagesFor(data) {
+    var results = (data && data.results) || [];
+    var edited = results[0];
+    if (!edited) throw new Error("there is no listing to edit");
+    var pages = [
+      { url: "/properties/" + edited.id + "/", shows: true },
+      { url: "/api/properties/" + edited.id + "/", shows: true },
+      { url: "/properties/", shows: true }
+    ];
+    if (results[1]) pages.splice(2, 0, { url: "/properties/" + results[1].id + "/", shows: false });
+    if (num(data.num_pages) > 1) pages.push({ url: "/properties/?page=2", shows: false });
+    return { edited: edited, pages: pages };
+  }
+
+  function xCacheBadge(value) {
+    var badge = document.createElement("span");
+    setBadge(badge, value, value === "HIT" ? "success" : (value === "MISS" ? "warning" : ""));
+    return badge;
+  }
+
+  function renderEditDemo(pages, before, after) {
+    editBody.textContent = "";
+    for (var i = 0; i < pages.length; i++) {
+      var tr = document.createElement("tr");
+      tr.setAttribute("data-url", pages[i].url);
+      tr.setAttribute("data-shows", pages[i].shows ? "yes" : "no");
+      var page = document.createElement("td");
+      var code = document.createElement("code");
+      code.textContent = pages[i].url;
+      page.appendChild(code);
+      var shows = document.createElement("td");
+      shows.textContent = pages[i].shows ? "yes" : "no";
+      var b = document.createElement("td");
+      b.appendChild(xCacheBadge(before[i]));
+      var a = document.createElement("td");
+      a.appendChild(xCacheBadge(after[i]));
+      tr.appendChild(page);
+      tr.appendChild(shows);
+      tr.appendChild(b);
+      tr.appendChild(a);
+      editBody.appendChild(tr);
+    }
+    editTable.hidden = false;
+  }
+
+  function runEditDemo() {
+    if (!editButton || editButton.disabled || !editBody) return;
+    editButton.disabled = true;
+    if (demoButton) demoButton.disabled = true;
+    setText("demo-status", "Choosing the pages to watch…");
+    var plan, before;
+    fetch("/api/properties/", { cache: "no-store", credentials: "omit" })
       .then(function (res) {
         if (!res.ok) throw new Error("listing API answered HTTP " + res.status);
         return res.json();
       })
       .then(function (data) {
-        var first = data && data.results && data.results[0];
-        if (!first) throw new Error("there is no listing to edit");
-        var editUrl = "/admin/properties/" + encodeURIComponent(first.id) + "/edit";
-        return fetch(editUrl, { cache: "no-store", credentials: "same-origin" })
-          .then(function (res) {
-            if (!res.ok || res.redirected) throw new Error("the edit form is not available (signed out?)");
-            return res.text();
-          })
-          .then(function (html) {
-            var doc = new DOMParser().parseFromString(html, "text/html");
-            var form = doc.querySelector("form[action='" + editUrl + "']");
-            if (!form) throw new Error("the edit form was not found");
-            var body = new URLSearchParams();
-            var fields = form.querySelectorAll("input[name], textarea[name]");
-            for (var i = 0; i < fields.length; i++) body.append(fields[i].name, fields[i].value);
-            // Following the 303 to the admin list also uses up its "saved" message.
-            return fetch(editUrl, { method: "POST", credentials: "same-origin", body: body });
-          })
-          .then(function (res) {
-            if (!res.ok || !res.redirected) throw new Error("saving answered HTTP " + res.status);
-            return first;
-          });
-      });
-  }
-
-  function runEditDemo() {
-    if (!editButton || editButton.disabled) return;
-    editButton.disabled = true;
-    if (demoButton) demoButton.disabled = true;
-    setText("demo-status", "Saving the newest listing…");
-    saveNewestListing()
-      .then(function (p) {
-        if (demoButton) demoButton.disabled = false;
-        return runDemo("Saved listing #" + p.id + " (values unchanged) through the edit form. ");
-      }, function (err) {
-        setText("demo-status", "Could not save a listing: " + (err && err.message ? err.message : "error") + ".");
-        if (demoButton) demoButton.disabled = false;
+        plan = pagesFor(data);
+        setText("demo-status", "Fetching " + plan.pages.length + " pages twice (the second time they are cached)…");
+        // The first round caches every page; the second shows them cached.
+        return fetchAll(plan.pages).then(function () { return fetchAll(plan.pages); });
       })
-      .then(function () { editButton.disabled = false; });
+      .then(function (xs) {
+        before = xs;
+        setText("demo-status", "Saving listing #" + plan.edited.id + "…");
+        return saveListing(plan.edited);
+      })
+      .then(function () { return fetchAll(plan.pages); })
+      .then(function (after) {
+        renderEditDemo(plan.pages, before, after);
+        var missed = after.filter(function (x) { return x !== "HIT"; }).length;
+        setText("demo-status", "Saved listing #" + plan.edited.id + " (values unchanged) through the edit form. Done — " +
+          missed + " of " + plan.pages.length + " pages missed afterwards; the others stayed cached.");
+      })
+      .catch(function (err) {
+        setText("demo-status", "The edit demo stopped: " + (err && err.message ? err.message : "error") + ".");
+      })
+      .then(function () {
+        editButton.disabled = false;
+        if (demoButton) demoButton.disabled = false;
+        poll();
+        pollKeys();
+      });
   }
 
   if (editButton) editButton.addEventListener("click", runEditDemo);

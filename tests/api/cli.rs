@@ -114,6 +114,12 @@ async fn a_bad_argument_prints_usage_and_fails() {
         &["frobnicate"][..],
         &["seed", "--count", "zero"],
         &["seed", "--count", "0"],
+        &["cache", "purge"],
+        &["cache", "purge", "--listing", "abc"],
+        &["cache", "purge", "--listing", "0"],
+        &["cache", "purge", "--listing", "1", "--url", "/properties/"],
+        &["cache", "purge", "--url", "/admin/"],
+        &["cache", "purge", "--url", "/properties/?sort=cheapest"],
     ] {
         let out = run(&settings, args);
         assert!(!out.status.success(), "{args:?}");
@@ -205,4 +211,71 @@ fn a_malformed_trusted_proxies_value_stops_the_program_with_a_clear_error() {
         stderr.contains("TRUSTED_PROXIES") && stderr.contains("proxy.internal"),
         "{stderr}"
     );
+}
+
+/// Two listings with their detail pages and API twins cached (asserted HITs).
+async fn two_cached_listings(app: &crate::helpers::TestApp) -> (i64, i64) {
+    let x = app.insert("Loft", "1200", "Leeds").await.id;
+    let y = app.insert("Cottage", "900", "York").await.id;
+    app.warm(&[
+        format!("/properties/{x}/"),
+        format!("/api/properties/{x}/"),
+        format!("/properties/{y}/"),
+        format!("/api/properties/{y}/"),
+    ])
+    .await;
+    (x, y)
+}
+
+async fn x_cache(app: &crate::helpers::TestApp, path: &str) -> String {
+    crate::helpers::header(&app.get_anonymous(path).await, "x-cache").to_string()
+}
+
+#[tokio::test]
+async fn cache_purge_listing_drops_that_listings_pages() {
+    let app = spawn_app().await;
+    let (x, y) = two_cached_listings(&app).await;
+
+    let out = run(
+        &app.settings,
+        &["cache", "purge", "--listing", &x.to_string()],
+    );
+
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("listing:{x}")), "{stdout}");
+    assert_eq!(x_cache(&app, &format!("/properties/{x}/")).await, "MISS");
+    assert_eq!(
+        x_cache(&app, &format!("/api/properties/{x}/")).await,
+        "MISS"
+    );
+    assert_eq!(
+        x_cache(&app, &format!("/properties/{y}/")).await,
+        "HIT",
+        "another listing's page stays cached"
+    );
+}
+
+#[tokio::test]
+async fn cache_purge_url_drops_that_page() {
+    let app = spawn_app().await;
+    let (x, _) = two_cached_listings(&app).await;
+
+    let out = run(
+        &app.settings,
+        &["cache", "purge", "--url", &format!("/properties/00{x}/")],
+    );
+
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("/properties/{x}/")), "{stdout}");
+    assert_eq!(x_cache(&app, &format!("/properties/{x}/")).await, "MISS");
 }

@@ -80,7 +80,7 @@ async fn read_until_stopped(
 
 /// `writes` strictly increasing prices through `writer`'s repository while 8 anonymous
 /// readers (spread over `readers_at`) hammer the four routes. Returns the last price.
-async fn race(writer: &TestApp, readers_at: &[&TestApp], id: i64, writes: u64) -> u64 {
+pub(crate) async fn race(writer: &TestApp, readers_at: &[&TestApp], id: i64, writes: u64) -> u64 {
     const READERS: usize = 8;
     let first = writer.price_in_database(id);
     let acknowledged = Arc::new(AtomicU64::new(first));
@@ -150,7 +150,7 @@ async fn race(writer: &TestApp, readers_at: &[&TestApp], id: i64, writes: u64) -
 
 /// Every instance's pages (fetched twice: the second is served from the cache) and the
 /// API agree with the database.
-async fn assert_everyone_agrees(apps: &[&TestApp], id: i64, expected: u64) {
+pub(crate) async fn assert_everyone_agrees(apps: &[&TestApp], id: i64, expected: u64) {
     assert_eq!(apps[0].price_in_database(id), expected, "the database");
     let client = client();
     for app in apps {

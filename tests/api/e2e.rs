@@ -432,16 +432,33 @@ async fn flow(app: Arc<TestApp>, c: Client) {
     }
     shot(&c, "16-see-it-work").await;
 
-    // 11. …and again after an edit, which invalidates the cache.
+    // 11. "Edit a listing, watch which pages miss": after the edit, the pages that show
+    // the listing miss and the others are still cached.
     click(&c, "#demo-edit").await;
-    wait_for_text(&c, "#demo-status", |t| {
+    let status = wait_for_text(&c, "#demo-status", |t| {
         t.starts_with("Saved listing") && t.contains("Done")
     })
     .await;
-    let rows = wait_for_rows(&c, "#demo-results tr", 5).await;
-    assert_eq!(rows[0][2], "MISS", "{rows:?}");
-    assert_eq!(rows[4][2], "HIT", "{rows:?}");
-    shot(&c, "17-edit-and-fetch-again").await;
+    let rows = wait_for_rows(&c, "#edit-demo-results tr", 5).await;
+    for row in &rows {
+        assert_eq!(row[2], "HIT", "cached before the edit: {rows:?}");
+        let expected = if row[1] == "yes" { "MISS" } else { "HIT" };
+        assert_eq!(row[3], expected, "after the edit: {rows:?}");
+    }
+    assert!(rows.iter().any(|r| r[1] == "no"), "{rows:?}");
+    shot(&c, "17-edit-and-watch-which-pages-miss").await;
+
+    // …and "Last writes" lists that edit with the listing's own token.
+    let id: String = status
+        .trim_start_matches("Saved listing #")
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    wait_for_text(&c, "#writes-body tr:first-child", |t| {
+        t.contains(&format!("listing:{id} "))
+    })
+    .await;
+    shot(&c, "17b-last-writes").await;
 
     // 12. The same pages at a phone's width: nothing may need sideways scrolling.
     c.set_window_size(PHONE.0, PHONE.1)

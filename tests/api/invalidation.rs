@@ -349,7 +349,7 @@ async fn a_token_missing_at_lookup_and_set_by_a_write_before_the_store_refuses_t
     assert!(
         !app.keys()
             .keys()
-            .any(|k| k.ends_with(":tok:listing:424242")),
+            .any(|k| k.ends_with(":tok:{listing:424242}")),
         "a lookup creates no token"
     );
     // A write replaces the token meanwhile (as an update of listing 424242 would).

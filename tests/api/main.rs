@@ -3,6 +3,7 @@
 
 mod admin;
 mod cli;
+mod cluster;
 mod consistency;
 mod dashboard;
 mod e2e;
@@ -14,6 +15,7 @@ mod page_cache;
 mod pages;
 mod precise;
 mod proxy;
+mod purge;
 mod query_cache;
 mod sign_in;
 mod soak;

@@ -37,6 +37,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     .route("/admin/login", web::post().to(login::login))
     .route("/admin/logout", web::post().to(login::logout))
     .route("/admin/cache/clear", web::post().to(cache::clear))
+    .route("/admin/cache/purge", web::post().to(cache::purge))
     .route("/admin/", web::get().to(properties::index))
     .route(
         "/admin",
