@@ -213,20 +213,6 @@ fn a_malformed_trusted_proxies_value_stops_the_program_with_a_clear_error() {
     );
 }
 
-/// Two listings with their detail pages and API twins cached (asserted HITs).
-async fn two_cached_listings(app: &crate::helpers::TestApp) -> (i64, i64) {
-    let x = app.insert("Loft", "1200", "Leeds").await.id;
-    let y = app.insert("Cottage", "900", "York").await.id;
-    app.warm(&[
-        format!("/properties/{x}/"),
-        format!("/api/properties/{x}/"),
-        format!("/properties/{y}/"),
-        format!("/api/properties/{y}/"),
-    ])
-    .await;
-    (x, y)
-}
-
 async fn x_cache(app: &crate::helpers::TestApp, path: &str) -> String {
     crate::helpers::header(&app.get_anonymous(path).await, "x-cache").to_string()
 }
@@ -234,7 +220,7 @@ async fn x_cache(app: &crate::helpers::TestApp, path: &str) -> String {
 #[tokio::test]
 async fn cache_purge_listing_drops_that_listings_pages() {
     let app = spawn_app().await;
-    let (x, y) = two_cached_listings(&app).await;
+    let (x, y) = crate::purge::two_cached_listings(&app).await;
 
     let out = run(
         &app.settings,
@@ -263,7 +249,7 @@ async fn cache_purge_listing_drops_that_listings_pages() {
 #[tokio::test]
 async fn cache_purge_url_drops_that_page() {
     let app = spawn_app().await;
-    let (x, _) = two_cached_listings(&app).await;
+    let (x, _) = crate::purge::two_cached_listings(&app).await;
 
     let out = run(
         &app.settings,

@@ -5,7 +5,7 @@ use crate::helpers::{TestApp, header, spawn_app};
 
 /// Two listings, each with its detail page, its API twin and the price-sorted list
 /// cached (asserted HITs).
-async fn two_cached_listings(app: &TestApp) -> (i64, i64) {
+pub(crate) async fn two_cached_listings(app: &TestApp) -> (i64, i64) {
     let x = app.insert("Loft", "1200", "Leeds").await.id;
     let y = app.insert("Cottage", "900", "York").await.id;
     app.warm(&[
