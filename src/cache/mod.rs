@@ -393,9 +393,11 @@ impl Cache {
     /// `ttl + grace`, and counts it against each of its dependency tokens (how many
     /// stored entries a replacement of that token makes unreachable: the dashboard
     /// shows it). A dependency token that was missing at lookup (`~KEY=MARKER` in the
-    /// version) is created with its marker first (`SET NX`); if another value got there
-    /// first (a write replaced it meanwhile), the entry is dead on arrival and is not
-    /// stored. The entry is returned also when it was not stored, with the reason.
+    /// version) is created with its marker (`SET NX`, in one `MULTI` with the entry, so
+    /// no lookup finds the token without the entry and starts a build of its own); if
+    /// another value got there first (a write replaced it meanwhile), the entry is dead
+    /// on arrival and counts as not stored. The entry is returned also when it was not
+    /// stored, with the reason.
     pub async fn put(
         &self,
         slot: &Slot<'_>,
@@ -406,19 +408,6 @@ impl Cache {
         let (version, missing) = settle_version(version);
         let entry = Arc::new(Entry::build(&version, content_type, body, slot.compress));
         let lifetime = self.token_lifetime_ms();
-        if !missing.is_empty() {
-            let created = self.store().set_all_nx(&missing, lifetime).await;
-            match self.track(created) {
-                Ok(true) => {}
-                Ok(false) => {
-                    return (
-                        entry,
-                        Err(CacheUnavailable("a token changed meanwhile".into())),
-                    );
-                }
-                Err(e) => return (entry, Err(e)),
-            }
-        }
         let keep = (slot.ttl + self.inner.grace).as_millis() as u64;
         let counters: Vec<String> = slot
             .deps
@@ -427,13 +416,26 @@ impl Cache {
             .collect();
         let stored = self
             .store()
-            .set_px_counting(slot.key, &entry.encode(), keep, &counters, lifetime)
+            .store_entry(
+                &missing,
+                slot.key,
+                &entry.encode(),
+                keep,
+                &counters,
+                lifetime,
+            )
             .await;
-        let stored = self.track(stored);
-        if stored.is_ok() {
-            self.keep_locally(slot.key, entry.clone());
+        match self.track(stored) {
+            Ok(true) => {
+                self.keep_locally(slot.key, entry.clone());
+                (entry, Ok(()))
+            }
+            Ok(false) => (
+                entry,
+                Err(CacheUnavailable("a token changed meanwhile".into())),
+            ),
+            Err(e) => (entry, Err(e)),
         }
-        (entry, stored)
     }
 
     pub fn freshness(&self, entry: &Entry, ttl: Duration) -> Freshness {

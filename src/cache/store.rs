@@ -357,45 +357,44 @@ impl RedisStore {
         self.query(&cmd).await
     }
 
-    /// `SET key value NX PX ms` for each pair (one pipeline per slot): whether every one
-    /// was set (a key that already existed keeps its value).
-    pub async fn set_all_nx(
+    /// Stores an entry: `SET token marker NX PX token_px` for each token in `missing`,
+    /// `SET key value PX ms`, and `INCR` (with `PEXPIRE token_px`) of each counter — one
+    /// `MULTI` on a single Redis, so no lookup sees the tokens created and the entry not
+    /// yet there (it would start a build of its own); in a cluster, one command each.
+    /// Whether every missing token took its marker: if one did not, the entry was stored
+    /// dead (its version names the marker) and the caller treats it as not stored.
+    pub async fn store_entry(
         &self,
-        pairs: &[(String, String)],
-        px: u64,
-    ) -> Result<bool, CacheUnavailable> {
-        let ops: Vec<(&str, Cmd)> = pairs
-            .iter()
-            .map(|(key, value)| {
-                let mut set = redis::cmd("SET");
-                set.arg(key).arg(value).arg("NX").arg("PX").arg(px.max(1));
-                (key.as_str(), set)
-            })
-            .collect();
-        let replies = self.per_slot(ops, false).await?;
-        Ok(replies.iter().all(|r| !matches!(r, Value::Nil)))
-    }
-
-    /// `SET key value PX ms`, and `INCR` of each counter (expiring after `counter_px`):
-    /// one pipeline per slot, not atomic (the counters are for the dashboard).
-    pub async fn set_px_counting(
-        &self,
+        missing: &[(String, String)],
         key: &str,
         value: &[u8],
         ms: u64,
         counters: &[String],
-        counter_px: u64,
-    ) -> Result<(), CacheUnavailable> {
+        token_px: u64,
+    ) -> Result<bool, CacheUnavailable> {
+        let mut ops: Vec<(&str, Cmd)> = Vec::new();
+        for (token, marker) in missing {
+            let mut set = redis::cmd("SET");
+            set.arg(token)
+                .arg(marker)
+                .arg("NX")
+                .arg("PX")
+                .arg(token_px.max(1));
+            ops.push((token, set));
+        }
         let mut set = redis::cmd("SET");
         set.arg(key).arg(value).arg("PX").arg(ms.max(1));
-        let mut ops = vec![(key, set)];
+        ops.push((key, set));
         for counter in counters {
             ops.push((counter, redis::cmd("INCR").arg(counter).to_owned()));
             let mut expire = redis::cmd("PEXPIRE");
-            expire.arg(counter).arg(counter_px.max(1));
+            expire.arg(counter).arg(token_px.max(1));
             ops.push((counter, expire));
         }
-        self.per_slot(ops, false).await.map(drop)
+        let replies = self.per_slot(ops, true).await?;
+        Ok(replies[..missing.len()]
+            .iter()
+            .all(|r| !matches!(r, Value::Nil)))
     }
 
     /// Sets each token to its new value (expiring after `px` ms), deletes `delete` and
