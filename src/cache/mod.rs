@@ -569,7 +569,7 @@ impl Cache {
         let token = new_token();
         let existing = self
             .store()
-            .set_nx_get(self.keys().generation(), &token, None)
+            .set_nx_get(self.keys().generation(), &token)
             .await;
         Ok(self.track(existing)?.unwrap_or(token))
     }

@@ -279,10 +279,6 @@ impl RedisStore {
 
     // ---- The commands ------------------------------------------------------------
 
-    pub async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, CacheUnavailable> {
-        self.query(redis::cmd("GET").arg(key)).await
-    }
-
     /// `MGET keys…`; in a cluster, one `MGET` per slot, all at once (the client's own
     /// split of a cross-slot `MGET` mismatched its replies during a failover).
     pub async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheUnavailable> {
@@ -341,20 +337,14 @@ impl RedisStore {
         Ok(set.is_some())
     }
 
-    /// `SET key value NX GET [PX ms]`: the value already there, if any (then nothing is
-    /// set).
+    /// `SET key value NX GET`: the value already there, if any (then nothing is set).
     pub async fn set_nx_get(
         &self,
         key: &str,
         value: &str,
-        px: Option<u64>,
     ) -> Result<Option<String>, CacheUnavailable> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(key).arg(value).arg("NX").arg("GET");
-        if let Some(ms) = px {
-            cmd.arg("PX").arg(ms.max(1));
-        }
-        self.query(&cmd).await
+        self.query(redis::cmd("SET").arg(key).arg(value).arg("NX").arg("GET"))
+            .await
     }
 
     /// Stores an entry: `SET token marker NX PX token_px` for each token in `missing`,

@@ -109,17 +109,22 @@
   var nodesBody = $("nodes-body");
   var lastNodes = null;  // JSON of the rows shown, to skip rebuilding identical tables
 
-  function nodesMessage(text) {
-    lastNodes = null;
-    nodesBody.textContent = "";
+  // Replaces a table body's rows with one muted row spanning `columns` columns.
+  function placeholderRow(body, columns, text) {
+    body.textContent = "";
     var tr = document.createElement("tr");
     tr.className = "placeholder-row";
     var td = document.createElement("td");
-    td.colSpan = 5;
+    td.colSpan = columns;
     td.className = "muted";
     td.textContent = text;
     tr.appendChild(td);
-    nodesBody.appendChild(tr);
+    body.appendChild(tr);
+  }
+
+  function nodesMessage(text) {
+    lastNodes = null;
+    placeholderRow(nodesBody, 5, text);
   }
 
   function cell(text, className) {
@@ -697,15 +702,7 @@
 
   function keysMessage(text) {
     keyRows = [];
-    keysBody.textContent = "";
-    var tr = document.createElement("tr");
-    tr.className = "placeholder-row";
-    var td = document.createElement("td");
-    td.colSpan = 4;
-    td.className = "muted";
-    td.textContent = text;
-    tr.appendChild(td);
-    keysBody.appendChild(tr);
+    placeholderRow(keysBody, 4, text);
   }
 
   function renderKeys(data) {
