@@ -263,10 +263,12 @@ impl Cache {
         }
         keys.extend(deps.iter().map(|name| self.keys().token(name)));
         if let Some(local) = self.inner.local.get(key) {
-            let version = self.local_version(remembered.clone(), &keys).await?;
-            if local.version == version {
+            if self
+                .is_current(remembered.as_deref(), &keys, &local)
+                .await?
+            {
                 return Ok(Lookup {
-                    version,
+                    version: local.version.clone(),
                     entry: Some(local),
                 });
             }
@@ -287,9 +289,7 @@ impl Cache {
         let mut values = self.track(self.store().mget(&keys).await)?;
         let raw = values.pop().flatten();
         keys.pop();
-        let tokens = values
-            .into_iter()
-            .map(|v| v.and_then(|v| String::from_utf8(v).ok()));
+        let tokens = values.iter().map(|v| v.as_deref());
         let version = self.version(remembered, &keys, tokens).await?;
         let entry = raw
             .and_then(Entry::decode)
@@ -301,34 +301,38 @@ impl Cache {
         Ok(Lookup { version, entry })
     }
 
-    /// The version of a locally held entry's tokens, read by a batched read sent after
-    /// this call began (`generation.rs`).
-    async fn local_version(
+    /// Whether a locally held entry was built under the current values of its tokens
+    /// (`keys`, after the generation this request `remembered`, if any), read by a
+    /// batched read sent after this call began (`generation.rs`). A generation read
+    /// here is remembered, match or not; a missing token never matches.
+    async fn is_current(
         &self,
-        remembered: Option<String>,
+        remembered: Option<&str>,
         keys: &[String],
-    ) -> Result<String, CacheUnavailable> {
+        local: &Entry,
+    ) -> Result<bool, CacheUnavailable> {
+        let remembered = remembered.map(|g| Some(g.as_bytes()));
         if keys.is_empty() {
-            return self.version(remembered, keys, std::iter::empty()).await;
+            return Ok(version_is(&local.version, remembered.into_iter()));
         }
         let cache = self.clone();
         let read = move |keys: Vec<String>| {
             let cache = cache.clone();
-            async move {
-                let values = cache.track(cache.store().mget(&keys).await)?;
-                Ok(values
-                    .into_iter()
-                    .map(|v| v.and_then(|v| String::from_utf8(v).ok()))
-                    .collect())
-            }
-            .boxed_local()
+            async move { cache.track(cache.store().mget(&keys).await) }.boxed_local()
         };
-        let values = generation::read_batched(self.inner.store.id(), keys, read).await?;
-        let tokens: Vec<Option<String>> = keys
-            .iter()
-            .map(|k| values.get(k).cloned().flatten())
-            .collect();
-        self.version(remembered, keys, tokens).await
+        let id = self.inner.store.id();
+        let (values, positions) = generation::read_batched(id, keys, read).await?;
+        let tokens = positions.iter().map(|&at| values[at].as_deref());
+        if remembered.is_none()
+            && let Some(generation) = tokens.clone().next().flatten()
+            && let Ok(generation) = std::str::from_utf8(generation)
+        {
+            generation::remember(id, generation);
+        }
+        Ok(version_is(
+            &local.version,
+            remembered.into_iter().chain(tokens),
+        ))
     }
 
     /// Joins the generation and the dependency tokens' values (in `keys`' order) into
@@ -342,7 +346,7 @@ impl Cache {
         &self,
         remembered: Option<String>,
         keys: &[String],
-        values: impl IntoIterator<Item = Option<String>>,
+        values: impl IntoIterator<Item = Option<&[u8]>>,
     ) -> Result<String, CacheUnavailable> {
         let mut version = String::with_capacity(33 * (keys.len() + 1));
         if let Some(g) = &remembered {
@@ -353,12 +357,12 @@ impl Cache {
                 version.push(' ');
             }
             let is_generation = key == self.keys().generation();
-            match value {
+            match value.and_then(|v| std::str::from_utf8(v).ok()) {
                 Some(value) => {
                     if is_generation {
-                        generation::remember(self.inner.store.id(), &value);
+                        generation::remember(self.inner.store.id(), value);
                     }
-                    version.push_str(&value);
+                    version.push_str(value);
                 }
                 None if is_generation => {
                     let value = self.start_generation().await?;
@@ -717,6 +721,19 @@ pub struct KeyListing {
     pub complete: bool,
 }
 
+/// Whether `version` is exactly these token values, in order (a missing one matches
+/// nothing).
+fn version_is<'a>(version: &str, values: impl Iterator<Item = Option<&'a [u8]>>) -> bool {
+    let mut parts = version.split(' ');
+    for value in values {
+        match (value, parts.next()) {
+            (Some(value), Some(part)) if value == part.as_bytes() => {}
+            _ => return false,
+        }
+    }
+    parts.next().is_none()
+}
+
 /// A version with its missing-token markers (`~KEY=MARKER`) settled: the version an
 /// entry is stored under once those tokens hold their markers, and the tokens to create.
 fn settle_version(version: &str) -> (String, Vec<(String, String)>) {
@@ -743,4 +760,39 @@ fn settle_version(version: &str) -> (String, Vec<(String, String)>) {
 fn new_token() -> String {
     let bytes: [u8; 16] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values<'a>(parts: &'a [Option<&'a str>]) -> impl Iterator<Item = Option<&'a [u8]>> {
+        parts.iter().map(|p| p.map(str::as_bytes))
+    }
+
+    #[test]
+    fn a_version_matches_exactly_its_token_values_in_order() {
+        let version = "g1 t1 t2";
+        assert!(version_is(
+            version,
+            values(&[Some("g1"), Some("t1"), Some("t2")])
+        ));
+        assert!(!version_is(
+            version,
+            values(&[Some("g1"), Some("t2"), Some("t1")])
+        ));
+        assert!(!version_is(version, values(&[Some("g1"), Some("t1")])));
+        assert!(!version_is(
+            version,
+            values(&[Some("g1"), Some("t1"), Some("t2"), Some("t3")])
+        ));
+        assert!(
+            !version_is(version, values(&[Some("g1"), None, Some("t2")])),
+            "a missing token"
+        );
+        assert!(!version_is(
+            version,
+            values(&[Some("g1"), Some("t1"), Some("t")])
+        ));
+    }
 }
