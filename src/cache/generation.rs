@@ -2,13 +2,11 @@
 //! the in-process tier.
 //!
 //! Every such hit must read its tokens from Redis. A read can serve every request that
-//! *arrived before it was sent*: for such a request the values are at least as new as
-//! anything acknowledged before the request began, which is all the consistency argument
-//! of `cache` needs (the request is then linearized at the moment of the read). So each
-//! worker thread keeps at most one read in flight, and requests that arrive meanwhile
-//! add the tokens they need to the *next* read (one `MGET` of all of them), which is sent
-//! as soon as the current one returns. No request ever takes a read that was sent before
-//! it arrived.
+//! *arrived before it was sent* (the module docs of `cache`, "In-process tier"). So
+//! each worker thread keeps at most one read in flight, and requests that arrive
+//! meanwhile add the tokens they need to the *next* read (one `MGET` of all of them),
+//! which is sent as soon as the current one returns. No request ever takes a read that
+//! was sent before it arrived.
 //!
 //! Under load this turns one Redis round trip per hit into one per round-trip time per
 //! worker; a lone request still costs exactly one read. State is per thread (actix runs

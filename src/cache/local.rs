@@ -1,9 +1,10 @@
 //! The in-process first tier: recently used entries kept in this process's memory, so a
 //! hit does not ship the body from Redis again. It never decides validity on its own:
-//! every use reads the shared generation from Redis (a few bytes, one round trip) and
-//! an entry is used only if it was built under that generation — the same rule as for
-//! entries in Redis (see the module docs of `cache`), so every instance still sees every
-//! invalidation at once. Bounded in bytes; when full it is emptied and refills.
+//! every use reads the entry's tokens from Redis (a few bytes, one batched round trip:
+//! `generation.rs`) and an entry is used only if it was built under exactly those
+//! values — the same rule as for entries in Redis (see the module docs of `cache`), so
+//! every instance still sees every invalidation at once. Bounded in bytes; when full it
+//! is emptied and refills.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

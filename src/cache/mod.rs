@@ -65,6 +65,13 @@
 //! replacing tokens the cache waits (`WAIT`) for a replica of each written slot's
 //! master; an unconfirmed replacement is a failed one (the fault rule above).
 //!
+//! **In-process tier.** An entry this process holds (`local.rs`) is the entry Redis
+//! holds, version included; using it is a lookup that reads only the tokens, with the
+//! same rule 2. The tokens may come from a read shared by several requests
+//! (`generation.rs`), but only from one *sent after the request arrived*: its values
+//! include every replacement acknowledged before the request began, which is all the
+//! argument above asks of a lookup. A request never takes a read already on the wire.
+//!
 //! **Within one request.** A read-only request reads the generation once and uses that
 //! value for all its lookups (`generation.rs`): its inputs are then all checked against
 //! the generation its own version holds, never a newer one (a page tagged newer than
