@@ -72,11 +72,14 @@
 //! include every replacement acknowledged before the request began, which is all the
 //! argument above asks of a lookup. A request never takes a read already on the wire.
 //!
-//! **Within one request.** A read-only request reads the generation once and uses that
-//! value for all its lookups (`generation.rs`): its inputs are then all checked against
-//! the generation its own version holds, never a newer one (a page tagged newer than
-//! the `all_properties` it was built from would pass old rows off as current). Its
-//! dependency tokens are read by every lookup.
+//! **Within one request.** A read-only request reads each token at most once and uses
+//! that value for all its lookups (`generation.rs`); a token it found missing is read
+//! again. Every value was read after the request arrived, so the request is answered as
+//! of those reads. And a tag is never newer than what it is built from: a page's tokens
+//! are read by its lookup, before the lookups of its inputs, and an input is accepted
+//! only under the values first read, never a newer one (a page tagged with a newer
+//! generation than the `all_properties` it was built from would pass old rows off as
+//! current — the race tests caught exactly that when the generation was read twice).
 
 pub mod entry;
 pub mod flight;
@@ -89,6 +92,7 @@ pub mod query;
 pub mod refresh;
 pub mod store;
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -254,50 +258,67 @@ impl Cache {
     /// `generation.rs`). The entry is accepted only if it was built under exactly the
     /// values read. A missing token is started with a fresh value (never matched).
     ///
-    /// A read-only request that has read the generation already
-    /// (`generation::request_scope`) uses that value for every lookup; dependency tokens
-    /// are read by each lookup. Never a fresher generation within one request: a render
-    /// tagged with a newer generation than the inputs it was built from (say,
-    /// `all_properties` accepted under the older one) would pass old rows off as current
-    /// — the race tests caught exactly that.
+    /// A read-only request (`generation::request_scope`) reads each token once: its
+    /// later lookups use the value it read first, and read only tokens it has not read
+    /// yet ("Within one request" in the module docs).
     pub async fn lookup(&self, key: &str, deps: &[&str]) -> Result<Lookup, CacheUnavailable> {
         self.ensure_no_pending_invalidation().await?;
         let id = self.inner.store.id();
-        let remembered = generation::remembered(id);
-        let mut keys: Vec<String> = Vec::with_capacity(deps.len() + 2);
-        if remembered.is_none() {
-            keys.push(self.keys().generation().to_string());
-        }
-        keys.extend(deps.iter().map(|name| self.keys().token(name)));
+        let mut tokens: Vec<String> = Vec::with_capacity(deps.len() + 1);
+        tokens.push(self.keys().generation().to_string());
+        tokens.extend(deps.iter().map(|name| self.keys().token(name)));
+        let mut known = generation::recall(id, &tokens);
         if let Some(local) = self.inner.local.get(key) {
-            if self
-                .is_current(remembered.as_deref(), &keys, &local)
-                .await?
-            {
+            let all_known = known.iter().all(Option::is_some);
+            let none_known = known.iter().all(Option::is_none);
+            if !all_known {
+                // Read the rest (batched) and remember them for this request.
+                let unknown: Vec<String> = tokens
+                    .iter()
+                    .zip(&known)
+                    .filter(|(_, k)| k.is_none())
+                    .map(|(t, _)| t.clone())
+                    .collect();
+                let cache = self.clone();
+                let read = move |keys: Vec<String>| {
+                    async move { cache.track(cache.store().mget(&keys).await) }.boxed_local()
+                };
+                let (values, positions) = generation::read_batched(id, &unknown, read).await?;
+                let mut read = positions.iter().map(|&at| (values.clone(), at));
+                for k in known.iter_mut().filter(|k| k.is_none()) {
+                    *k = read.next();
+                }
+                generation::remember(id, unknown, values, positions);
+            }
+            if version_is(&local.version, values_of(&known)) {
                 return Ok(Lookup {
                     version: local.version.clone(),
                     entry: Some(local),
                 });
             }
-            if remembered.is_none() {
+            if none_known {
                 // Built under older tokens than the current ones: it will never be used.
                 self.inner.local.remove(key);
             }
         }
-        // Asked again here: the read just above may have been this request's first, and
-        // then it is the one to use (the race tests caught a fresher one taken here).
-        let remembered = generation::remembered(id);
-        if remembered.is_some()
-            && keys.first().map(String::as_str) == Some(self.keys().generation())
-        {
-            keys.remove(0);
-        }
+        // The tokens not known yet, and the entry, in one read.
+        let mut keys: Vec<String> = tokens
+            .iter()
+            .zip(&known)
+            .filter(|(_, k)| k.is_none())
+            .map(|(t, _)| t.clone())
+            .collect();
         keys.push(key.to_string());
         let mut values = self.track(self.store().mget(&keys).await)?;
         let raw = values.pop().flatten();
         keys.pop();
-        let tokens = values.iter().map(|v| v.as_deref());
-        let version = self.version(remembered, &keys, tokens).await?;
+        let values: generation::Values = Rc::new(values);
+        let mut read = (0..keys.len()).map(|at| (values.clone(), at));
+        for k in known.iter_mut().filter(|k| k.is_none()) {
+            *k = read.next();
+        }
+        generation::remember(id, keys, values, Vec::new());
+        let version = self.version(&tokens, values_of(&known)).await?;
         let entry = raw
             .and_then(Entry::decode)
             .filter(|e| e.version == version)
@@ -306,40 +327,6 @@ impl Cache {
             self.keep_locally(key, entry.clone());
         }
         Ok(Lookup { version, entry })
-    }
-
-    /// Whether a locally held entry was built under the current values of its tokens
-    /// (`keys`, after the generation this request `remembered`, if any), read by a
-    /// batched read sent after this call began (`generation.rs`). A generation read
-    /// here is remembered, match or not; a missing token never matches.
-    async fn is_current(
-        &self,
-        remembered: Option<&str>,
-        keys: &[String],
-        local: &Entry,
-    ) -> Result<bool, CacheUnavailable> {
-        let remembered = remembered.map(|g| Some(g.as_bytes()));
-        if keys.is_empty() {
-            return Ok(version_is(&local.version, remembered.into_iter()));
-        }
-        let cache = self.clone();
-        let read = move |keys: Vec<String>| {
-            let cache = cache.clone();
-            async move { cache.track(cache.store().mget(&keys).await) }.boxed_local()
-        };
-        let id = self.inner.store.id();
-        let (values, positions) = generation::read_batched(id, keys, read).await?;
-        let tokens = positions.iter().map(|&at| values[at].as_deref());
-        if remembered.is_none()
-            && let Some(generation) = tokens.clone().next().flatten()
-            && let Ok(generation) = std::str::from_utf8(generation)
-        {
-            generation::remember(id, generation);
-        }
-        Ok(version_is(
-            &local.version,
-            remembered.into_iter().chain(tokens),
-        ))
     }
 
     /// Joins the generation and the dependency tokens' values (in `keys`' order) into
@@ -351,30 +338,20 @@ impl Cache {
     /// (`SET NX`) when, and only if, it stores an entry built under this version.
     async fn version(
         &self,
-        remembered: Option<String>,
         keys: &[String],
-        values: impl IntoIterator<Item = Option<&[u8]>>,
+        values: impl Iterator<Item = Option<&[u8]>>,
     ) -> Result<String, CacheUnavailable> {
-        let mut version = String::with_capacity(33 * (keys.len() + 1));
-        if let Some(g) = &remembered {
-            version.push_str(g);
-        }
+        let mut version = String::with_capacity(33 * keys.len());
         for (key, value) in keys.iter().zip(values) {
             if !version.is_empty() {
                 version.push(' ');
             }
-            let is_generation = key == self.keys().generation();
             match value.and_then(|v| std::str::from_utf8(v).ok()) {
-                Some(value) => {
-                    if is_generation {
-                        generation::remember(self.inner.store.id(), value);
-                    }
-                    version.push_str(value);
-                }
-                None if is_generation => {
-                    let value = self.start_generation().await?;
-                    generation::remember(self.inner.store.id(), &value);
-                    version.push_str(&value);
+                Some(value) => version.push_str(value),
+                None if key == self.keys().generation() => {
+                    // Not remembered (it was read missing): the request's next lookup
+                    // reads it again, and finds this value or a newer one.
+                    version.push_str(&self.start_generation().await?);
                 }
                 None => {
                     version.push('~');
@@ -726,6 +703,13 @@ pub struct KeyInfo {
 pub struct KeyListing {
     pub keys: Vec<KeyInfo>,
     pub complete: bool,
+}
+
+/// The values of tokens, as `recall`ed or read.
+fn values_of(known: &[generation::Known]) -> impl Iterator<Item = Option<&[u8]>> {
+    known
+        .iter()
+        .map(|k| k.as_ref().and_then(|(values, at)| values[*at].as_deref()))
 }
 
 /// Whether `version` is exactly these token values, in order (a missing one matches
