@@ -202,6 +202,15 @@ pub fn excerpt(text: &str, max: usize) -> String {
 /// whitespace is exactly what `char::is_whitespace` says of ASCII: one pass over the
 /// bytes, stopping at `max`.
 fn collapse_ascii(text: &str, max: usize, out: &mut String) -> bool {
+    let bytes = text.as_bytes();
+    let head = &bytes[..bytes.len().min(max)];
+    if is_collapsed(head) {
+        // Nothing to collapse in what is kept (the usual prose): copy it.
+        out.push_str(&text[..head.len()]);
+        return bytes[head.len()..]
+            .iter()
+            .any(|b| !matches!(b, b' ' | b'\t'..=b'\r'));
+    }
     let mut kept: Vec<u8> = Vec::with_capacity(max.min(text.len()));
     let mut space_pending = false;
     let mut cut = false;
@@ -227,6 +236,21 @@ fn collapse_ascii(text: &str, max: usize, out: &mut String) -> bool {
     // ASCII in, ASCII out: this cannot fail.
     out.push_str(std::str::from_utf8(&kept).unwrap_or_default());
     cut
+}
+
+/// Whether collapsing whitespace leaves `head` as it is: words separated by single
+/// spaces, none before the first or after the last.
+fn is_collapsed(head: &[u8]) -> bool {
+    let mut after_space = true;
+    for &b in head {
+        match b {
+            b' ' if after_space => return false,
+            b' ' => after_space = true,
+            b'\t'..=b'\r' => return false,
+            _ => after_space = false,
+        }
+    }
+    !after_space
 }
 
 /// `collapse_ascii` for any text.
@@ -292,6 +316,10 @@ mod tests {
             "a".repeat(200).as_str(),
             "ünïcödé wörds ".repeat(30).as_str(),
             "word, ".repeat(40).as_str(),
+            "Plain prose with single spaces, long enough to be cut somewhere in the middle.",
+            "ends at a space exactly here and then goes on",
+            "trailing whitespace only  \t\n",
+            "abcdefghij\u{0B}klm",
         ]
         .map(str::to_string);
         for text in &texts {
