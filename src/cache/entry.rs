@@ -10,6 +10,7 @@ use std::fmt;
 use std::io::Write;
 use std::sync::{Arc, OnceLock};
 
+use actix_web::http::header::HeaderValue;
 use actix_web::web::Bytes;
 
 /// Bodies smaller than this are not worth compressing.
@@ -30,6 +31,9 @@ pub struct Entry {
     /// The body decoded (a query-cache value), once: the in-process tier hands the same
     /// entry to many requests, and decoding rows on every use cost more than rendering.
     decoded: Decoded,
+    /// `etag` and `content_type` as header values, made once, not per hit.
+    pub etag_header: Option<HeaderValue>,
+    pub content_type_header: Option<HeaderValue>,
 }
 
 /// A value decoded from an entry's body; not part of the entry's identity.
@@ -114,10 +118,13 @@ impl Entry {
         } else {
             (None, None)
         };
+        let etag = etag_for(&body);
         Self {
             version: version.to_string(),
             stored_at_ms: now_ms(),
-            etag: etag_for(&body),
+            etag_header: HeaderValue::from_str(&etag).ok(),
+            content_type_header: HeaderValue::from_str(content_type).ok(),
+            etag,
             content_type: content_type.to_string(),
             body,
             gzip,
@@ -210,6 +217,8 @@ impl Entry {
             stored_at_ms: fields[2].parse().ok()?,
             etag: fields[3].to_string(),
             content_type: fields[4].to_string(),
+            etag_header: HeaderValue::from_str(fields[3]).ok(),
+            content_type_header: HeaderValue::from_str(fields[4]).ok(),
             body: raw.slice(pos..pos + n),
             gzip: piece(pos + n, g),
             brotli: piece(pos + n + g, b),

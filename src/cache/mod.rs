@@ -137,11 +137,31 @@ struct Inner {
 
 /// The result of a token-checked lookup.
 pub struct Lookup {
+    /// The entry, only if it was built under exactly the tokens' current values.
+    pub entry: Option<Arc<Entry>>,
+    /// Those values, when not the entry's own (a hit does not copy them).
+    version: Option<String>,
+}
+
+impl Lookup {
     /// The tokens' values at lookup time (the generation, then each dependency): tag
     /// the entry built from this lookup with it.
-    pub version: String,
-    /// The entry, only if it was built under exactly that version.
-    pub entry: Option<Arc<Entry>>,
+    pub fn version(&self) -> &str {
+        match (&self.version, &self.entry) {
+            (Some(version), _) => version,
+            (None, Some(entry)) => &entry.version,
+            (None, None) => "",
+        }
+    }
+
+    /// `version`, owned.
+    pub fn into_version(self) -> String {
+        match (self.version, self.entry) {
+            (Some(version), _) => version,
+            (None, Some(entry)) => entry.version.clone(),
+            (None, None) => String::new(),
+        }
+    }
 }
 
 /// Where an entry goes: its key, the dependency tokens it was looked up with, how long
@@ -264,21 +284,24 @@ impl Cache {
     pub async fn lookup(&self, key: &str, deps: &[&str]) -> Result<Lookup, CacheUnavailable> {
         self.ensure_no_pending_invalidation().await?;
         let id = self.inner.store.id();
-        let mut tokens: Vec<String> = Vec::with_capacity(deps.len() + 1);
-        tokens.push(self.keys().generation().to_string());
-        tokens.extend(deps.iter().map(|name| self.keys().token(name)));
+        let mut tokens = self.token_keys(deps);
         let mut known = generation::recall(id, &tokens);
         if let Some(local) = self.inner.local.get(key) {
             let all_known = known.iter().all(Option::is_some);
             let none_known = known.iter().all(Option::is_none);
             if !all_known {
                 // Read the rest (batched) and remember them for this request.
-                let unknown: Vec<String> = tokens
-                    .iter()
-                    .zip(&known)
-                    .filter(|(_, k)| k.is_none())
-                    .map(|(t, _)| t.clone())
-                    .collect();
+                let unknown: Vec<String> = if none_known {
+                    // Handed over, not copied (a hit's usual path); rebuilt if needed.
+                    std::mem::take(&mut tokens)
+                } else {
+                    tokens
+                        .iter()
+                        .zip(&known)
+                        .filter(|(_, k)| k.is_none())
+                        .map(|(t, _)| t.clone())
+                        .collect()
+                };
                 let cache = self.clone();
                 let read = move |keys: Vec<String>| {
                     async move { cache.track(cache.store().mget(&keys).await) }.boxed_local()
@@ -292,14 +315,17 @@ impl Cache {
             }
             if version_is(&local.version, values_of(&known)) {
                 return Ok(Lookup {
-                    version: local.version.clone(),
                     entry: Some(local),
+                    version: None,
                 });
             }
             if none_known {
                 // Built under older tokens than the current ones: it will never be used.
                 self.inner.local.remove(key);
             }
+        }
+        if tokens.is_empty() {
+            tokens = self.token_keys(deps);
         }
         // The tokens not known yet, and the entry, in one read.
         let mut keys: Vec<String> = tokens
@@ -326,7 +352,18 @@ impl Cache {
         if let Some(entry) = &entry {
             self.keep_locally(key, entry.clone());
         }
-        Ok(Lookup { version, entry })
+        Ok(Lookup {
+            entry,
+            version: Some(version),
+        })
+    }
+
+    /// The keys of the tokens an entry depends on: the generation, then `deps`.
+    fn token_keys(&self, deps: &[&str]) -> Vec<String> {
+        let mut keys = Vec::with_capacity(deps.len() + 1);
+        keys.push(self.keys().generation().to_string());
+        keys.extend(deps.iter().map(|name| self.keys().token(name)));
+        keys
     }
 
     /// Joins the generation and the dependency tokens' values (in `keys`' order) into

@@ -12,6 +12,7 @@
 //! also get a strong `ETag` (a matching `If-None-Match` gets 304) and
 //! `Cache-Control: no-cache`, so browsers revalidate instead of keeping stale copies.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -259,7 +260,11 @@ fn from_entry(req: &HttpRequest, entry: &Entry, outcome: Outcome) -> HttpRespons
         HttpResponse::with_body(StatusCode::OK, BoxBody::new(Bytes::clone(body)))
     };
     let headers = res.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&etag) {
+    let etag = match etag {
+        Cow::Borrowed(_) => entry.etag_header.clone(),
+        Cow::Owned(tagged) => HeaderValue::from_str(&tagged).ok(),
+    };
+    if let Some(v) = etag {
         headers.insert(ETAG, v);
     }
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -273,8 +278,8 @@ fn from_entry(req: &HttpRequest, entry: &Entry, outcome: Outcome) -> HttpRespons
     if let Some(name) = coding.header() {
         headers.insert(CONTENT_ENCODING, HeaderValue::from_static(name));
     }
-    if let Ok(v) = HeaderValue::from_str(&entry.content_type) {
-        headers.insert(CONTENT_TYPE, v);
+    if let Some(v) = &entry.content_type_header {
+        headers.insert(CONTENT_TYPE, v.clone());
     }
     res
 }

@@ -89,7 +89,8 @@ where
     };
     let entry = lookup
         .entry
-        .and_then(|e| Some((cache.freshness(&e, spec.ttl), (spec.read)(&e)?)));
+        .as_ref()
+        .and_then(|e| Some((cache.freshness(e, spec.ttl), (spec.read)(e)?)));
     match entry {
         Some((Freshness::Fresh, value)) => {
             cache.metrics().lookup(spec.layer, Outcome::Hit);
@@ -98,9 +99,9 @@ where
         // Boxed, so that the future of a hit stays small (the page cache moves it into
         // place for every request).
         Some((Freshness::Expired, stale)) => {
-            Box::pin(refresh(cache, &spec, lookup.version, stale, build)).await
+            Box::pin(refresh(cache, &spec, lookup.into_version(), stale, build)).await
         }
-        None => Box::pin(miss(cache, &spec, lookup.version, build)).await,
+        None => Box::pin(miss(cache, &spec, lookup.into_version(), build)).await,
     }
 }
 
@@ -206,12 +207,13 @@ async fn look_again_entry<V, D: Fn(&Arc<Entry>) -> Option<V>>(
     let again = cache.lookup(spec.key, spec.deps).await?;
     let fresh = again
         .entry
+        .as_ref()
         .filter(|e| cache.freshness(e, spec.ttl) == Freshness::Fresh)
         .and_then(|e| {
-            let value = (spec.read)(&e)?;
-            Some((e, value))
+            let value = (spec.read)(e)?;
+            Some((e.clone(), value))
         });
-    Ok((fresh, again.version))
+    Ok((fresh, again.into_version()))
 }
 
 /// Counts and answers a build; with `stale`, an unavailable source is answered from it.

@@ -285,7 +285,7 @@ async fn a_reader_that_stores_old_rows_after_the_invalidation_is_never_served() 
     // An entry stored under the tokens as they are now is served (and the tokens exist).
     let other = cache.keys().page("/race-test-sibling");
     let first = cache.lookup(&other, LIST_PAGE).await.unwrap();
-    store(cache, &other, &first.version, "current rows")
+    store(cache, &other, first.version(), "current rows")
         .await
         .unwrap();
     assert!(
@@ -302,7 +302,7 @@ async fn a_reader_that_stores_old_rows_after_the_invalidation_is_never_served() 
     // …meanwhile a writer commits and invalidates…
     app.insert("Written meanwhile", "1", "A").await;
     // …and only then the reader stores what it loaded before the write.
-    store(cache, &key, &reader.version, "old rows")
+    store(cache, &key, reader.version(), "old rows")
         .await
         .unwrap();
 
@@ -312,7 +312,7 @@ async fn a_reader_that_stores_old_rows_after_the_invalidation_is_never_served() 
         after.entry.is_none(),
         "an entry built before the write must not be served"
     );
-    assert_ne!(after.version, reader.version);
+    assert_ne!(after.version(), reader.version());
 }
 
 /// Stores `body` under `key` as a build under `version` would.
@@ -345,7 +345,7 @@ async fn a_token_missing_at_lookup_and_set_by_a_write_before_the_store_refuses_t
     let cache = &app.state.cache;
     let key = cache.keys().page("/missing-token-test");
     let reader = cache.lookup(&key, &["listing:424242"]).await.unwrap();
-    assert!(reader.version.contains('~'), "{}", reader.version);
+    assert!(reader.version().contains('~'), "{}", reader.version());
     assert!(
         !app.keys()
             .keys()
@@ -356,7 +356,7 @@ async fn a_token_missing_at_lookup_and_set_by_a_write_before_the_store_refuses_t
     assert!(cache.invalidate(&["listing:424242".into()]).await);
 
     assert!(
-        store(cache, &key, &reader.version, "old rows")
+        store(cache, &key, reader.version(), "old rows")
             .await
             .is_err()
     );
@@ -384,7 +384,7 @@ async fn losing_any_token_revives_no_old_entry() {
     {
         let key = cache.keys().page(&format!("/revive-test-{i}"));
         let old = cache.lookup(&key, LIST_PAGE).await.unwrap();
-        store(cache, &key, &old.version, "old").await.unwrap();
+        store(cache, &key, old.version(), "old").await.unwrap();
         assert!(cache.lookup(&key, LIST_PAGE).await.unwrap().entry.is_some());
         app.insert("Write", "1", "A").await; // the entry above is now dead
 
@@ -395,7 +395,7 @@ async fn losing_any_token_revives_no_old_entry() {
         let after = cache.lookup(&key, LIST_PAGE).await.unwrap();
 
         assert!(after.entry.is_none(), "{lost} lost");
-        assert_ne!(after.version, old.version, "{lost} lost");
+        assert_ne!(after.version(), old.version(), "{lost} lost");
     }
 }
 
