@@ -291,26 +291,18 @@ impl Cache {
             let none_known = known.iter().all(Option::is_none);
             if !all_known {
                 // Read the rest (batched) and remember them for this request.
-                let unknown: Vec<String> = if none_known {
+                let unknown = if none_known {
                     // Handed over, not copied (a hit's usual path); rebuilt if needed.
                     std::mem::take(&mut tokens)
                 } else {
-                    tokens
-                        .iter()
-                        .zip(&known)
-                        .filter(|(_, k)| k.is_none())
-                        .map(|(t, _)| t.clone())
-                        .collect()
+                    unknown_keys(&tokens, &known)
                 };
                 let cache = self.clone();
                 let read = move |keys: Vec<String>| {
                     async move { cache.track(cache.store().mget(&keys).await) }.boxed_local()
                 };
                 let (values, positions) = generation::read_batched(id, &unknown, read).await?;
-                let mut read = positions.iter().map(|&at| (values.clone(), at));
-                for k in known.iter_mut().filter(|k| k.is_none()) {
-                    *k = read.next();
-                }
+                fill(&mut known, &values, positions.iter().copied());
                 generation::remember(id, unknown, values, positions);
             }
             if version_is(&local.version, values_of(&known)) {
@@ -328,21 +320,13 @@ impl Cache {
             tokens = self.token_keys(deps);
         }
         // The tokens not known yet, and the entry, in one read.
-        let mut keys: Vec<String> = tokens
-            .iter()
-            .zip(&known)
-            .filter(|(_, k)| k.is_none())
-            .map(|(t, _)| t.clone())
-            .collect();
+        let mut keys = unknown_keys(&tokens, &known);
         keys.push(key.to_string());
         let mut values = self.track(self.store().mget(&keys).await)?;
         let raw = values.pop().flatten();
         keys.pop();
         let values: generation::Values = Rc::new(values);
-        let mut read = (0..keys.len()).map(|at| (values.clone(), at));
-        for k in known.iter_mut().filter(|k| k.is_none()) {
-            *k = read.next();
-        }
+        fill(&mut known, &values, 0..keys.len());
         generation::remember(id, keys, values, Vec::new());
         let version = self.version(&tokens, values_of(&known)).await?;
         let entry = raw
@@ -740,6 +724,27 @@ pub struct KeyInfo {
 pub struct KeyListing {
     pub keys: Vec<KeyInfo>,
     pub complete: bool,
+}
+
+/// The keys of the tokens whose value is not known yet.
+fn unknown_keys(tokens: &[String], known: &[generation::Known]) -> Vec<String> {
+    tokens
+        .iter()
+        .zip(known)
+        .filter(|(_, k)| k.is_none())
+        .map(|(t, _)| t.clone())
+        .collect()
+}
+
+/// Fills in the values not known yet, in order, from a read: `values` at `positions`.
+fn fill(
+    known: &mut [generation::Known],
+    values: &generation::Values,
+    mut positions: impl Iterator<Item = usize>,
+) {
+    for k in known.iter_mut().filter(|k| k.is_none()) {
+        *k = positions.next().map(|at| (values.clone(), at));
+    }
 }
 
 /// The values of tokens, as `recall`ed or read.
