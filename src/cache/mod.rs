@@ -136,30 +136,35 @@ struct Inner {
 }
 
 /// The result of a token-checked lookup.
-pub struct Lookup {
-    /// The entry, only if it was built under exactly the tokens' current values.
-    pub entry: Option<Arc<Entry>>,
-    /// Those values, when not the entry's own (a hit does not copy them).
-    version: Option<String>,
+pub enum Lookup {
+    /// An entry built under exactly the tokens' current values (its `version`).
+    Found(Arc<Entry>),
+    /// No such entry; `version` holds the tokens' current values.
+    Missing { version: String },
 }
 
 impl Lookup {
+    pub fn entry(&self) -> Option<&Arc<Entry>> {
+        match self {
+            Self::Found(entry) => Some(entry),
+            Self::Missing { .. } => None,
+        }
+    }
+
     /// The tokens' values at lookup time (the generation, then each dependency): tag
     /// the entry built from this lookup with it.
     pub fn version(&self) -> &str {
-        match (&self.version, &self.entry) {
-            (Some(version), _) => version,
-            (None, Some(entry)) => &entry.version,
-            (None, None) => "",
+        match self {
+            Self::Found(entry) => &entry.version,
+            Self::Missing { version } => version,
         }
     }
 
     /// `version`, owned.
     pub fn into_version(self) -> String {
-        match (self.version, self.entry) {
-            (Some(version), _) => version,
-            (None, Some(entry)) => entry.version.clone(),
-            (None, None) => String::new(),
+        match self {
+            Self::Found(entry) => entry.version.clone(),
+            Self::Missing { version } => version,
         }
     }
 }
@@ -306,10 +311,7 @@ impl Cache {
                 generation::remember(id, unknown, values, positions);
             }
             if version_is(&local.version, values_of(&known)) {
-                return Ok(Lookup {
-                    entry: Some(local),
-                    version: None,
-                });
+                return Ok(Lookup::Found(local));
             }
             if none_known {
                 // Built under older tokens than the current ones: it will never be used.
@@ -329,17 +331,14 @@ impl Cache {
         fill(&mut known, &values, 0..keys.len());
         generation::remember(id, keys, values, Vec::new());
         let version = self.version(&tokens, values_of(&known)).await?;
-        let entry = raw
-            .and_then(Entry::decode)
-            .filter(|e| e.version == version)
-            .map(Arc::new);
-        if let Some(entry) = &entry {
-            self.keep_locally(key, entry.clone());
+        match raw.and_then(Entry::decode).filter(|e| e.version == version) {
+            Some(entry) => {
+                let entry = Arc::new(entry);
+                self.keep_locally(key, entry.clone());
+                Ok(Lookup::Found(entry))
+            }
+            None => Ok(Lookup::Missing { version }),
         }
-        Ok(Lookup {
-            entry,
-            version: Some(version),
-        })
     }
 
     /// The keys of the tokens an entry depends on: the generation, then `deps`.

@@ -88,8 +88,7 @@ where
         }
     };
     let entry = lookup
-        .entry
-        .as_ref()
+        .entry()
         .and_then(|e| Some((cache.freshness(e, spec.ttl), (spec.read)(e)?)));
     match entry {
         Some((Freshness::Fresh, value)) => {
@@ -206,8 +205,7 @@ async fn look_again_entry<V, D: Fn(&Arc<Entry>) -> Option<V>>(
 ) -> Result<(Option<(Arc<Entry>, V)>, String), super::CacheUnavailable> {
     let again = cache.lookup(spec.key, spec.deps).await?;
     let fresh = again
-        .entry
-        .as_ref()
+        .entry()
         .filter(|e| cache.freshness(e, spec.ttl) == Freshness::Fresh)
         .and_then(|e| {
             let value = (spec.read)(e)?;

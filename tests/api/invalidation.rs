@@ -293,12 +293,12 @@ async fn a_reader_that_stores_old_rows_after_the_invalidation_is_never_served() 
             .lookup(&other, LIST_PAGE)
             .await
             .unwrap()
-            .entry
+            .entry()
             .is_some()
     );
     // The reader: reads the tokens, then (slowly) the old rows…
     let reader = cache.lookup(&key, LIST_PAGE).await.unwrap();
-    assert!(reader.entry.is_none());
+    assert!(reader.entry().is_none());
     // …meanwhile a writer commits and invalidates…
     app.insert("Written meanwhile", "1", "A").await;
     // …and only then the reader stores what it loaded before the write.
@@ -309,7 +309,7 @@ async fn a_reader_that_stores_old_rows_after_the_invalidation_is_never_served() 
     let after = cache.lookup(&key, LIST_PAGE).await.unwrap();
 
     assert!(
-        after.entry.is_none(),
+        after.entry().is_none(),
         "an entry built before the write must not be served"
     );
     assert_ne!(after.version(), reader.version());
@@ -365,7 +365,7 @@ async fn a_token_missing_at_lookup_and_set_by_a_write_before_the_store_refuses_t
             .lookup(&key, &["listing:424242"])
             .await
             .unwrap()
-            .entry
+            .entry()
             .is_none()
     );
 }
@@ -385,7 +385,14 @@ async fn losing_any_token_revives_no_old_entry() {
         let key = cache.keys().page(&format!("/revive-test-{i}"));
         let old = cache.lookup(&key, LIST_PAGE).await.unwrap();
         store(cache, &key, old.version(), "old").await.unwrap();
-        assert!(cache.lookup(&key, LIST_PAGE).await.unwrap().entry.is_some());
+        assert!(
+            cache
+                .lookup(&key, LIST_PAGE)
+                .await
+                .unwrap()
+                .entry()
+                .is_some()
+        );
         app.insert("Write", "1", "A").await; // the entry above is now dead
 
         let _: () = redis::cmd("DEL")
@@ -394,7 +401,7 @@ async fn losing_any_token_revives_no_old_entry() {
             .unwrap();
         let after = cache.lookup(&key, LIST_PAGE).await.unwrap();
 
-        assert!(after.entry.is_none(), "{lost} lost");
+        assert!(after.entry().is_none(), "{lost} lost");
         assert_ne!(after.version(), old.version(), "{lost} lost");
     }
 }
