@@ -55,12 +55,18 @@
 //! **Redis Cluster.** Tokens carry their name as hash tag, so they spread over the
 //! masters; an entry and its tokens may live in different slots. A lookup then reads
 //! them with one `MGET` per slot, not atomically, and a write replaces its tokens with
-//! one command each, all before it is acknowledged. Neither needs atomicity: each
-//! token of rule 3 kills its entries on its own, so a write is covered once all its
-//! replacements have landed, which is before its acknowledgment; and a lookup that
-//! sees a token before its replacement and the entry after (or the reverse) was
-//! concurrent with the write, whose acknowledgment had not happened, so answering
-//! with the older data is allowed. Replication is asynchronous, so a replacement could
+//! one command each, all before it is acknowledged. A lookup that sees a token before
+//! its replacement and the entry after (or the reverse) was concurrent with the write,
+//! whose acknowledgment had not happened, so answering with the older data is allowed.
+//! But the replacements must land *in order*, the tokens of entries that others are
+//! built from (query results: `rows`) before the tokens of pages: were a page's token
+//! replaced first, a build could read the page's new token, then accept a query result
+//! under the old `rows` — rows from before the commit, now tagged as current. So they
+//! are sent one after another, each once the one before has landed, inputs first (the
+//! caller's order); then rule 1's argument holds with `b` the replacement of the
+//! page's token, since every input token was replaced before it. The race test over
+//! the cluster caught this: six stale reads in one run of eight when all were sent at
+//! once. Replication is asynchronous, so a replacement could
 //! die with its master and the promoted replica would accept old entries again: after
 //! replacing tokens the cache waits (`WAIT`) for a replica of each written slot's
 //! master; an unconfirmed replacement is a failed one (the fault rule above).
@@ -467,7 +473,9 @@ impl Cache {
     }
 
     /// The invalidation after a committed write: a new value for each dependency token
-    /// named in `tokens` and no `all_properties`, in one `MULTI`. Returns whether it
+    /// named in `tokens` and no `all_properties`, in one `MULTI` (in a cluster, one
+    /// token after another in the order given: list the tokens of entries that others
+    /// are built from first; see the module docs). Returns whether it
     /// reached Redis; if not, an invalidation is pending (the generation will be
     /// replaced, which covers these tokens and more) and the cache is bypassed meanwhile.
     pub async fn invalidate(&self, tokens: &[String]) -> bool {

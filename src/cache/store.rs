@@ -388,8 +388,10 @@ impl RedisStore {
     }
 
     /// Sets each token to its new value (expiring after `px` ms), deletes `delete` and
-    /// takes each counter's value (`GETDEL`): the counts. One `MULTI` on a single Redis;
-    /// in a cluster one `MULTI` per slot (a token and its counter share one: hash tag).
+    /// takes each counter's value (`GETDEL`): the counts. One `MULTI` on a single Redis.
+    /// In a cluster, where no `MULTI` spans slots, the tokens are set one after
+    /// another, in the order given, each once the one before has landed (see "Redis
+    /// Cluster" in the module docs of `cache`), then the rest all at once.
     pub async fn replace_tokens(
         &self,
         pairs: &[(String, String)],
@@ -397,18 +399,29 @@ impl RedisStore {
         delete: &str,
         counters: &[String],
     ) -> Result<Vec<u64>, CacheUnavailable> {
-        let mut ops: Vec<(&str, Cmd)> = Vec::new();
-        for (key, value) in pairs {
+        let set = |key: &str, value: &str| {
             let mut set = redis::cmd("SET");
             set.arg(key).arg(value).arg("PX").arg(px.max(1));
-            ops.push((key, set));
+            set
+        };
+        let mut ops: Vec<(&str, Cmd)> = Vec::new();
+        if self.is_cluster() {
+            for (key, value) in pairs {
+                self.query::<Value>(&set(key, value)).await?;
+            }
+        } else {
+            ops.extend(
+                pairs
+                    .iter()
+                    .map(|(key, value)| (key.as_str(), set(key, value))),
+            );
         }
         ops.push((delete, redis::cmd("DEL").arg(delete).to_owned()));
         for counter in counters {
             ops.push((counter, redis::cmd("GETDEL").arg(counter).to_owned()));
         }
         let replies = self.per_slot(ops, true).await?;
-        Ok(replies[pairs.len() + 1..]
+        Ok(replies[replies.len() - counters.len()..]
             .iter()
             .map(|v| u64::from_redis_value(v.clone()).unwrap_or_default())
             .collect())

@@ -78,15 +78,14 @@ impl CacheInvalidation {
     ///   read after the commit, and only an insert or a delete — which replace `lists` —
     ///   can move it), every price-sorted page (its card may show there and its price may
     ///   move it across them) and every filtered page (it may enter or leave any);
-    /// - every write changes the rows the query cache holds (`rows`).
+    /// - every write changes the rows the query cache holds (`rows`), listed first: pages
+    ///   are built from query results, and in a cluster the tokens are replaced in this
+    ///   order (see "Redis Cluster" in the module docs of `cache`).
     async fn tokens_replaced_by(&self, change: Change<'_>) -> Vec<String> {
+        let mut tokens = vec![token::ROWS.to_string()];
         match change {
-            Change::Inserted(_) => vec![token::LISTS.into(), token::ROWS.into()],
-            Change::Deleted(row) => vec![
-                token::LISTS.into(),
-                token::ROWS.into(),
-                token::listing(row.id),
-            ],
+            Change::Inserted(_) => tokens.push(token::LISTS.into()),
+            Change::Deleted(row) => tokens.extend([token::LISTS.into(), token::listing(row.id)]),
             Change::Updated { after, .. } => {
                 let row = after.clone();
                 let position = crate::db::run(&self.db, move |conn| {
@@ -98,15 +97,15 @@ impl CacheInvalidation {
                     // Where it shows is unknown: every list page.
                     Err(_) => token::LISTS.into(),
                 };
-                vec![
-                    token::ROWS.into(),
+                tokens.extend([
                     token::listing(after.id),
                     newest,
                     token::SORTED.into(),
                     token::SEARCH.into(),
-                ]
+                ]);
             }
         }
+        tokens
     }
 }
 

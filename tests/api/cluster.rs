@@ -791,8 +791,9 @@ async fn a_killed_master_gives_no_errors_and_caching_resumes_after_the_failover(
     );
 }
 
-/// The port of a replica of the master that holds `key`'s slot (from `CLUSTER NODES`).
-fn replica_of_master_of(cluster: &PrivateCluster, key: &str) -> u16 {
+/// `CLUSTER NODES`, a line a node, split into fields; and the id of the master that
+/// holds `key`'s slot.
+fn nodes_and_master_of(cluster: &PrivateCluster, key: &str) -> (Vec<Vec<String>>, String) {
     let mut conn = node_connection(cluster.master_ports()[0]).expect("a master answers");
     let slot: i64 = redis::cmd("CLUSTER")
         .arg("KEYSLOT")
@@ -803,8 +804,11 @@ fn replica_of_master_of(cluster: &PrivateCluster, key: &str) -> u16 {
         .arg("NODES")
         .query(&mut conn)
         .expect("CLUSTER NODES");
-    let lines: Vec<Vec<&str>> = nodes.lines().map(|l| l.split(' ').collect()).collect();
-    let serves = |fields: &[&str]| {
+    let lines: Vec<Vec<String>> = nodes
+        .lines()
+        .map(|l| l.split(' ').map(str::to_string).collect())
+        .collect();
+    let serves = |fields: &[String]| {
         fields.iter().skip(8).any(|range| {
             let (from, to) = range.split_once('-').unwrap_or((range, range));
             matches!((from.parse::<i64>(), to.parse::<i64>()), (Ok(f), Ok(t)) if (f..=t).contains(&slot))
@@ -813,17 +817,88 @@ fn replica_of_master_of(cluster: &PrivateCluster, key: &str) -> u16 {
     let master = lines
         .iter()
         .find(|f| f[2].contains("master") && serves(f))
-        .expect("a master serves the slot")[0];
-    let replica = lines
-        .iter()
-        .find(|f| f[3] == master)
-        .expect("the master has a replica");
-    replica[1]
+        .expect("a master serves the slot")[0]
+        .clone();
+    (lines, master)
+}
+
+/// The port in a `CLUSTER NODES` line.
+fn port_of(fields: &[String]) -> u16 {
+    fields[1]
         .split('@')
         .next()
         .and_then(|addr| addr.rsplit(':').next())
         .and_then(|port| port.parse().ok())
         .expect("a port")
+}
+
+/// The port of the master that holds `key`'s slot.
+fn master_of(cluster: &PrivateCluster, key: &str) -> u16 {
+    let (lines, master) = nodes_and_master_of(cluster, key);
+    port_of(
+        lines
+            .iter()
+            .find(|f| f[0] == master)
+            .expect("the master's line"),
+    )
+}
+
+/// The port of a replica of the master that holds `key`'s slot.
+fn replica_of_master_of(cluster: &PrivateCluster, key: &str) -> u16 {
+    let (lines, master) = nodes_and_master_of(cluster, key);
+    port_of(
+        lines
+            .iter()
+            .find(|f| f[3] == master)
+            .expect("the master has a replica"),
+    )
+}
+
+#[tokio::test]
+async fn a_writes_tokens_land_in_order_so_no_page_token_is_new_while_rows_is_old() {
+    // A cluster of its own: one of its masters is paused.
+    let cluster = PrivateCluster::start();
+    let app = spawn_app_on(&cluster).await;
+    let cache = app.state.cache.clone();
+    let rows = cache.keys().token("rows");
+    // A page's token on another master than `rows`.
+    let page = (0..)
+        .map(|i| format!("newest:{i}"))
+        .find(|name| master_of(&cluster, &cache.keys().token(name)) != master_of(&cluster, &rows))
+        .unwrap();
+    let tokens = vec!["rows".to_string(), page.clone()];
+    // The start's pending invalidation (a new generation) first; then both tokens exist.
+    cache.ensure_no_pending_invalidation().await.unwrap();
+    assert!(cache.invalidate(&tokens).await);
+    let mut conn = cluster.client();
+    let get = |conn: &mut redis::cluster::ClusterConnection, key: &str| -> String {
+        redis::cmd("GET").arg(key).query(conn).expect("GET")
+    };
+    let old_page = get(&mut conn, &cache.keys().token(&page));
+
+    // `rows`' master takes no writes for a while (shorter than a command may take).
+    let mut paused = node_connection(master_of(&cluster, &rows)).unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(150)
+        .arg("WRITE")
+        .query(&mut paused)
+        .unwrap();
+    let writer = {
+        let (cache, tokens) = (cache.clone(), tokens.clone());
+        tokio::spawn(async move { cache.invalidate(&tokens).await })
+    };
+    tokio::time::sleep(Duration::from_millis(60)).await;
+
+    // Sent at once, the page's token would be new by now, with `rows` still old: a build
+    // reading them in that order would tag old rows as current.
+    assert_eq!(
+        get(&mut conn, &cache.keys().token(&page)),
+        old_page,
+        "the page's token waits for `rows` to land"
+    );
+    assert!(writer.await.unwrap(), "the invalidation went through");
+    assert_ne!(get(&mut conn, &cache.keys().token(&page)), old_page);
 }
 
 #[tokio::test]
