@@ -26,7 +26,7 @@ use crate::cache::page::{self, Cacheable};
 use crate::db::PgPool;
 use crate::models::hooks::{Change, ModelHooks};
 use crate::models::property::Property;
-use crate::routes::listing::PAGE_SIZE;
+use crate::routes::listing::{ListQuery, PAGE_SIZE};
 use crate::state::AppState;
 
 /// Query parameters of the listing routes: the only ones that form a page key.
@@ -211,70 +211,20 @@ fn cacheable_path(path: &str) -> Option<Route<'_>> {
     }
 }
 
-/// The page-cache identity of a request — its canonical path plus the known query
-/// parameters in canonical form (parsed values: `page=02` is `page=2`, `min_price=0005`
-/// is `min_price=5`; empty and default values dropped), sorted by name, first
-/// occurrence winning as in the handlers — and the tokens the page depends on. Unknown
-/// parameters are dropped, so junk in a URL cannot grow the keyspace, and every
-/// spelling of one page shares its key. A value the handler would refuse makes the
-/// request uncacheable: it gets a 400 that reads nothing from the database.
+/// The page-cache identity of a request — its canonical path plus, for a list, the
+/// canonical form of its query (`ListQuery::canonical_query`: parsed values, defaults
+/// dropped, sorted by name; unknown parameters are dropped, so junk in a URL cannot grow
+/// the keyspace) — and the tokens the page depends on. A query the handler refuses
+/// makes the request uncacheable: it gets a 400 (`BYPASS`) that reads nothing from the
+/// database.
 pub fn canonical_page(path: &str, query: &str) -> Option<(String, Vec<String>)> {
     let path = match cacheable_path(path)? {
         Route::Detail(path, id) => return Some((path.into_owned(), vec![token::listing(id)])),
         Route::List(path) => path,
     };
-    let pairs: Vec<(String, String)> = if query.is_empty() {
-        Vec::new()
-    } else {
-        serde_urlencoded::from_str(query).ok()?
-    };
-    let mut kept: Vec<(&str, String)> = Vec::new();
-    let (mut page, mut sorted, mut filtered) = (1, false, false);
-    for name in LIST_PARAMS {
-        let Some((_, v)) = pairs.iter().find(|(k, _)| k == name) else {
-            continue;
-        };
-        let v = v.trim();
-        if v.is_empty() {
-            continue;
-        }
-        let canonical = match *name {
-            "page" => match v.parse::<usize>().ok()? {
-                1 => continue,
-                n => {
-                    page = n;
-                    n.to_string()
-                }
-            },
-            "sort" => match v {
-                "newest" => continue,
-                "price_asc" | "price_desc" => {
-                    sorted = true;
-                    v.to_string()
-                }
-                _ => return None,
-            },
-            "min_price" | "max_price" => {
-                filtered = true;
-                crate::domain::Price::parse(v).ok()?.query_value()
-            }
-            _ => {
-                filtered = true;
-                v.to_string()
-            }
-        };
-        kept.push((name, canonical));
-    }
-    let deps = match (filtered, sorted) {
-        (true, _) => vec![token::LISTS.to_string(), token::SEARCH.to_string()],
-        (false, true) => vec![token::LISTS.to_string(), token::SORTED.to_string()],
-        (false, false) => vec![token::LISTS.to_string(), token::newest(page)],
-    };
-    if kept.is_empty() {
-        return Some((path.into_owned(), deps));
-    }
-    let query = serde_urlencoded::to_string(&kept).ok()?;
-    Some((format!("{path}?{query}"), deps))
+    let list = ListQuery::parse(query).ok()?;
+    let deps = list.page_tokens();
+    Some((list.url_for_page(&path, list.page), deps))
 }
 
 /// The canonical URL of a cacheable page (`canonical_page` without the tokens).
@@ -419,6 +369,8 @@ mod tests {
             ("/properties/%2F7/", ""),
             ("/properties/%FF/", ""),
             ("/properties/", "page=abc"),
+            ("/properties/", "page=0"),
+            ("/properties/", "q=%07"),
             ("/properties/", "sort=cheapest"),
             ("/properties/", "min_price=-1"),
         ] {

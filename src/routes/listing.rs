@@ -17,9 +17,13 @@ pub const PAGE_SIZE: usize = 20;
 const MAX_Q_CHARS: usize = 200;
 const MAX_LOCATION_CHARS: usize = 100;
 
-/// A parsed listing query. `raw` holds the values, in canonical form, for re-filling the
-/// search form and building page links: every spelling of one query renders the same
-/// page, as the page cache keys them to one entry (`cache::keys::normalised_url`).
+/// A parsed listing query: the one reading of the listing routes' query string, shared
+/// by the page cache (`routes::cacheable`), the handlers and the query cache. Its
+/// canonical form (`canonical_query`) is the page key's query, the query-cache key and
+/// every pagination link, so every spelling of one query (`page=02`, `min_price=0005.0`,
+/// `sort=newest`) is one page with one key; `raw` holds the same canonical values for the
+/// search form. A query `parse` refuses is never cached: it is a 400 naming the
+/// parameter.
 #[derive(Clone, Debug, Default)]
 pub struct ListQuery {
     pub filter: PropertyFilter,
@@ -39,6 +43,19 @@ pub struct RawListQuery {
 
 fn price_text(price: Option<Price>) -> String {
     price.map(Price::query_value).unwrap_or_default()
+}
+
+/// A page number: ASCII digits, at least 1. A number too large for `usize` is still a
+/// page (past the end, like any other that far out: a 404), never a bad value.
+fn parse_page(v: &str) -> Option<usize> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match v.parse::<usize>() {
+        Ok(0) => None,
+        Ok(n) => Some(n),
+        Err(_) => Some(usize::MAX),
+    }
 }
 
 impl ListQuery {
@@ -74,10 +91,8 @@ impl ListQuery {
         };
         let page = match get("page") {
             None => 1,
-            Some(v) => match v.parse::<usize>() {
-                Ok(n) if (1..=1_000_000).contains(&n) => n,
-                _ => return Err(AppError::bad_param("page", "a page number from 1 up")),
-            },
+            Some(v) => parse_page(&v)
+                .ok_or_else(|| AppError::bad_param("page", "a page number from 1 up"))?,
         };
         let sort = match get("sort") {
             None => Sort::default(),
@@ -116,44 +131,55 @@ impl ListQuery {
         })
     }
 
-    /// The canonical identity of this query (parsed values, so `sort=newest`, `page=1`,
-    /// `1250` and `1250.00` name the same result page) for the query cache key.
-    pub fn cache_id(&self) -> String {
-        let pairs = [
-            ("sort", self.sort.as_str().to_string()),
-            ("page", self.page.to_string()),
-            ("q", self.filter.q.clone().unwrap_or_default()),
-            ("location", self.filter.location.clone().unwrap_or_default()),
-            ("min_price", price_text(self.filter.min_price)),
-            ("max_price", price_text(self.filter.max_price)),
-        ];
+    /// The canonical query string of page `page` of this query: each known parameter
+    /// that is not at its default, in canonical spelling, sorted by name (empty for
+    /// page 1 of the unfiltered newest-first list).
+    fn canonical_query_for(&self, page: usize) -> String {
+        let page = if page > 1 {
+            page.to_string()
+        } else {
+            String::new()
+        };
+        let pairs: Vec<(&str, &str)> = [
+            ("location", self.raw.location.as_str()),
+            ("max_price", &self.raw.max_price),
+            ("min_price", &self.raw.min_price),
+            ("page", &page),
+            ("q", &self.raw.q),
+            ("sort", &self.raw.sort),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
         serde_urlencoded::to_string(pairs).unwrap_or_default()
     }
 
-    /// The query string for another page of the same search (for pagination links).
+    /// This query's canonical query string (see the type's docs).
+    pub fn canonical_query(&self) -> String {
+        self.canonical_query_for(self.page)
+    }
+
+    /// The dependency tokens of this query's list page (see `routes::cacheable::token`):
+    /// every list page depends on `lists`; a filtered one on `search`, an unfiltered
+    /// price-sorted one on `sorted`, an unfiltered newest-first one on its own page.
+    pub fn page_tokens(&self) -> Vec<String> {
+        let narrow = if !self.filter.is_empty() {
+            token::SEARCH.to_string()
+        } else if self.sort != Sort::Newest {
+            token::SORTED.to_string()
+        } else {
+            token::newest(self.page)
+        };
+        vec![token::LISTS.to_string(), narrow]
+    }
+
+    /// The link to another page of the same search (for pagination links): its
+    /// canonical URL, so a link is the very key the page is cached under.
     pub fn url_for_page(&self, path: &str, page: usize) -> String {
-        let mut pairs: Vec<(&str, String)> = Vec::new();
-        for (name, value) in [
-            ("q", &self.raw.q),
-            ("location", &self.raw.location),
-            ("min_price", &self.raw.min_price),
-            ("max_price", &self.raw.max_price),
-            ("sort", &self.raw.sort),
-        ] {
-            if !value.is_empty() {
-                pairs.push((name, value.clone()));
-            }
+        match self.canonical_query_for(page) {
+            q if q.is_empty() => path.to_string(),
+            q => format!("{path}?{q}"),
         }
-        if page > 1 {
-            pairs.push(("page", page.to_string()));
-        }
-        if pairs.is_empty() {
-            return path.to_string();
-        }
-        format!(
-            "{path}?{}",
-            serde_urlencoded::to_string(&pairs).unwrap_or_default()
-        )
     }
 }
 
@@ -239,7 +265,7 @@ async fn get_page(
     limit: i64,
     offset: i64,
 ) -> Result<(Arc<PageOfProperties>, Served), AppError> {
-    let key = state.cache.keys().query(&query.cache_id());
+    let key = state.cache.keys().query(&query.canonical_query());
     get_or_fill(&state.cache, &key, &[token::ROWS], || async {
         let (rows, count) = state
             .properties
@@ -254,7 +280,13 @@ async fn get_page(
 /// the table is small and the list unfiltered, else from the cached result page.
 /// Page 1 always exists; a page past the end is a 404.
 pub async fn fetch_page(state: &AppState, query: &ListQuery) -> Result<ResultPage, AppError> {
-    let offset = (query.page - 1) * PAGE_SIZE;
+    // A page this far out is past the end of any table (and of `i64` offsets).
+    let Some(offset) = (query.page - 1)
+        .checked_mul(PAGE_SIZE)
+        .filter(|&o| i64::try_from(o).is_ok())
+    else {
+        return Err(AppError::NotFound);
+    };
     if query.filter.is_empty() {
         let (all, served) = get_all_properties(state).await?;
         if let AllProperties::Rows(rows) = all.as_ref() {
@@ -307,11 +339,23 @@ mod tests {
         assert_eq!(param_of("page=0"), "page");
         assert_eq!(param_of("page=abc"), "page");
         assert_eq!(param_of("page=-1"), "page");
+        assert_eq!(param_of("page=1.5"), "page");
+        assert_eq!(param_of("page=%2B3"), "page");
         assert_eq!(param_of("sort=cheapest"), "sort");
         assert_eq!(param_of("min_price=abc"), "min_price");
         assert_eq!(param_of("max_price=1e5"), "max_price");
         assert_eq!(param_of("min_price=10&max_price=5"), "max_price");
         assert_eq!(param_of(&format!("q={}", "x".repeat(201))), "q");
+    }
+
+    #[test]
+    fn any_page_number_from_1_up_is_a_page_however_far_out() {
+        for (qs, page) in [
+            ("page=10000000", 10_000_000),
+            ("page=99999999999999999999999", usize::MAX),
+        ] {
+            assert_eq!(ListQuery::parse(qs).unwrap().page, page, "{qs}");
+        }
     }
 
     #[test]
@@ -327,7 +371,7 @@ mod tests {
         let q = ListQuery::parse("q=loft&sort=price_asc&page=2").unwrap();
         assert_eq!(
             q.url_for_page("/properties/", 3),
-            "/properties/?q=loft&sort=price_asc&page=3"
+            "/properties/?page=3&q=loft&sort=price_asc"
         );
         assert_eq!(
             q.url_for_page("/properties/", 1),

@@ -124,6 +124,12 @@ async fn a_bad_query_value_is_a_400_naming_the_parameter() {
     ] {
         let html = app.get_anonymous(&format!("/properties/?{query}")).await;
         assert_eq!(html.status(), 400, "{query}");
+        // Refused, so not cacheable: never labelled a miss.
+        assert_eq!(header(&html, "x-cache"), "BYPASS", "{query}");
+        assert!(
+            header(&html, "cache-status").ends_with("fwd=bypass"),
+            "{query}"
+        );
         assert!(
             html.text().await.unwrap().contains(param),
             "{query} names {param}"
@@ -133,8 +139,23 @@ async fn a_bad_query_value_is_a_400_naming_the_parameter() {
             .get_anonymous(&format!("/api/properties/?{query}"))
             .await;
         assert_eq!(json.status(), 400, "{query}");
+        assert_eq!(header(&json, "x-cache"), "BYPASS", "{query}");
         let body: serde_json::Value = json.json().await.unwrap();
         assert_eq!(body["parameter"], param, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn a_page_past_the_end_is_a_404_however_far_out() {
+    let app = spawn_app().await;
+    app.insert("Only One", "1000", "Reno, NV").await;
+
+    for page in ["2", "1000000", "10000000", "99999999999999999999999"] {
+        for list in ["/properties/", "/api/properties/", "/properties/?q=only&"] {
+            let sep = if list.ends_with('&') { "" } else { "?" };
+            let res = app.get_anonymous(&format!("{list}{sep}page={page}")).await;
+            assert_eq!(res.status(), 404, "{list} page {page}");
+        }
     }
 }
 
