@@ -208,15 +208,22 @@ start_private_postgres() {
     die "the private PostgreSQL did not start"
 }
 
+# Every Redis the project starts is a bounded cache: a memory cap (REDIS_MAXMEMORY,
+# default 128mb) and LFU eviction over all keys. The cache stays correct whatever key is
+# evicted (see the module docs of src/cache); LFU rather than LRU because the abuse to
+# expect is a flood of URLs read once, which LFU evicts first and LRU keeps over the
+# pages people read again.
+REDIS_CACHE_ARGS=(--maxmemory "${REDIS_MAXMEMORY:-128mb}" --maxmemory-policy allkeys-lfu)
+
 # start_private_redis DIR: a redis-server on a free loopback port, no persistence,
-# its log in DIR. Sets REDIS_PORT and REDIS_PID.
+# bounded (REDIS_CACHE_ARGS), its log in DIR. Sets REDIS_PORT and REDIS_PID.
 start_private_redis() {
     local dir=$1
     mkdir -p "$dir"
     for _ in 1 2 3; do
         REDIS_PORT=$(free_port)
         redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-            --dir "$dir" --logfile "$dir/redis.log" --daemonize no &
+            "${REDIS_CACHE_ARGS[@]}" --dir "$dir" --logfile "$dir/redis.log" --daemonize no &
         REDIS_PID=$!
         for _ in {1..50}; do
             if [[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; then

@@ -44,6 +44,15 @@
 //! wins, and the entry is dropped). A missing generation is started with `SET NX`.
 //! Tokens expire after twice the longest entry lifetime; entries never outlive them.
 //!
+//! **Eviction.** Redis may run with `maxmemory` and evict any key at any time (every
+//! Redis the project starts does). Each kind is covered: an evicted *entry* is a miss; an
+//! evicted *token* or *generation* is a lost token (above: never recreated with an old
+//! value, so no entry stored under the old one is accepted again); an evicted *refresh
+//! lock* lets a second build run, whose entry obeys rules 1–3 like any other; an evicted
+//! `:stored` counter only makes the dashboard's count low. Nothing else the cache keeps
+//! in Redis decides what a reader sees. An eviction during a write's `MULTI` cannot undo
+//! it: a replaced token that is then evicted is lost, not restored.
+//!
 //! **Faults.** When the replacement fails (Redis unreachable), the write is still
 //! committed and acknowledged, so this instance marks an invalidation *pending*: it
 //! serves nothing from Redis until a retry (inline, and in the background every 250 ms)

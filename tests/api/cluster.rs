@@ -244,6 +244,7 @@ fn start_node(port: u16, dir: &std::path::Path) -> Node {
         .arg("--dir")
         .arg(dir)
         .args(["--save", "", "--appendonly", "no"])
+        .args(["--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lfu"])
         // Replicas sync at once (the default waits 5 s for more replicas to share a sync).
         .args(["--repl-diskless-sync-delay", "0"])
         .stdout(Stdio::null())

@@ -51,16 +51,16 @@ struct ReaderReport {
 async fn read_until_stopped(
     base: String,
     id: i64,
+    path_of: PathOf,
     offset: usize,
     acknowledged: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 ) -> ReaderReport {
     let client = client();
-    let routes = public_routes(id);
     let mut report = ReaderReport::default();
     let mut turn = offset;
     while !stop.load(Ordering::SeqCst) {
-        let path = &routes[turn % routes.len()];
+        let path = &path_of(id, turn);
         turn += 1;
         let floor = acknowledged.load(Ordering::SeqCst);
         match observe_price(&client, &base, path).await {
@@ -78,9 +78,29 @@ async fn read_until_stopped(
     report
 }
 
+/// Which page a reader reads on its `turn`-th read of listing `id`: it must show that
+/// listing (and no other) first.
+type PathOf = fn(i64, usize) -> String;
+
+/// The four public routes in turn.
+fn public_route(id: i64, turn: usize) -> String {
+    public_routes(id)[turn % 4].clone()
+}
+
 /// `writes` strictly increasing prices through `writer`'s repository while 8 anonymous
 /// readers (spread over `readers_at`) hammer the four routes. Returns the last price.
 pub(crate) async fn race(writer: &TestApp, readers_at: &[&TestApp], id: i64, writes: u64) -> u64 {
+    race_over(writer, readers_at, id, writes, public_route).await
+}
+
+/// `race`, with the readers reading `path_of`'s pages.
+async fn race_over(
+    writer: &TestApp,
+    readers_at: &[&TestApp],
+    id: i64,
+    writes: u64,
+    path_of: PathOf,
+) -> u64 {
     const READERS: usize = 8;
     let first = writer.price_in_database(id);
     let acknowledged = Arc::new(AtomicU64::new(first));
@@ -90,6 +110,7 @@ pub(crate) async fn race(writer: &TestApp, readers_at: &[&TestApp], id: i64, wri
             tokio::spawn(read_until_stopped(
                 readers_at[n % readers_at.len()].address.clone(),
                 id,
+                path_of,
                 n,
                 acknowledged.clone(),
                 stop.clone(),
@@ -417,6 +438,67 @@ async fn with_a_tiny_maxmemory_and_lru_eviction_no_read_after_a_write_shows_old_
             assert!(ttl > 0 || ttl == -2, "{key} has no TTL ({ttl})");
         }
     }
+}
+
+/// Every other read a page no one has asked for yet: a filtered list (HTML or JSON,
+/// with or without free text) under a price floor never used before, which still shows
+/// the listing (it costs over 1000).
+fn fresh_filter_or_public_route(id: i64, turn: usize) -> String {
+    if turn.is_multiple_of(2) {
+        return public_route(id, turn / 2);
+    }
+    let n = turn / 2;
+    let floor = format!("{}.{:02}", n / 100 % 1000, n % 100);
+    match n % 3 {
+        0 => format!("/properties/?min_price={floor}"),
+        1 => format!("/api/properties/?min_price={floor}"),
+        _ => format!("/api/properties/?min_price={floor}&q=race"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_redis_flooded_with_new_filter_urls_during_300_writes_evicts_but_never_serves_old_data()
+ {
+    let redis =
+        PrivateRedis::start_with(&["--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lfu"]);
+    let a = spawn_app_with(|s| s.redis_url = redis.url()).await;
+    let b = spawn_instance_with(&a, |_| {}).await;
+    // A full first page behind the raced listing (the newest), so that pages are large.
+    a.insert_many(19).await;
+    let p = a.insert("Race", "1000", "Raceville").await;
+    // Redis full before the race: distinct filter URLs, each stored once.
+    let fill: Vec<String> = (100_000..100_300)
+        .map(|turn| fresh_filter_or_public_route(p.id, 2 * turn + 1))
+        .collect();
+    for (path, seen) in read_all(&a, &fill).await {
+        assert_eq!(seen, Ok(100_000), "{path}");
+    }
+    assert!(
+        evicted_keys(&redis) > 0,
+        "the arrangement makes Redis evict"
+    );
+
+    // Readers fetch a never-seen filter URL on every other read, on both instances, while
+    // the writer edits: every entry, token, lock and counter may be evicted at any time.
+    let last = race_over(&a, &[&a, &b], p.id, 300, fresh_filter_or_public_route).await;
+
+    assert_everyone_agrees(&[&a, &b], p.id, last).await;
+    let mut conn = redis.connection();
+    let keys: u64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+    let info: String = redis::cmd("INFO").arg("memory").query(&mut conn).unwrap();
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory in INFO memory");
+    println!(
+        "{keys} keys, {used} bytes used, {} evicted",
+        evicted_keys(&redis)
+    );
+    assert!(
+        used <= 3 << 20,
+        "Redis stays near its 2 MB cap ({used} bytes)"
+    );
 }
 
 /// One command as `MONITOR` prints it: `1700000000.000000 [0 127.0.0.1:1234] "SET" "k" …`.

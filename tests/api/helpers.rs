@@ -478,6 +478,11 @@ impl PrivateRedis {
                 "",
                 "--appendonly",
                 "no",
+                // Bounded, as every Redis the project starts; `extra` may override it.
+                "--maxmemory",
+                "64mb",
+                "--maxmemory-policy",
+                "allkeys-lfu",
             ])
             .args(extra)
             .stdout(Stdio::null())
