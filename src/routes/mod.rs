@@ -39,21 +39,22 @@ where
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.service(read_only("/", properties::index))
-        .service(read_only("/properties", || async {
-            properties::redirect("/properties/")
+        .service(read_only("/properties", |req: HttpRequest| async move {
+            with_slash(&req, "/properties/")
         }))
         .service(read_only("/properties/", properties::list))
         .service(read_only("/properties/{id}/", properties::detail))
         .service(read_only("/api/properties/", api::list))
-        .service(read_only("/api/properties", || async {
-            properties::redirect("/api/properties/")
-        }))
+        .service(read_only(
+            "/api/properties",
+            |req: HttpRequest| async move { with_slash(&req, "/api/properties/") },
+        ))
         .service(read_only("/api/properties/{id}/", api::detail))
         .service(read_only("/api/cache/metrics", cache::metrics_json))
         .service(read_only("/api/cache/keys", cache::keys_json))
         .service(read_only("/cache/", cache::dashboard))
-        .service(read_only("/cache", || async {
-            properties::redirect("/cache/")
+        .service(read_only("/cache", |req: HttpRequest| async move {
+            with_slash(&req, "/cache/")
         }))
         .service(read_only("/metrics", cache::prometheus))
         .service(read_only("/healthz", health::healthz))
@@ -63,6 +64,15 @@ pub fn config(cfg: &mut web::ServiceConfig) {
                 .service(actix_files::Files::new("", static_dir()).use_etag(true)),
         )
         .default_service(web::to(not_found));
+}
+
+/// A path without its trailing slash: redirected to `to`, the query string kept (a
+/// search typed against `/properties` must not lose its terms on the way).
+fn with_slash(req: &HttpRequest, to: &str) -> HttpResponse {
+    match req.query_string() {
+        "" => properties::redirect(to),
+        query => properties::redirect(&format!("{to}?{query}")),
+    }
 }
 
 /// Unknown routes: the 404 page, or 404 JSON under `/api/`.

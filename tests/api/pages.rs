@@ -11,6 +11,29 @@ async fn the_root_redirects_to_the_listing_page() {
 }
 
 #[tokio::test]
+async fn a_path_without_its_trailing_slash_is_redirected_with_its_query_kept() {
+    let app = spawn_app().await;
+    for (from, to) in [
+        (
+            "/properties?q=garden&page=2",
+            "/properties/?q=garden&page=2",
+        ),
+        (
+            "/api/properties?sort=price_asc",
+            "/api/properties/?sort=price_asc",
+        ),
+        ("/cache?x=1", "/cache/?x=1"),
+        ("/properties", "/properties/"),
+        ("/cache", "/cache/"),
+    ] {
+        let res = app.get(from).await;
+
+        assert!(res.status().is_redirection(), "{from}: {}", res.status());
+        assert_eq!(header(&res, "location"), to, "{from}");
+    }
+}
+
+#[tokio::test]
 async fn an_empty_site_says_there_are_no_listings_yet() {
     let app = spawn_app().await;
     let res = app.get("/properties/").await;
