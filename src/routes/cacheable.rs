@@ -263,7 +263,15 @@ async fn serve(
         return page::pass_through(req, next).await;
     };
     let cacheable = decide(&req, session_cookie);
-    page::serve(&state.cache, cacheable, req, next).await
+    let personal = matches!(cacheable, Cacheable::NotForThisRequest);
+    let mut res = page::serve(&state.cache, cacheable, req, next).await?;
+    // A page made for one signed-in admin (or one set of credentials): not for any shared
+    // cache, and not to outlive the sign-in in the browser's cache (as the admin pages).
+    if personal && !res.headers().contains_key(CACHE_CONTROL) {
+        res.headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    }
+    Ok(res)
 }
 
 /// A cacheable page unless the request is not anonymous (credentials, or a session

@@ -119,6 +119,22 @@ async fn a_request_with_credentials_bypasses_the_cache() {
         .await;
 
     assert_eq!(header(&res, "x-cache"), "BYPASS");
+    assert_eq!(header(&res, "cache-control"), "private, no-store");
+}
+
+#[tokio::test]
+async fn a_signed_in_admins_view_of_a_public_page_is_private_and_never_stored() {
+    let app = spawn_app().await;
+    let p = app.insert("Loft", "100", "Austin, TX").await;
+    app.sign_in().await;
+
+    for path in public_routes(p.id) {
+        let res = app.get(&path).await;
+
+        assert_eq!(res.status(), 200, "{path}");
+        assert_eq!(header(&res, "x-cache"), "BYPASS", "{path}");
+        assert_eq!(header(&res, "cache-control"), "private, no-store", "{path}");
+    }
 }
 
 #[tokio::test]
