@@ -66,16 +66,11 @@ pub fn redirect(to: &str) -> HttpResponse {
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let query = ListQuery::parse(req.query_string())?;
     let result = fetch_page(&state, &query).await?;
-    let now = chrono::Utc::now();
     let path = "/properties/";
     let first = result.page.saturating_sub(3).max(1);
     let last = (result.page + 3).min(result.num_pages);
     let page = ListPage {
-        properties: result
-            .rows()
-            .into_iter()
-            .map(|p| PropertyView::new(p, now))
-            .collect(),
+        properties: result.rows().into_iter().map(PropertyView::new).collect(),
         count: result.count as i64,
         page: result.page as u32,
         num_pages: result.num_pages as u32,
@@ -134,6 +129,6 @@ pub async fn detail(
 ) -> Result<HttpResponse, AppError> {
     let property = load_property(&state, &path).await?;
     render_html(&DetailPage {
-        property: PropertyView::new(&property, chrono::Utc::now()),
+        property: PropertyView::new(&property),
     })
 }

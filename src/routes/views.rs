@@ -1,5 +1,7 @@
 //! View models: what templates and JSON show of a property, preformatted (templates
-//! have no custom filters, and JSON prices are decimal strings).
+//! have no custom filters, and JSON prices are decimal strings). Nothing here depends
+//! on the time of rendering: a page is cached for minutes, so it states dates, never
+//! "listed 2 minutes ago" (the browser writes that, see `static/js/relative-time.js`).
 
 use std::fmt;
 
@@ -22,8 +24,9 @@ pub struct PropertyView<'a> {
     pub price: Money,
     pub location: &'a str,
     pub created_at: Rfc3339,
+    /// The date shown; a cached page must not say "2 minutes ago" for 15 minutes, so
+    /// the relative form is left to the browser (`static/js/relative-time.js`).
     pub created_date: ShortDate,
-    pub listed_ago: Ago,
     /// Which of the stylesheet's `HUES` picture colours (`.hue-N`): a class, not an
     /// inline style, so the Content-Security-Policy can refuse inline styles.
     pub hue: u32,
@@ -34,7 +37,7 @@ pub struct PropertyView<'a> {
 const HUES: u64 = 24;
 
 impl<'a> PropertyView<'a> {
-    pub fn new(p: &'a Property, now: DateTime<Utc>) -> Self {
+    pub fn new(p: &'a Property) -> Self {
         Self {
             id: p.id,
             title: &p.title,
@@ -44,10 +47,6 @@ impl<'a> PropertyView<'a> {
             location: &p.location,
             created_at: Rfc3339(p.created_at),
             created_date: ShortDate(p.created_at),
-            listed_ago: Ago {
-                then: p.created_at,
-                now,
-            },
             hue: (p.id.unsigned_abs().wrapping_mul(7) % HUES) as u32,
             url: PropertyUrl(p.id),
         }
@@ -107,31 +106,6 @@ impl fmt::Display for ShortDate {
 }
 
 impl HtmlSafe for ShortDate {}
-
-/// "just now", "5 minutes ago", "3 days ago", …
-#[derive(Clone, Copy, Debug)]
-pub struct Ago {
-    pub then: DateTime<Utc>,
-    pub now: DateTime<Utc>,
-}
-
-impl fmt::Display for Ago {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let secs = (self.now - self.then).num_seconds().max(0);
-        let (n, unit) = match secs {
-            0..60 => return f.write_str("just now"),
-            60..3600 => (secs / 60, "minute"),
-            3600..86_400 => (secs / 3600, "hour"),
-            86_400..2_592_000 => (secs / 86_400, "day"),
-            2_592_000..31_536_000 => (secs / 2_592_000, "month"),
-            _ => (secs / 31_536_000, "year"),
-        };
-        let plural = if n == 1 { "" } else { "s" };
-        write!(f, "{n} {unit}{plural} ago")
-    }
-}
-
-impl HtmlSafe for Ago {}
 
 /// `/properties/42/`.
 #[derive(Clone, Copy, Debug)]
@@ -280,7 +254,6 @@ fn collapse_chars(text: &str, max: usize, out: &mut String) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Duration;
 
     #[test]
     fn long_descriptions_are_cut_at_a_word() {
@@ -351,14 +324,5 @@ mod tests {
                 at.format("%-d %b %Y").to_string()
             );
         }
-    }
-
-    #[test]
-    fn ages_read_naturally() {
-        let now = Utc::now();
-        let ago = |then| Ago { then, now }.to_string();
-        assert_eq!(ago(now), "just now");
-        assert_eq!(ago(now - Duration::minutes(1)), "1 minute ago");
-        assert_eq!(ago(now - Duration::days(3)), "3 days ago");
     }
 }

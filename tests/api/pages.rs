@@ -208,6 +208,33 @@ async fn the_detail_page_shows_one_listing_and_unknown_ids_are_404() {
 }
 
 #[tokio::test]
+async fn a_cached_page_gives_the_listing_date_never_how_long_ago_it_was() {
+    let app = spawn_app().await;
+    let p = app.insert("Garden Flat", "1250", "Denver, CO").await;
+    let datetime = format!("datetime=\"{}\"", p.created_at.to_rfc3339());
+    let date = p.created_at.format("%-d %b %Y").to_string();
+
+    for path in ["/properties/".to_string(), format!("/properties/{}/", p.id)] {
+        app.get_anonymous(&path).await;
+        let cached = app.get_anonymous(&path).await;
+
+        assert_eq!(header(&cached, "x-cache"), "HIT", "{path}");
+        let html = cached.text().await.unwrap();
+        assert!(html.contains(&datetime), "{path}: no {datetime}");
+        assert!(html.contains(&date), "{path}: no {date}");
+        for relative in ["just now", " ago", "minute", "hour"] {
+            assert!(!html.contains(relative), "{path} says {relative:?}");
+        }
+        assert!(
+            html.contains("src=\"/static/js/relative-time.js\""),
+            "{path}"
+        );
+    }
+    let script = app.get_anonymous("/static/js/relative-time.js").await;
+    assert_eq!(script.status(), 200);
+}
+
+#[tokio::test]
 async fn the_api_shows_prices_as_decimal_strings_and_dates_as_rfc3339() {
     let app = spawn_app().await;
     let p = app.insert("Tiny House", "1250", "Boise, ID").await;
