@@ -1,6 +1,7 @@
 //! Settings read from the environment (and `.env`, loaded by `main`), with the
 //! defaults of the product contract. Tests build `Settings` directly.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -47,6 +48,8 @@ pub struct Settings {
     /// Reverse proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`; empty:
     /// the TCP peer is the client).
     pub trusted_proxies: Vec<Cidr>,
+    /// Where `/static/` is served from (`STATIC_DIR`; see `default_static_dir`).
+    pub static_dir: PathBuf,
 }
 
 impl Settings {
@@ -92,6 +95,8 @@ impl Settings {
                 .context("LOCAL_CACHE_BYTES is too large")?,
             trusted_proxies: parse_trusted_proxies(&env_or("TRUSTED_PROXIES", ""))
                 .map_err(|e| anyhow::anyhow!("TRUSTED_PROXIES: {e}"))?,
+            static_dir: non_empty(std::env::var("STATIC_DIR").ok())
+                .map_or_else(default_static_dir, PathBuf::from),
         })
     }
 
@@ -117,8 +122,19 @@ impl Settings {
             workers: Some(2),
             local_cache_bytes: 8 << 20,
             trusted_proxies: Vec::new(),
+            static_dir: default_static_dir(),
         }
     }
+}
+
+/// `./static` when it exists, else the crate's own `static/` (for `cargo run` from
+/// elsewhere).
+fn default_static_dir() -> PathBuf {
+    let local = PathBuf::from("static");
+    if local.is_dir() {
+        return local;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("static")
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {

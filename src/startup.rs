@@ -125,6 +125,7 @@ impl Application {
         let key = auth::session_key(settings.secret_key.as_deref())?;
         let cookie_secure = settings.cookie_secure;
         let pool_size = settings.db_pool_size as usize;
+        let static_dir = settings.static_dir.clone();
         let state = web::Data::new(build_state(settings)?);
         ensure_configured_admin(&state)?;
         state.cache.spawn_invalidation_retrier();
@@ -144,7 +145,7 @@ impl Application {
                 .wrap(security_headers())
                 .app_data(app_state.clone())
                 .configure(routes::admin::config)
-                .configure(routes::config)
+                .configure(|cfg| routes::config(cfg, &static_dir))
         })
         .shutdown_timeout(10)
         // Blocking threads wait for a pooled connection (or hash a password). Far fewer

@@ -7,14 +7,11 @@ pub mod cacheable;
 pub mod health;
 pub mod listing;
 pub mod properties;
+pub mod static_files;
 pub mod views;
 
-use std::path::PathBuf;
+use std::path::Path;
 
-use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::StatusCode;
-use actix_web::middleware::{Next, from_fn};
 use actix_web::{FromRequest, Handler, HttpRequest, HttpResponse, Resource, Responder, guard, web};
 
 use crate::error::{ApiError, AppError};
@@ -37,7 +34,8 @@ where
         .default_service(web::to(method_not_allowed))
 }
 
-pub fn config(cfg: &mut web::ServiceConfig) {
+/// The routes; static files come from `static_dir` (`Settings::static_dir`).
+pub fn config(cfg: &mut web::ServiceConfig, static_dir: &Path) {
     cfg.service(read_only("/", properties::index))
         .service(read_only("/properties", |req: HttpRequest| async move {
             with_slash(&req, "/properties/")
@@ -58,11 +56,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         }))
         .service(read_only("/metrics", cache::prometheus))
         .service(read_only("/healthz", health::healthz))
-        .service(
-            web::scope("/static")
-                .wrap(from_fn(static_error_pages))
-                .service(actix_files::Files::new("", static_dir()).use_etag(true)),
-        )
+        .configure(|cfg| static_files::config(cfg, static_dir))
         .default_service(web::to(not_found));
 }
 
@@ -91,32 +85,4 @@ async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, actix_web:
     } else {
         Err(AppError::MethodNotAllowed.into())
     }
-}
-
-/// actix-files answers its errors in plain text (a missing file, a directory, a path
-/// it refuses, a method other than GET/HEAD): give them the site's error page instead.
-async fn static_error_pages(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let res = next.call(req).await?;
-    let error = match res.status() {
-        StatusCode::METHOD_NOT_ALLOWED => AppError::MethodNotAllowed,
-        StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND => AppError::NotFound,
-        _ => return Ok(res.map_into_left_body()),
-    };
-    Ok(res.error_response(error).map_into_right_body())
-}
-
-/// `STATIC_DIR`, else `./static`, else the crate's own `static/` (for `cargo run` from
-/// elsewhere).
-fn static_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("STATIC_DIR") {
-        return PathBuf::from(dir);
-    }
-    let local = PathBuf::from("static");
-    if local.is_dir() {
-        return local;
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("static")
 }

@@ -1,6 +1,10 @@
 //! The public pages and the JSON API, as a visitor uses them.
 
-use crate::helpers::{header, public_routes, spawn_app};
+use std::path::{Path, PathBuf};
+
+use crate::helpers::{
+    header, public_routes, random_suffix, spawn_app, spawn_app_with, spawn_instance_with,
+};
 
 #[tokio::test]
 async fn the_root_redirects_to_the_listing_page() {
@@ -291,6 +295,84 @@ async fn static_files_and_the_dashboard_are_served() {
     let dashboard = app.get("/cache/").await;
     assert_eq!(dashboard.status(), 200);
     assert!(dashboard.text().await.unwrap().contains(&app.prefix));
+}
+
+/// A copy of `static/` in a temporary directory (new inodes; sizes and modification
+/// times kept, as a deploy of the same files keeps them), removed on drop.
+struct StaticCopy(PathBuf);
+
+impl StaticCopy {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("pl_static_{}", random_suffix()));
+        copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("static"), &dir);
+        Self(dir)
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+            let modified = entry.metadata().unwrap().modified().unwrap();
+            let file = std::fs::File::options().write(true).open(&target).unwrap();
+            file.set_modified(modified).unwrap();
+        }
+    }
+}
+
+impl Drop for StaticCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn static_files_have_one_etag_on_every_instance_and_revalidate_with_304() {
+    let (one, two) = (StaticCopy::new(), StaticCopy::new());
+    let app = spawn_app_with(|s| s.static_dir = one.0.clone()).await;
+    let other = spawn_instance_with(&app, |s| s.static_dir = two.0.clone()).await;
+    let path = "/static/css/site.css";
+
+    let first = app.get_anonymous(path).await;
+    let etag = header(&first, "etag").to_string();
+    let elsewhere = other.get_anonymous(path).await;
+    let revalidated = other
+        .new_visitor()
+        .get_with(path, &[("if-none-match", &etag)])
+        .await;
+    let weakly = app
+        .new_visitor()
+        .get_with(path, &[("if-none-match", &format!("W/{etag}"))])
+        .await;
+    let stale = app
+        .new_visitor()
+        .get_with(path, &[("if-none-match", "\"something-else\"")])
+        .await;
+    let by_date = app
+        .new_visitor()
+        .get_with(path, &[("if-modified-since", header(&first, "last-modified"))])
+        .await;
+
+    assert_eq!(first.status(), 200);
+    assert!(etag.starts_with('"') && etag.len() > 2, "{etag:?}");
+    assert_eq!(
+        header(&elsewhere, "etag"),
+        etag,
+        "the same file, another inode"
+    );
+    assert_eq!(revalidated.status(), 304);
+    assert_eq!(header(&revalidated, "etag"), etag);
+    assert!(revalidated.bytes().await.unwrap().is_empty());
+    assert_eq!(weakly.status(), 304);
+    assert_eq!(stale.status(), 200);
+    assert_eq!(header(&stale, "etag"), etag);
+    assert!(!stale.bytes().await.unwrap().is_empty());
+    assert_eq!(by_date.status(), 304, "Last-Modified still revalidates");
 }
 
 #[tokio::test]
