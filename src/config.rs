@@ -36,8 +36,9 @@ pub struct Settings {
     pub db_pool_size: u32,
     /// Key for signing and encrypting session cookies (`SECRET_KEY`, at least 64 bytes).
     pub secret_key: Option<String>,
-    /// Mark session cookies `Secure` (set when served behind HTTPS).
-    pub cookie_secure: bool,
+    /// When session cookies are `Secure` and `Strict-Transport-Security` is sent
+    /// (`COOKIE_SECURE`; see `crate::https`).
+    pub cookie_secure: CookieSecure,
     pub admin_username: Option<String>,
     pub admin_password: Option<String>,
     /// Number of HTTP worker threads (`WORKERS`, default: one per core).
@@ -84,7 +85,7 @@ impl Settings {
             db_pool_size: u32::try_from(env_u64("DB_POOL_SIZE", 10)?)
                 .context("DB_POOL_SIZE is too large")?,
             secret_key: non_empty(std::env::var("SECRET_KEY").ok()),
-            cookie_secure: env_bool("COOKIE_SECURE")?,
+            cookie_secure: CookieSecure::parse(non_empty(std::env::var("COOKIE_SECURE").ok()))?,
             admin_username: non_empty(std::env::var("ADMIN_USERNAME").ok()),
             admin_password: non_empty(std::env::var("ADMIN_PASSWORD").ok()),
             workers: match std::env::var("WORKERS") {
@@ -116,7 +117,7 @@ impl Settings {
             db_timeout: Duration::from_millis(2000),
             db_pool_size: 4,
             secret_key: None,
-            cookie_secure: false,
+            cookie_secure: CookieSecure::IfHttps,
             admin_username: None,
             admin_password: None,
             workers: Some(2),
@@ -137,6 +138,33 @@ fn default_static_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("static")
 }
 
+/// `COOKIE_SECURE`: whether session cookies are `Secure`, and `Strict-Transport-Security`
+/// is sent, on a response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CookieSecure {
+    /// Unset: when the request came over HTTPS, directly or as a trusted proxy says.
+    IfHttps,
+    /// `1`: always (the site is only ever reached over HTTPS).
+    Always,
+    /// `0`: never.
+    Never,
+}
+
+impl CookieSecure {
+    /// Unset or empty: `IfHttps`; `1`/`true`/`yes`/`on`: `Always`; `0`/`false`/`no`/`off`:
+    /// `Never`; anything else is an error.
+    pub fn parse(value: Option<String>) -> anyhow::Result<Self> {
+        match value.as_deref().map(str::trim) {
+            None | Some("") => Ok(Self::IfHttps),
+            Some("1" | "true" | "yes" | "on") => Ok(Self::Always),
+            Some("0" | "false" | "no" | "off") => Ok(Self::Never),
+            Some(other) => bail!(
+                "COOKIE_SECURE must be 1 (always), 0 (never) or unset (when the request came over HTTPS), got {other:?}"
+            ),
+        }
+    }
+}
+
 fn non_empty(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.trim().is_empty())
 }
@@ -152,17 +180,6 @@ fn env_u64(name: &str, default: u64) -> anyhow::Result<u64> {
             .trim()
             .parse()
             .with_context(|| format!("{name} must be a whole number of seconds/ms, got {v:?}")),
-    }
-}
-
-fn env_bool(name: &str) -> anyhow::Result<bool> {
-    match non_empty(std::env::var(name).ok())
-        .as_deref()
-        .map(str::trim)
-    {
-        None | Some("0" | "false" | "no" | "off") => Ok(false),
-        Some("1" | "true" | "yes" | "on") => Ok(true),
-        Some(other) => bail!("{name} must be true or false, got {other:?}"),
     }
 }
 
@@ -213,7 +230,21 @@ pub fn validate_prefix(prefix: &str) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_cluster_urls, validate_prefix};
+    use super::{CookieSecure, parse_cluster_urls, validate_prefix};
+
+    #[test]
+    fn cookie_secure_is_if_https_unless_set_to_always_or_never() {
+        let parse = |v: Option<&str>| CookieSecure::parse(v.map(String::from));
+        assert_eq!(parse(None).unwrap(), CookieSecure::IfHttps);
+        assert_eq!(parse(Some(" ")).unwrap(), CookieSecure::IfHttps);
+        for on in ["1", "true", "yes", "on"] {
+            assert_eq!(parse(Some(on)).unwrap(), CookieSecure::Always, "{on}");
+        }
+        for off in ["0", "false", "no", "off"] {
+            assert_eq!(parse(Some(off)).unwrap(), CookieSecure::Never, "{off}");
+        }
+        assert!(parse(Some("auto")).is_err());
+    }
 
     #[test]
     fn cluster_seed_urls_are_split_and_checked() {

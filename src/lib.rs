@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod https;
 pub mod models;
 pub mod routes;
 pub mod schema;

@@ -123,7 +123,6 @@ impl Application {
         let port = listener.local_addr()?.port();
         let workers = settings.workers;
         let key = auth::session_key(settings.secret_key.as_deref())?;
-        let cookie_secure = settings.cookie_secure;
         let pool_size = settings.db_pool_size as usize;
         let static_dir = settings.static_dir.clone();
         let state = web::Data::new(build_state(settings)?);
@@ -138,10 +137,12 @@ impl Application {
                 // inside it for the others, so it can tell signed-in admins apart.
                 .wrap(from_fn(private_if_session_written))
                 .wrap(from_fn(page_cache_inner))
-                .wrap(auth::session_middleware(key.clone(), cookie_secure))
+                .wrap(auth::session_middleware(key.clone()))
                 .wrap(from_fn(page_cache_outer))
                 .wrap(from_fn(body_timeout))
                 .wrap(from_fn(crate::telemetry::telemetry))
+                // Outside the page cache, so its hits get HSTS too.
+                .wrap(from_fn(crate::https::secure_transport))
                 .wrap(security_headers())
                 .app_data(app_state.clone())
                 .configure(routes::admin::config)

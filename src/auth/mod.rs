@@ -51,13 +51,14 @@ pub fn session_key(secret: Option<&str>) -> anyhow::Result<Key> {
 }
 
 /// The session middleware: an encrypted cookie (so any number of instances can serve a
-/// signed-in admin), HttpOnly, SameSite=Lax, Secure when configured for HTTPS.
-pub fn session_middleware(key: Key, secure: bool) -> SessionMiddleware<CookieSessionStore> {
+/// signed-in admin), HttpOnly, SameSite=Lax; `Secure` is added per request, on the
+/// responses to requests that came over HTTPS (`crate::https`).
+pub fn session_middleware(key: Key) -> SessionMiddleware<CookieSessionStore> {
     SessionMiddleware::builder(CookieSessionStore::default(), key)
         .cookie_name(SESSION_COOKIE.to_string())
         .cookie_http_only(true)
         .cookie_same_site(SameSite::Lax)
-        .cookie_secure(secure)
+        .cookie_secure(false)
         .cookie_content_security(CookieContentSecurity::Private)
         .session_lifecycle(BrowserSession::default())
         .build()

@@ -9,6 +9,7 @@ mod dashboard;
 mod e2e;
 mod fault_injection;
 mod helpers;
+mod https;
 mod invalidation;
 mod metrics;
 mod page_cache;

@@ -355,7 +355,10 @@ async fn static_files_have_one_etag_on_every_instance_and_revalidate_with_304() 
         .await;
     let by_date = app
         .new_visitor()
-        .get_with(path, &[("if-modified-since", header(&first, "last-modified"))])
+        .get_with(
+            path,
+            &[("if-modified-since", header(&first, "last-modified"))],
+        )
         .await;
 
     assert_eq!(first.status(), 200);
