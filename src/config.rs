@@ -51,6 +51,9 @@ pub struct Settings {
     pub trusted_proxies: Vec<Cidr>,
     /// Where `/static/` is served from (`STATIC_DIR`; see `default_static_dir`).
     pub static_dir: PathBuf,
+    /// Show the dashboard's details — Redis node addresses, the key list, recent writes —
+    /// to everyone, not only to signed-in admins (`PUBLIC_DASHBOARD`; for demos).
+    pub public_dashboard: bool,
 }
 
 impl Settings {
@@ -98,6 +101,7 @@ impl Settings {
                 .map_err(|e| anyhow::anyhow!("TRUSTED_PROXIES: {e}"))?,
             static_dir: non_empty(std::env::var("STATIC_DIR").ok())
                 .map_or_else(default_static_dir, PathBuf::from),
+            public_dashboard: env_bool("PUBLIC_DASHBOARD")?,
         })
     }
 
@@ -124,6 +128,7 @@ impl Settings {
             local_cache_bytes: 8 << 20,
             trusted_proxies: Vec::new(),
             static_dir: default_static_dir(),
+            public_dashboard: false,
         }
     }
 }
@@ -180,6 +185,17 @@ fn env_u64(name: &str, default: u64) -> anyhow::Result<u64> {
             .trim()
             .parse()
             .with_context(|| format!("{name} must be a whole number of seconds/ms, got {v:?}")),
+    }
+}
+
+fn env_bool(name: &str) -> anyhow::Result<bool> {
+    match non_empty(std::env::var(name).ok())
+        .as_deref()
+        .map(str::trim)
+    {
+        None | Some("0" | "false" | "no" | "off") => Ok(false),
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        Some(other) => bail!("{name} must be 1 or 0, got {other:?}"),
     }
 }
 

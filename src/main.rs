@@ -56,7 +56,7 @@ fn limit_malloc_arenas() {
 
 /// `GET /api/cache/metrics` from a server listening on `bind` (plain HTTP/1.0, short
 /// timeouts); `None` when nothing usable answers.
-fn server_metrics(bind: &str) -> Option<String> {
+fn server_metrics(bind: &str) -> Option<serde_json::Value> {
     use std::io::{Read, Write};
     use std::net::{SocketAddr, TcpStream};
     use std::time::Duration;
@@ -76,9 +76,7 @@ fn server_metrics(bind: &str) -> Option<String> {
     let (head, body) = response.split_once("\r\n\r\n")?;
     let status_ok = head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200");
     let json: serde_json::Value = serde_json::from_str(body).ok()?;
-    (status_ok && json.get("keyspace_hits").is_some())
-        .then(|| serde_json::to_string_pretty(&json).ok())
-        .flatten()
+    (status_ok && json.get("keyspace_hits").is_some()).then_some(json)
 }
 
 /// `--help`/`--version` print and succeed; any bad argument prints the error and the
@@ -142,8 +140,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 CacheAction::Metrics => {
                     // The per-layer counters live in the serving process: ask it when
                     // it answers on BIND, else report Redis' numbers alone.
-                    if let Some(json) = server_metrics(&settings.bind) {
-                        println!("{json}");
+                    if let Some(mut json) = server_metrics(&settings.bind) {
+                        // An anonymous caller gets no details: this command reaches
+                        // Redis itself, so it adds the node list; the recent writes
+                        // stay the server's.
+                        if json["details"] == false
+                            && let Ok(own) = get_redis_cache_metrics(&cache).await
+                        {
+                            json["redis_nodes"] = serde_json::to_value(own.redis_nodes)?;
+                            eprintln!(
+                                "note: the server shows its recent writes to signed-in admins only (or with PUBLIC_DASHBOARD=1)"
+                            );
+                        }
+                        println!("{}", serde_json::to_string_pretty(&json)?);
                         return Ok(());
                     }
                     eprintln!(

@@ -119,9 +119,15 @@ impl Keys {
         }
     }
 
-    /// `SCAN MATCH` pattern of every key of this app (for the dashboard's key list).
-    pub fn all_pattern(&self) -> String {
-        format!("{}:*", self.prefix)
+    /// `SCAN MATCH` patterns of the cache entries the dashboard lists — pages and query
+    /// result pages; `all_properties` is one known key, read directly. Tokens, locks and
+    /// sign-in counters are not entries: matched out by Redis, any number of them cannot
+    /// use up the listing's budget (a visitor can create counters at will).
+    pub fn entry_patterns(&self) -> [String; 2] {
+        [
+            format!("{}:page:*", self.prefix),
+            format!("{}:query:*", self.prefix),
+        ]
     }
 }
 

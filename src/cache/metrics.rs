@@ -211,7 +211,7 @@ impl Metrics {
                 + self.db_loads.with_label_values(&["query"]).get(),
             redis_errors: self.redis_errors.get(),
             circuit_open: self.circuit_open.get() != 0,
-            recent_invalidations: self.recent_lock().iter().cloned().collect(),
+            recent_invalidations: Some(self.recent_lock().iter().cloned().collect()),
         }
     }
 
@@ -281,8 +281,20 @@ pub struct AppCounters {
     pub redis_errors: u64,
     pub circuit_open: bool,
     /// The last writes' invalidations, newest first: which dependency tokens each
-    /// replaced (for the dashboard).
-    pub recent_invalidations: Vec<RecentInvalidation>,
+    /// replaced (for the dashboard); `None` once `without_details` left them out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recent_invalidations: Option<Vec<RecentInvalidation>>,
+}
+
+impl AppCounters {
+    /// The counters alone: which listing was written when is left out (see
+    /// `CacheMetrics::without_details`).
+    pub fn without_details(self) -> Self {
+        Self {
+            recent_invalidations: None,
+            ..self
+        }
+    }
 }
 
 /// One write's invalidation, as the dashboard lists it.
@@ -315,9 +327,23 @@ pub struct CacheMetrics {
     pub redis_available: bool,
     /// `single` or `cluster`.
     pub redis_mode: &'static str,
-    /// Every Redis server: the one Redis, or every node of the cluster (masters first).
-    pub redis_nodes: Vec<NodeStats>,
+    /// Every Redis server: the one Redis, or every node of the cluster (masters first);
+    /// `None` once `without_details` left them out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_nodes: Option<Vec<NodeStats>>,
     pub app: AppCounters,
+}
+
+impl CacheMetrics {
+    /// The numbers alone, for callers who may not see the details: Redis node addresses
+    /// and the recent writes are left out (the web layer decides who may).
+    pub fn without_details(self) -> Self {
+        Self {
+            redis_nodes: None,
+            app: self.app.without_details(),
+            ..self
+        }
+    }
 }
 
 /// Reads `keyspace_hits` / `keyspace_misses` out of the text of `INFO stats`.
@@ -354,7 +380,7 @@ pub async fn get_redis_cache_metrics(
                 } else {
                     "single"
                 },
-                redis_nodes: nodes,
+                redis_nodes: Some(nodes),
                 app,
             };
             log::info!(

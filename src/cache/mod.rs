@@ -662,11 +662,12 @@ impl Cache {
         })
     }
 
-    /// Up to `limit` of this app's keys, for the dashboard (see `scan_keys`). Anyone may
-    /// ask, as often as they like, so what it costs Redis is bounded here: one listing
-    /// per `KEY_LISTING_REUSE` per instance, shared by every caller. Callers that arrive
-    /// while a listing runs wait for it (the lock is held across it: single-flight);
-    /// later ones get its copy until it is that old. `clear` drops the copy.
+    /// Up to `limit` of this app's cache entries, for the dashboard (see `scan_keys`).
+    /// Anyone allowed may ask, as often as they like, so what it costs Redis is bounded
+    /// here: one listing per `KEY_LISTING_REUSE` per instance, shared by every caller.
+    /// Callers that arrive while a listing runs wait for it (the lock is held across it:
+    /// single-flight); later ones get its copy until it is that old. `clear` drops the
+    /// copy.
     pub async fn list_keys(&self, limit: usize) -> Result<KeyListing, CacheUnavailable> {
         let mut last = self.inner.key_listing.lock().await;
         if let Some((at, for_limit, listing)) = last.as_ref()
@@ -680,31 +681,37 @@ impl Cache {
         Ok(listing)
     }
 
-    /// Up to `limit` of this app's keys (`SCAN MATCH PREFIX:*` of every master, never
-    /// `KEYS`), sorted, each with its remaining TTL and size. Bounded twice: it stops once
-    /// `limit` keys are found or after a fixed number of `SCAN` rounds per master (a Redis
-    /// shared with a large keyspace is never walked in full); `complete` says whether the
-    /// whole keyspace was seen. TTLs and sizes come from one pipeline (per slot).
+    /// Up to `limit` cache entries — `all_properties`, then pages and query result pages
+    /// (one `SCAN MATCH` walk per kind, `Keys::entry_patterns`, on every master; never
+    /// `KEYS`), sorted — each with its remaining TTL and size. Only entries are listed:
+    /// tokens, locks and sign-in counters, however many, neither show nor take a place.
+    /// Bounded twice: a walk stops once `limit` entries are found or after a fixed number
+    /// of `SCAN` rounds per master (a Redis shared with a large keyspace is never walked
+    /// in full); `complete` says whether every entry was seen. TTLs and sizes come from
+    /// one pipeline (per slot).
     async fn scan_keys(&self, limit: usize) -> Result<KeyListing, CacheUnavailable> {
         const SCAN_COUNT: u64 = 500;
         const MAX_SCAN_ROUNDS: usize = 40;
-        let bound = store::ScanLimit {
-            keys: limit,
-            rounds_per_node: MAX_SCAN_ROUNDS,
-        };
-        let (found, complete) = self
-            .store()
-            .scan_all(&self.keys().all_pattern(), SCAN_COUNT, Some(bound))
-            .await?;
-        let names: Vec<String> = found.into_iter().take(limit).collect();
-        if names.is_empty() {
-            return Ok(KeyListing {
-                keys: Vec::new(),
-                complete,
-            });
+        let mut found = std::collections::BTreeSet::new();
+        let mut complete = true;
+        for pattern in self.keys().entry_patterns() {
+            // A walk stops once it has more than this: so the listing knows it is cut.
+            let bound = store::ScanLimit {
+                keys: limit.saturating_sub(found.len()),
+                rounds_per_node: MAX_SCAN_ROUNDS,
+            };
+            let (keys, whole) = self
+                .store()
+                .scan_all(&pattern, SCAN_COUNT, Some(bound))
+                .await?;
+            found.extend(keys);
+            complete &= whole;
         }
+        // Read first, and kept only if it exists (`PTTL` -2 below).
+        let mut names = vec![self.keys().all_properties()];
+        names.extend(found);
         let replies = self.store().ttls_and_sizes(&names).await?;
-        let keys = names
+        let mut keys: Vec<KeyInfo> = names
             .into_iter()
             .zip(replies)
             .filter_map(|(key, (pttl, bytes))| {
@@ -717,6 +724,10 @@ impl Cache {
                 })
             })
             .collect();
+        if keys.len() > limit {
+            keys.truncate(limit);
+            complete = false;
+        }
         Ok(KeyListing { keys, complete })
     }
 }
@@ -734,7 +745,7 @@ pub struct KeyInfo {
     pub bytes: Option<u64>,
 }
 
-/// The result of `Cache::list_keys`: the keys, and whether every key of this app is
+/// The result of `Cache::list_keys`: the entries, and whether every cache entry is
 /// among them (`false` when the limit or the scan bound cut the listing short).
 #[derive(Clone, Debug)]
 pub struct KeyListing {

@@ -1,5 +1,10 @@
-//! Cache observability: the metrics JSON, the list of this app's Redis keys, the live
+//! Cache observability: the metrics JSON, the list of this app's cache entries, the live
 //! dashboard page and the Prometheus exposition.
+//!
+//! The counters are for everyone; the details — Redis node addresses, key names (which
+//! pages and searches are cached), the recent writes (which listing an admin changed,
+//! and when) — only for signed-in admins, or for everyone with `PUBLIC_DASHBOARD=1` (a
+//! demo). They tell an outsider where the Redis servers are and what the admins do.
 
 use actix_session::Session;
 use actix_web::http::StatusCode;
@@ -9,26 +14,58 @@ use serde::Serialize;
 
 use crate::auth;
 use crate::cache::KeyInfo;
-use crate::cache::metrics::get_redis_cache_metrics;
+use crate::cache::metrics::{CacheMetrics, get_redis_cache_metrics};
 use crate::error::{AppError, render_html};
 use crate::state::AppState;
 
 /// At most this many keys are listed (the dashboard polls the list every few seconds).
 pub const KEY_LIST_LIMIT: usize = 200;
 
-pub async fn metrics_json(state: web::Data<AppState>) -> HttpResponse {
+/// Whether the dashboard's details are shown to this request (see the module docs).
+fn details_shown(state: &AppState, admin: Option<&auth::Admin>) -> bool {
+    admin.is_some() || state.settings.public_dashboard
+}
+
+/// The metrics JSON, and whether it holds the details (`details`: the dashboard says
+/// "sign in to see…" rather than "none").
+#[derive(Serialize)]
+struct MetricsJson {
+    #[serde(flatten)]
+    metrics: CacheMetrics,
+    details: bool,
+}
+
+/// `GET /api/cache/metrics`: the metrics (the details only for those who may see them);
+/// 503 JSON with the app's own counters when Redis is down.
+pub async fn metrics_json(state: web::Data<AppState>, admin: Option<auth::Admin>) -> HttpResponse {
+    let details = details_shown(&state, admin.as_ref());
     match get_redis_cache_metrics(&state.cache).await {
         Ok(metrics) => HttpResponse::Ok()
             .insert_header(("Cache-Control", "no-store"))
-            .json(metrics),
-        Err((e, app)) => HttpResponse::ServiceUnavailable()
-            .insert_header(("Cache-Control", "no-store"))
-            .json(serde_json::json!({
+            .json(MetricsJson {
+                metrics: if details {
+                    metrics
+                } else {
+                    metrics.without_details()
+                },
+                details,
+            }),
+        Err((e, app)) => {
+            let app = if details { app } else { app.without_details() };
+            let mut body = serde_json::json!({
                 "error": "redis unavailable",
-                "detail": e.to_string(),
                 "redis_available": false,
                 "app": app,
-            })),
+                "details": details,
+            });
+            // The error text may name a server.
+            if details {
+                body["detail"] = e.to_string().into();
+            }
+            HttpResponse::ServiceUnavailable()
+                .insert_header(("Cache-Control", "no-store"))
+                .json(body)
+        }
     }
 }
 
@@ -67,11 +104,20 @@ fn redact(key: &str) -> String {
     }
 }
 
-/// `GET /api/cache/keys`: this app's keys (bounded, see `Cache::list_keys`) with their
-/// remaining TTLs. Sign-in throttling counters are left out: their names hold client
-/// addresses and user names, and they are not cache; search terms in key names are
-/// shown to signed-in admins only. 503 JSON when Redis is down.
+/// `GET /api/cache/keys`: this app's cache entries (bounded, see `Cache::list_keys`) with
+/// their remaining TTLs, for those who may see the details (else 403 JSON, and no
+/// `SCAN`); search terms in key names are shown to signed-in admins only. 503 JSON when
+/// Redis is down.
 pub async fn keys_json(state: web::Data<AppState>, admin: Option<auth::Admin>) -> HttpResponse {
+    if !details_shown(&state, admin.as_ref()) {
+        return HttpResponse::Forbidden()
+            .insert_header(("Cache-Control", "no-store"))
+            .json(serde_json::json!({
+                "error": "sign in as an admin to see the key list",
+                "status": 403,
+                "details": false,
+            }));
+    }
     let admin = admin.is_some();
     let prefix = state.cache.keys().prefix().to_string();
     match state.cache.list_keys(KEY_LIST_LIMIT).await {
@@ -86,7 +132,6 @@ pub async fn keys_json(state: web::Data<AppState>, admin: Option<auth::Admin>) -
                     }
                     KeyRow { kind, info }
                 })
-                .filter(|row| row.kind != "login_failures")
                 .collect();
             HttpResponse::Ok()
                 .insert_header(("Cache-Control", "no-store"))
@@ -118,6 +163,9 @@ pub struct DashboardPage {
     pub query_ttl: u64,
     pub grace: u64,
     pub key_limit: usize,
+    /// Whether the details (Redis nodes, recent writes, key list) are shown; else the
+    /// page asks to sign in for them.
+    pub details: bool,
     /// The signed-in admin's name: they get the clear-cache button and the purge forms.
     pub admin_name: Option<String>,
     /// Only rendered (and only created) for a signed-in admin.
@@ -161,6 +209,7 @@ pub fn render_dashboard(
     status: StatusCode,
 ) -> Result<HttpResponse, AppError> {
     let s = &state.settings;
+    let details = details_shown(state, admin.as_ref());
     let (csrf_token, flash) = match admin {
         Some(_) => (auth::csrf_token(session)?, auth::take_flash(session)),
         None => (String::new(), None),
@@ -171,6 +220,7 @@ pub fn render_dashboard(
         query_ttl: s.query_cache_ttl.as_secs(),
         grace: s.cache_grace.as_secs(),
         key_limit: KEY_LIST_LIMIT,
+        details,
         admin_name: admin.map(|a| a.username),
         csrf_token,
         flash,

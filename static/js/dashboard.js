@@ -1,6 +1,9 @@
 /* Live cache dashboard: polls /api/cache/metrics, fills the page (with the last writes
-   and what each invalidated), draws a chart, lists this app's Redis keys
-   (/api/cache/keys) and runs the "See it work" demos.
+   and what each invalidated), draws a chart, lists this app's cache entries
+   (/api/cache/keys) and runs the "See it work" demos. The Redis servers, the last
+   writes and the key list are details only signed-in admins get (unless
+   PUBLIC_DASHBOARD is set): without them (`details: false`, a 403 for the keys) those
+   tables ask to sign in and the counters still update.
    No dependencies; loaded with defer. */
 (function () {
   "use strict";
@@ -134,8 +137,15 @@
     return td;
   }
 
+  var SIGN_IN = "Sign in as an admin to see the ";
+
   function renderNodes(data) {
     if (!nodesBody) return;
+    if (data && data.details === false) {
+      // Keep the page's own sign-in row; replace rows left from a signed-in poll.
+      if (lastNodes !== null) nodesMessage(SIGN_IN + "Redis servers.");
+      return;
+    }
     var nodes = data && data.redis_available !== false && data.redis_nodes;
     if (!nodes || !nodes.length) {
       setText("nodes-summary", "");
@@ -180,8 +190,14 @@
 
   // One row per write (newest first): when, each token it replaced with the stored
   // entries that made unreachable, and their total.
-  function renderWrites(writes) {
-    if (!writesBody || !Array.isArray(writes)) return;
+  function renderWrites(writes, hidden) {
+    if (!writesBody) return;
+    if (hidden) {
+      if (writesShown !== null) placeholderRow(writesBody, 3, SIGN_IN + "last writes.");
+      writesShown = null;
+      return;
+    }
+    if (!Array.isArray(writes)) return;
     var json = JSON.stringify(writes);
     if (json === writesShown) return;
     writesShown = json;
@@ -280,7 +296,7 @@
         renderRedis(data);
         renderNodes(data);
         var app = renderApp(data.app);
-        renderWrites(data.app && data.app.recent_invalidations);
+        renderWrites(data.app && data.app.recent_invalidations, data.details === false);
         recordSample(now, app);
         markUpdated();
         drawChart();
@@ -771,6 +787,11 @@
           keysMessage("Redis is unavailable: no keys to show.");
           return;
         }
+        if (res.status === 403) {
+          setText("keys-summary", "");
+          keysMessage(SIGN_IN + "keys in Redis.");
+          return;
+        }
         if (!res.ok) throw new Error("HTTP " + res.status);
         return res.json().then(renderKeys);
       })
@@ -789,14 +810,14 @@
   }
 
   document.addEventListener("visibilitychange", function () {
-    if (!document.hidden) pollKeys().then(scheduleKeys);
+    if (!document.hidden && KEYS_URL) pollKeys().then(scheduleKeys);
   });
 
   /* ---------- start ---------- */
 
   drawChart();
   poll().then(schedule);
-  if (keysBody) {
+  if (keysBody && KEYS_URL) {
     pollKeys().then(scheduleKeys);
     setInterval(tickTtls, 1000);
   }

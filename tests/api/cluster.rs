@@ -354,6 +354,8 @@ async fn spawn_app_on(cluster: &PrivateCluster) -> TestApp {
     spawn_app_with(move |s| {
         s.redis_cluster_urls = urls;
         s.redis_url = unused;
+        // The tests read the nodes and keys as any visitor (`PUBLIC_DASHBOARD=1`).
+        s.public_dashboard = true;
     })
     .await
 }
@@ -597,7 +599,11 @@ async fn metrics_sum_keyspace_hits_over_the_masters_and_list_every_node() {
 #[tokio::test]
 async fn with_one_redis_the_metrics_list_that_one_server() {
     let redis = PrivateRedis::start();
-    let app = spawn_app_with(|s| s.redis_url = redis.url()).await;
+    let app = spawn_app_with(|s| {
+        s.redis_url = redis.url();
+        s.public_dashboard = true;
+    })
+    .await;
     until_hit(&app, "/properties/").await;
 
     let json = app.get_json("/api/cache/metrics").await;

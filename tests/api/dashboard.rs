@@ -1,11 +1,18 @@
-//! The cache dashboard's server side: the list of this app's Redis keys and the
-//! clear-cache button (signed-in admins only, CSRF-protected).
+//! The cache dashboard's server side: the counters for everyone, the details (Redis
+//! nodes, recent writes, the list of this app's cache entries) for signed-in admins or
+//! with `PUBLIC_DASHBOARD`, and the clear-cache button (signed-in admins only,
+//! CSRF-protected).
 
 use property_listings::cache::KEY_LISTING_REUSE;
 
 use crate::helpers::{
-    PrivateRedis, TestApp, csrf_token_in, free_port, header, spawn_app, spawn_app_with,
+    PrivateRedis, TestApp, csrf_token_in, free_port, header, redis_addr, spawn_app, spawn_app_with,
 };
+
+/// An app whose dashboard details are public (`PUBLIC_DASHBOARD=1`).
+async fn public_dashboard_app() -> TestApp {
+    spawn_app_with(|s| s.public_dashboard = true).await
+}
 
 /// Fills the page and query caches with a few anonymous visits.
 async fn warm_cache(app: &TestApp) {
@@ -47,7 +54,7 @@ fn delete_key(app: &TestApp, key: &str) {
 
 #[tokio::test]
 async fn the_key_list_shows_this_apps_cache_keys_with_their_ttls() {
-    let app = spawn_app().await;
+    let app = public_dashboard_app().await;
     warm_cache(&app).await;
 
     let res = app.get_anonymous("/api/cache/keys").await;
@@ -82,7 +89,7 @@ async fn the_key_list_shows_this_apps_cache_keys_with_their_ttls() {
 
 #[tokio::test]
 async fn the_key_list_leaves_out_other_apps_keys_and_sign_in_counters() {
-    let app = spawn_app().await;
+    let app = public_dashboard_app().await;
     warm_cache(&app).await;
     // Same leading characters, but another prefix: `SCAN MATCH PREFIX:*` must not match.
     let foreign = [
@@ -123,7 +130,7 @@ async fn the_key_list_leaves_out_other_apps_keys_and_sign_in_counters() {
 
 #[tokio::test]
 async fn the_key_list_is_bounded() {
-    let app = spawn_app().await;
+    let app = public_dashboard_app().await;
     let mut pipe = redis::pipe();
     for i in 0..260 {
         pipe.cmd("SET")
@@ -147,7 +154,11 @@ async fn the_key_list_is_bounded() {
 #[tokio::test]
 async fn the_key_list_answers_503_json_when_redis_is_down() {
     let closed = free_port();
-    let app = spawn_app_with(|s| s.redis_url = format!("redis://127.0.0.1:{closed}/0")).await;
+    let app = spawn_app_with(|s| {
+        s.redis_url = format!("redis://127.0.0.1:{closed}/0");
+        s.public_dashboard = true;
+    })
+    .await;
 
     let res = app.get_anonymous("/api/cache/keys").await;
 
@@ -234,7 +245,7 @@ async fn a_signed_in_admin_clears_this_apps_cache_and_only_it() {
         !app.keys()
             .contains_key(&format!("{}:all_properties", app.prefix))
     );
-    let listed = app.get_json("/api/cache/keys").await;
+    let listed: serde_json::Value = app.get("/api/cache/keys").await.json().await.unwrap();
     assert!(
         listed_keys(&listed).iter().all(|k| !k.contains(":page:")),
         "{listed}"
@@ -254,7 +265,7 @@ async fn a_signed_in_admin_clears_this_apps_cache_and_only_it() {
 
 #[tokio::test]
 async fn search_terms_in_key_names_are_shown_to_admins_only() {
-    let app = spawn_app().await;
+    let app = public_dashboard_app().await;
     app.insert("Loft", "1", "A").await;
     app.get_anonymous("/properties/?q=my+secret+search").await;
 
@@ -284,7 +295,11 @@ fn scan_calls(redis: &mut redis::Connection) -> u64 {
 #[tokio::test]
 async fn a_burst_of_key_list_requests_costs_redis_one_listing() {
     let redis = PrivateRedis::start();
-    let app = spawn_app_with(|s| s.redis_url = redis.url()).await;
+    let app = spawn_app_with(|s| {
+        s.redis_url = redis.url();
+        s.public_dashboard = true;
+    })
+    .await;
     warm_cache(&app).await;
     let mut conn = redis.connection();
     let _: () = redis::cmd("CONFIG")
@@ -297,6 +312,7 @@ async fn a_burst_of_key_list_requests_costs_redis_one_listing() {
 
     assert!(responses.iter().all(|r| r.status() == 200));
     let scans = scan_calls(&mut conn);
+    // One listing: one SCAN per kind of entry (pages, query results) in this small Redis.
     assert!(scans <= 2, "40 listings at once ran {scans} SCANs");
 
     // The shared copy is short-lived: a key stored now is listed a moment later.
@@ -309,4 +325,167 @@ async fn a_burst_of_key_list_requests_costs_redis_one_listing() {
             .any(|k| k.ends_with(":page:/properties/?sort=price_asc")),
         "{listed}"
     );
+}
+
+fn set_keys(app: &TestApp, keys: impl IntoIterator<Item = String>) {
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.cmd("SET").arg(key).arg("x").arg("EX").arg(60).ignore();
+    }
+    let _: () = pipe.query(&mut app.redis()).unwrap();
+}
+
+#[tokio::test]
+async fn sprayed_tokens_counters_and_locks_do_not_crowd_cache_entries_out_of_the_key_list() {
+    let app = public_dashboard_app().await;
+    warm_cache(&app).await;
+    let entries: Vec<String> = (1..=30)
+        .map(|i| format!("{}:page:/properties/?page={i}", app.prefix))
+        .collect();
+    set_keys(&app, entries.clone());
+    let p = &app.prefix;
+    set_keys(
+        &app,
+        (0..400).flat_map(|i| {
+            [
+                format!("{p}:login_failures:10.0.{}.{}:{i:064x}", i / 250, i % 250),
+                format!("{p}:lock:{p}:page:/properties/{i}/"),
+                format!("{p}:tok:{{listing:{i}}}"),
+            ]
+        }),
+    );
+
+    let body = app.get_json("/api/cache/keys").await;
+
+    let listed = listed_keys(&body);
+    for key in &entries {
+        assert!(listed.contains(key), "{key} listed");
+    }
+    assert!(listed.contains(&format!("{p}:page:/properties/")), "{body}");
+    assert!(listed.contains(&format!("{p}:all_properties")), "{body}");
+    for row in body["keys"].as_array().unwrap() {
+        assert!(row["kind"] == "page" || row["kind"] == "query", "{row}");
+    }
+    assert_eq!(body["truncated"], false);
+}
+
+#[tokio::test]
+async fn anonymous_visitors_get_the_counters_but_not_the_nodes_or_recent_writes() {
+    let app = spawn_app().await;
+    warm_cache(&app).await; // a write, then visits
+
+    let res = app.get_anonymous("/api/cache/metrics").await;
+
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    assert!(!text.contains(&redis_addr()), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(json["keyspace_hits"].is_u64() && json["keyspace_misses"].is_u64());
+    assert!(json["hit_ratio"].is_number());
+    assert!(json["app"]["page"]["hits"].is_u64(), "{json}");
+    assert!(json["app"]["query"]["hit_ratio"].is_number(), "{json}");
+    assert!(json["app"]["invalidations"].as_u64().unwrap() > 0, "{json}");
+    assert_eq!(json["details"], false);
+    assert!(json.get("redis_nodes").is_none(), "{json}");
+    assert!(json["app"].get("recent_invalidations").is_none(), "{json}");
+}
+
+#[tokio::test]
+async fn signed_in_admins_see_the_nodes_and_the_recent_writes() {
+    let app = spawn_app().await;
+    warm_cache(&app).await;
+    app.insert("Flat", "900", "York").await; // a write once the cache is in use
+    app.sign_in().await;
+
+    let json: serde_json::Value = app.get("/api/cache/metrics").await.json().await.unwrap();
+
+    assert_eq!(json["details"], true);
+    assert_eq!(json["redis_nodes"][0]["address"], redis_addr(), "{json}");
+    assert!(
+        !json["app"]["recent_invalidations"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{json}"
+    );
+}
+
+#[tokio::test]
+async fn with_a_public_dashboard_everyone_sees_the_details() {
+    let app = public_dashboard_app().await;
+    warm_cache(&app).await;
+
+    let json = app.get_json("/api/cache/metrics").await;
+    let keys = app.get_anonymous("/api/cache/keys").await;
+
+    assert_eq!(json["details"], true);
+    assert!(
+        json["redis_nodes"]
+            .as_array()
+            .is_some_and(|n| !n.is_empty())
+    );
+    assert!(json["app"]["recent_invalidations"].is_array(), "{json}");
+    assert_eq!(keys.status(), 200);
+}
+
+#[tokio::test]
+async fn while_redis_is_down_anonymous_visitors_still_get_no_recent_writes() {
+    let closed = free_port();
+    let app = spawn_app_with(|s| s.redis_url = format!("redis://127.0.0.1:{closed}/0")).await;
+    app.insert("Loft", "1200", "Leeds").await;
+
+    let res = app.get_anonymous("/api/cache/metrics").await;
+
+    assert_eq!(res.status(), 503);
+    let json: serde_json::Value = res.json().await.unwrap();
+    assert!(json["app"]["page"].is_object(), "{json}");
+    assert!(json["app"].get("recent_invalidations").is_none(), "{json}");
+    assert!(json.get("detail").is_none(), "{json}");
+}
+
+#[tokio::test]
+async fn the_key_list_is_for_signed_in_admins() {
+    let app = spawn_app().await;
+    warm_cache(&app).await;
+
+    let anonymous = app.get_anonymous("/api/cache/keys").await;
+    app.sign_in().await;
+    let admin = app.get("/api/cache/keys").await;
+
+    assert_eq!(anonymous.status(), 403);
+    assert_eq!(header(&anonymous, "cache-control"), "no-store");
+    let text = anonymous.text().await.unwrap();
+    assert!(!text.contains(&app.prefix), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        json["error"].as_str().unwrap().contains("sign in"),
+        "{json}"
+    );
+    assert_eq!(admin.status(), 200);
+    let listed = listed_keys(&admin.json().await.unwrap());
+    assert!(listed.contains(&format!("{}:page:/properties/", app.prefix)));
+}
+
+#[tokio::test]
+async fn the_dashboard_asks_anonymous_visitors_to_sign_in_for_the_details() {
+    let app = spawn_app().await;
+
+    let anonymous = app.get_anonymous("/cache/").await.text().await.unwrap();
+    app.sign_in().await;
+    let admin = app.get("/cache/").await.text().await.unwrap();
+    let public = public_dashboard_app().await;
+    let demo = public.get_anonymous("/cache/").await.text().await.unwrap();
+
+    assert!(anonymous.contains("href=\"/admin/login?next=/cache/\""));
+    for hidden in ["Redis servers", "last writes", "keys"] {
+        assert!(
+            anonymous.contains(&format!("to see the {hidden}")),
+            "{hidden}"
+        );
+    }
+    assert!(!anonymous.contains("data-keys-url"));
+    for shown in [&admin, &demo] {
+        assert!(shown.contains("data-keys-url=\"/api/cache/keys\""));
+        assert!(!shown.contains("to see the Redis servers"));
+    }
 }

@@ -4,7 +4,7 @@
 
 use property_listings::models::property::Property;
 
-use crate::helpers::{TestApp, header, property_data, spawn_app};
+use crate::helpers::{TestApp, header, property_data, spawn_app, spawn_app_with};
 
 /// `X-Cache` of an anonymous GET.
 async fn x_cache(app: &TestApp, path: &str) -> String {
@@ -387,7 +387,7 @@ async fn readers_racing_300_edits_on_two_instances_see_no_stale_page_and_other_p
 
 #[tokio::test]
 async fn the_metrics_list_each_writes_tokens_and_how_many_stored_pages_it_made_unreachable() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|s| s.public_dashboard = true).await;
     let rows = three_pages(&app).await;
     let edited = &rows[10];
     app.warm(&[
