@@ -162,7 +162,9 @@ async fn cache_metrics_shows_the_running_servers_counters() {
     assert_eq!(json["app"]["page"]["hits"], 1);
     assert_eq!(json["app"]["page"]["misses"], 1);
     assert!(
-        json["redis_nodes"].as_array().is_some_and(|n| !n.is_empty()),
+        json["redis_nodes"]
+            .as_array()
+            .is_some_and(|n| !n.is_empty()),
         "the command adds the nodes the server keeps from anonymous callers: {json}"
     );
 }
