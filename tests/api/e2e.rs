@@ -232,6 +232,17 @@ async fn flow(app: Arc<TestApp>, c: Client) {
         .expect("open the list");
     assert_eq!(text(&c, ".results-heading").await, "28 listings");
     assert_eq!(count(&c, ".property-card").await, 20);
+    // The page gives dates; the browser writes how long ago, with the date as its title.
+    let listed = wait_for_text(&c, ".property-card time[data-ago]", |t| {
+        t == "just now" || t.ends_with(" ago")
+    })
+    .await;
+    let date = find(&c, ".property-card time[data-ago]")
+        .await
+        .attr("title")
+        .await
+        .expect("a title attribute");
+    assert!(date.is_some_and(|d| !d.is_empty()), "{listed}");
     shot(&c, "01-list").await;
 
     // Keyboard: Tab from the search form's last control lands on the first card.
@@ -302,12 +313,32 @@ async fn flow(app: Arc<TestApp>, c: Client) {
         "Garden-level flat with a patio"
     );
     assert_eq!(text(&c, ".price-large").await, "$195,000.00");
+    wait_for_text(&c, ".facts [data-ago]", |t| {
+        (t.starts_with('(') && t.ends_with(" ago)")) || t == "(just now)"
+    })
+    .await;
     shot(&c, "05-detail").await;
     c.goto(&app.url("/properties/999999/"))
         .await
         .expect("open a missing listing");
     assert_eq!(text(&c, "#error-title").await, "Page not found");
     shot(&c, "06-not-found").await;
+
+    // 4b. The dashboard before signing in: the counters, and a request to sign in for
+    // the details (Redis servers, last writes, keys).
+    c.goto(&app.url("/cache/"))
+        .await
+        .expect("open the dashboard");
+    wait_for_number(&c, "#page-hits", |_| true).await;
+    for details in ["#nodes-body", "#writes-body", "#keys-body"] {
+        assert!(
+            text(&c, details)
+                .await
+                .starts_with("Sign in as an admin to see"),
+            "{details}"
+        );
+    }
+    shot(&c, "06b-dashboard-signed-out").await;
 
     // 5. Signing in through the form.
     app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
