@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
-use property_listings::cache::metrics::get_redis_cache_metrics;
+use property_listings::cache::admin::get_redis_cache_metrics;
 use property_listings::cli::{CacheAction, Cli, Command};
 use property_listings::config::Settings;
 use std::sync::Arc;

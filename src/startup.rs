@@ -43,12 +43,14 @@ pub fn build_state(settings: Settings) -> anyhow::Result<AppState> {
             pool.clone(),
         ))],
     );
+    let request_latency = crate::telemetry::RequestLatency::new(cache.metrics().registry());
     Ok(AppState {
         settings,
         db: pool,
         cache,
         properties,
         login_throttle: LoginThrottle::default(),
+        request_latency,
     })
 }
 
@@ -88,7 +90,7 @@ fn spawn_metrics_logger(cache: crate::cache::Cache) {
         tick.tick().await;
         loop {
             tick.tick().await;
-            let _ = crate::cache::metrics::get_redis_cache_metrics(&cache).await;
+            let _ = crate::cache::admin::get_redis_cache_metrics(&cache).await;
         }
     });
 }

@@ -5,6 +5,7 @@ use crate::cache::Cache;
 use crate::config::Settings;
 use crate::db::PgPool;
 use crate::models::repository::PropertyRepository;
+use crate::telemetry::RequestLatency;
 
 pub struct AppState {
     pub settings: Settings,
@@ -12,4 +13,5 @@ pub struct AppState {
     pub cache: Cache,
     pub properties: PropertyRepository,
     pub login_throttle: LoginThrottle,
+    pub request_latency: RequestLatency,
 }

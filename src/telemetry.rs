@@ -4,6 +4,8 @@
 
 use std::time::Instant;
 
+use prometheus::{HistogramOpts, HistogramVec, Registry};
+
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -17,6 +19,32 @@ use crate::state::AppState;
 use crate::timing;
 
 pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
+/// The request-latency histogram (`http_request_duration_seconds`, by route and cache
+/// outcome), registered beside the cache's counters so `/metrics` shows both.
+pub struct RequestLatency(HistogramVec);
+
+impl RequestLatency {
+    pub fn new(registry: &Registry) -> Self {
+        let histogram = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(
+                vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ],
+            ),
+            &["route", "cache"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(histogram.clone()))
+            .expect("metric registered once");
+        Self(histogram)
+    }
+
+    fn observe(&self, route: &str, cache: &str, seconds: f64) {
+        self.0.with_label_values(&[route, cache]).observe(seconds);
+    }
+}
 
 pub async fn telemetry(
     req: ServiceRequest,
@@ -53,7 +81,7 @@ pub async fn telemetry(
             "HIT" | "STALE" => cacheable::route_of(res.request().path()).map(Into::into),
             _ => res.request().match_pattern(),
         };
-        state.cache.metrics().observe_request(
+        state.request_latency.observe(
             route.as_deref().unwrap_or("unmatched"),
             outcome,
             elapsed.as_secs_f64(),

@@ -1,15 +1,10 @@
-//! Counters of the cache layers and the request-latency histogram, kept in a
-//! Prometheus registry (one per application, so tests never share counters), plus the
-//! seed's `get_redis_cache_metrics()`: Redis `INFO stats` hit/miss numbers (summed over
-//! the masters of a cluster, with a per-node list) combined with the app's own counters.
+//! The cache's own counters (lookups per layer and outcome, invalidations, Redis errors,
+//! database loads, the circuit breaker, the last writes), kept in a Prometheus registry
+//! (one per application, so tests never share counters) that the app may add its own
+//! metrics to (`registry`).
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 use serde::Serialize;
-
-use super::store::NodeStats;
 
 /// Outcome of one cache lookup, as reported in `X-Cache`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,7 +77,6 @@ pub struct Metrics {
     redis_errors: IntCounter,
     db_loads: IntCounterVec,
     circuit_open: IntGauge,
-    request_duration: HistogramVec,
     recent: std::sync::Mutex<std::collections::VecDeque<RecentInvalidation>>,
 }
 
@@ -117,22 +111,12 @@ impl Metrics {
             "1 while the Redis circuit breaker skips Redis after repeated failures",
         )
         .expect("valid metric");
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(
-                vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                ],
-            ),
-            &["route", "cache"],
-        )
-        .expect("valid metric");
         for c in [
             Box::new(lookups.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(invalidations.clone()),
             Box::new(redis_errors.clone()),
             Box::new(db_loads.clone()),
             Box::new(circuit_open.clone()),
-            Box::new(request_duration.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -152,7 +136,6 @@ impl Metrics {
             redis_errors,
             db_loads,
             circuit_open,
-            request_duration,
             recent: Default::default(),
         }
     }
@@ -175,12 +158,6 @@ impl Metrics {
 
     pub fn set_circuit_open(&self, open: bool) {
         self.circuit_open.set(i64::from(open));
-    }
-
-    pub fn observe_request(&self, route: &str, cache: &str, seconds: f64) {
-        self.request_duration
-            .with_label_values(&[route, cache])
-            .observe(seconds);
     }
 
     fn count(&self, layer: Layer, outcome: Outcome) -> u64 {
@@ -234,6 +211,12 @@ impl Metrics {
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<RecentInvalidation>> {
         self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The registry these counters are kept in: the app registers its own metrics there,
+    /// so that one exposition (`render_prometheus`) holds them all.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The Prometheus text exposition of every metric.
@@ -316,132 +299,14 @@ pub struct ReplacedToken {
 /// How many invalidations `recent_invalidations` keeps.
 const RECENT_INVALIDATIONS: usize = 12;
 
-/// What `get_redis_cache_metrics()` returns and `/api/cache/metrics` shows.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct CacheMetrics {
-    /// Summed over the masters that answered (a replica's counters only move with reads
-    /// sent to it, and the app sends none).
-    pub keyspace_hits: u64,
-    pub keyspace_misses: u64,
-    pub hit_ratio: f64,
-    pub redis_available: bool,
-    /// `single` or `cluster`.
-    pub redis_mode: &'static str,
-    /// Every Redis server: the one Redis, or every node of the cluster (masters first);
-    /// `None` once `without_details` left them out.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub redis_nodes: Option<Vec<NodeStats>>,
-    pub app: AppCounters,
-}
-
-impl CacheMetrics {
-    /// The numbers alone, for callers who may not see the details: Redis node addresses
-    /// and the recent writes are left out (the web layer decides who may).
-    pub fn without_details(self) -> Self {
-        Self {
-            redis_nodes: None,
-            app: self.app.without_details(),
-            ..self
-        }
-    }
-}
-
-/// Reads `keyspace_hits` / `keyspace_misses` out of the text of `INFO stats`.
-pub fn parse_info_stats(info: &str) -> Option<(u64, u64)> {
-    let field = |name: &str| {
-        info.lines().find_map(|line| {
-            line.trim()
-                .strip_prefix(name)
-                .and_then(|rest| rest.strip_prefix(':'))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        })
-    };
-    Some((field("keyspace_hits")?, field("keyspace_misses")?))
-}
-
-/// The seed's `get_redis_cache_metrics()`: Redis' own `keyspace_hits`/`keyspace_misses`
-/// (server-wide: every client of that Redis moves them; in a cluster, summed over the
-/// masters), their ratio, the per-node list, and this app's per-layer counters. Logged at
-/// info level each time it is read.
-pub async fn get_redis_cache_metrics(
-    cache: &super::Cache,
-) -> Result<CacheMetrics, (super::CacheUnavailable, AppCounters)> {
-    let app = cache.metrics().snapshot();
-    match cache.store().node_stats().await {
-        Ok(nodes) => {
-            let (hits, misses) = sum_over_masters(&nodes);
-            let metrics = CacheMetrics {
-                keyspace_hits: hits,
-                keyspace_misses: misses,
-                hit_ratio: ratio(hits, misses),
-                redis_available: true,
-                redis_mode: if cache.store().is_cluster() {
-                    "cluster"
-                } else {
-                    "single"
-                },
-                redis_nodes: Some(nodes),
-                app,
-            };
-            log::info!(
-                "cache metrics: {}",
-                serde_json::to_string(&metrics).unwrap_or_default()
-            );
-            Ok(metrics)
-        }
-        Err(e) => {
-            log::warn!("cache metrics: redis unavailable ({e})");
-            Err((e, app))
-        }
-    }
-}
-
-/// Keyspace hits and misses of the masters that answered.
-fn sum_over_masters(nodes: &[NodeStats]) -> (u64, u64) {
-    nodes
-        .iter()
-        .filter(|n| n.role == "master")
-        .fold((0, 0), |(hits, misses), n| {
-            (
-                hits + n.keyspace_hits.unwrap_or(0),
-                misses + n.keyspace_misses.unwrap_or(0),
-            )
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn keyspace_numbers_are_summed_over_masters_only() {
-        let node = |role, reachable, hits: Option<u64>| NodeStats {
-            address: "127.0.0.1:1".into(),
-            role,
-            reachable,
-            keyspace_hits: hits,
-            keyspace_misses: hits.map(|h| h / 2),
-        };
-        let nodes = [
-            node("master", true, Some(10)),
-            node("master", true, Some(4)),
-            node("master", false, None),
-            node("replica", true, Some(100)),
-        ];
-        assert_eq!(sum_over_masters(&nodes), (14, 7));
-    }
-
-    #[test]
     fn the_hit_ratio_is_zero_without_lookups() {
         assert_eq!(ratio(0, 0), 0.0);
         assert_eq!(ratio(3, 1), 0.75);
-    }
-
-    #[test]
-    fn info_stats_fields_are_read() {
-        let info = "# Stats\r\nkeyspace_hits:42\r\nkeyspace_misses:8\r\nevicted_keys:0\r\n";
-        assert_eq!(parse_info_stats(info), Some((42, 8)));
-        assert_eq!(parse_info_stats("# Stats\r\n"), None);
     }
 
     #[test]

@@ -96,6 +96,7 @@
 //! generation than the `all_properties` it was built from would pass old rows off as
 //! current — the race tests caught exactly that when the generation was read twice).
 
+pub mod admin;
 pub mod entry;
 pub mod flight;
 pub mod generation;
@@ -115,6 +116,7 @@ use std::time::Duration;
 use actix_web::web::Bytes;
 use futures_util::FutureExt;
 
+pub use admin::{KEY_LISTING_REUSE, KeyInfo, KeyListing};
 pub use entry::Entry;
 pub use keys::Keys;
 use metrics::Metrics;
@@ -621,31 +623,6 @@ impl Cache {
         self.store().ping().await
     }
 
-    /// Empties this app's cache layers, and nothing else: a new generation (which makes
-    /// every entry unreachable at once), then `SCAN` (of every master, in a cluster) +
-    /// `UNLINK` of the page entries and refresh locks under this prefix. Never
-    /// `FLUSHALL`/`FLUSHDB`.
-    pub async fn clear(&self) -> Result<u64, CacheUnavailable> {
-        generation::forget();
-        let mut deleted = self
-            .store()
-            .unlink(&[
-                self.keys().generation().to_string(),
-                self.keys().all_properties(),
-            ])
-            .await?;
-        for pattern in self.keys().cache_patterns() {
-            let (keys, _) = self.store().scan_all(&pattern, 500, None).await?;
-            let keys: Vec<String> = keys.into_iter().collect();
-            for batch in keys.chunks(500) {
-                deleted += self.store().unlink(batch).await?;
-            }
-        }
-        self.inner.metrics.invalidation();
-        *self.inner.key_listing.lock().await = None;
-        Ok(deleted)
-    }
-
     /// Retries pending invalidations in the background, so an instance that wrote
     /// during an outage cleans up as soon as Redis answers, even without traffic.
     pub fn spawn_invalidation_retrier(&self) -> tokio::task::JoinHandle<()> {
@@ -661,96 +638,6 @@ impl Cache {
             }
         })
     }
-
-    /// Up to `limit` of this app's cache entries, for the dashboard (see `scan_keys`).
-    /// Anyone allowed may ask, as often as they like, so what it costs Redis is bounded
-    /// here: one listing per `KEY_LISTING_REUSE` per instance, shared by every caller.
-    /// Callers that arrive while a listing runs wait for it (the lock is held across it:
-    /// single-flight); later ones get its copy until it is that old. `clear` drops the
-    /// copy.
-    pub async fn list_keys(&self, limit: usize) -> Result<KeyListing, CacheUnavailable> {
-        let mut last = self.inner.key_listing.lock().await;
-        if let Some((at, for_limit, listing)) = last.as_ref()
-            && *for_limit == limit
-            && at.elapsed() < KEY_LISTING_REUSE
-        {
-            return Ok(listing.clone());
-        }
-        let listing = self.scan_keys(limit).await?;
-        *last = Some((std::time::Instant::now(), limit, listing.clone()));
-        Ok(listing)
-    }
-
-    /// Up to `limit` cache entries — `all_properties`, then pages and query result pages
-    /// (one `SCAN MATCH` walk per kind, `Keys::entry_patterns`, on every master; never
-    /// `KEYS`), sorted — each with its remaining TTL and size. Only entries are listed:
-    /// tokens, locks and sign-in counters, however many, neither show nor take a place.
-    /// Bounded twice: a walk stops once `limit` entries are found or after a fixed number
-    /// of `SCAN` rounds per master (a Redis shared with a large keyspace is never walked
-    /// in full); `complete` says whether every entry was seen. TTLs and sizes come from
-    /// one pipeline (per slot).
-    async fn scan_keys(&self, limit: usize) -> Result<KeyListing, CacheUnavailable> {
-        const SCAN_COUNT: u64 = 500;
-        const MAX_SCAN_ROUNDS: usize = 40;
-        let mut found = std::collections::BTreeSet::new();
-        let mut complete = true;
-        for pattern in self.keys().entry_patterns() {
-            // A walk stops once it has more than this: so the listing knows it is cut.
-            let bound = store::ScanLimit {
-                keys: limit.saturating_sub(found.len()),
-                rounds_per_node: MAX_SCAN_ROUNDS,
-            };
-            let (keys, whole) = self
-                .store()
-                .scan_all(&pattern, SCAN_COUNT, Some(bound))
-                .await?;
-            found.extend(keys);
-            complete &= whole;
-        }
-        // Read first, and kept only if it exists (`PTTL` -2 below).
-        let mut names = vec![self.keys().all_properties()];
-        names.extend(found);
-        let replies = self.store().ttls_and_sizes(&names).await?;
-        let mut keys: Vec<KeyInfo> = names
-            .into_iter()
-            .zip(replies)
-            .filter_map(|(key, (pttl, bytes))| {
-                let pttl = pttl?;
-                // -2: the key expired or was deleted between SCAN and PTTL.
-                (pttl != -2).then(|| KeyInfo {
-                    key,
-                    ttl_ms: (pttl >= 0).then_some(pttl),
-                    bytes: bytes.and_then(|n| u64::try_from(n).ok()),
-                })
-            })
-            .collect();
-        if keys.len() > limit {
-            keys.truncate(limit);
-            complete = false;
-        }
-        Ok(KeyListing { keys, complete })
-    }
-}
-
-/// How long one key listing is reused (`Cache::list_keys`).
-pub const KEY_LISTING_REUSE: Duration = Duration::from_secs(1);
-
-/// One key of this app, as `Cache::list_keys` reports it.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct KeyInfo {
-    pub key: String,
-    /// Remaining time to live in milliseconds; `None` for a key without expiry.
-    pub ttl_ms: Option<i64>,
-    /// Memory used by the key, when Redis reports it.
-    pub bytes: Option<u64>,
-}
-
-/// The result of `Cache::list_keys`: the entries, and whether every cache entry is
-/// among them (`false` when the limit or the scan bound cut the listing short).
-#[derive(Clone, Debug)]
-pub struct KeyListing {
-    pub keys: Vec<KeyInfo>,
-    pub complete: bool,
 }
 
 /// The keys of the tokens whose value is not known yet.

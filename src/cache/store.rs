@@ -677,7 +677,7 @@ impl RedisStore {
     /// is not counted as a Redis error and does not trip the breaker: it is reported.
     pub async fn node_stats(&self) -> Result<Vec<NodeStats>, CacheUnavailable> {
         let stats = |info: &str, address: String, role| {
-            let (hits, misses) = super::metrics::parse_info_stats(info).unzip();
+            let (hits, misses) = parse_info_stats(info).unzip();
             NodeStats {
                 address,
                 role,
@@ -869,9 +869,29 @@ fn node_addr(address: &str) -> Result<ConnectionAddr, CacheUnavailable> {
     Ok(ConnectionAddr::Tcp(host.to_string(), port))
 }
 
+/// Reads `keyspace_hits` / `keyspace_misses` out of the text of `INFO stats`.
+pub fn parse_info_stats(info: &str) -> Option<(u64, u64)> {
+    let field = |name: &str| {
+        info.lines().find_map(|line| {
+            line.trim()
+                .strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+    };
+    Some((field("keyspace_hits")?, field("keyspace_misses")?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn info_stats_fields_are_read() {
+        let info = "# Stats\r\nkeyspace_hits:42\r\nkeyspace_misses:8\r\nevicted_keys:0\r\n";
+        assert_eq!(parse_info_stats(info), Some((42, 8)));
+        assert_eq!(parse_info_stats("# Stats\r\n"), None);
+    }
 
     #[test]
     fn cluster_nodes_are_read_with_their_role_and_failure_flag() {

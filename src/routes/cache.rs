@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::auth;
 use crate::cache::KeyInfo;
-use crate::cache::metrics::{CacheMetrics, get_redis_cache_metrics};
+use crate::cache::admin::{CacheMetrics, get_redis_cache_metrics};
 use crate::error::{AppError, render_html};
 use crate::state::AppState;
 

@@ -178,7 +178,7 @@ impl PrivateCluster {
                     .arg("stats")
                     .query(&mut node_connection(port).expect("master answers"))
                     .expect("INFO");
-                property_listings::cache::metrics::parse_info_stats(&info)
+                property_listings::cache::store::parse_info_stats(&info)
                     .expect("keyspace fields")
                     .0
             })

@@ -8,7 +8,7 @@ fn info_stats(redis: &PrivateRedis) -> (u64, u64) {
         .arg("stats")
         .query(&mut redis.connection())
         .unwrap();
-    property_listings::cache::metrics::parse_info_stats(&info).unwrap()
+    property_listings::cache::store::parse_info_stats(&info).unwrap()
 }
 
 #[tokio::test]

@@ -1,0 +1,231 @@
+//! The cache's admin operations, for the dashboard and the command line: the seed's
+//! `get_redis_cache_metrics()` (Redis' own keyspace numbers with the app's counters),
+//! the bounded key listing, and `clear`.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::metrics::{AppCounters, ratio};
+use super::store::{self, NodeStats};
+use super::{Cache, CacheUnavailable, generation};
+
+/// What `get_redis_cache_metrics()` returns and `/api/cache/metrics` shows.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CacheMetrics {
+    /// Summed over the masters that answered (a replica's counters only move with reads
+    /// sent to it, and the app sends none).
+    pub keyspace_hits: u64,
+    pub keyspace_misses: u64,
+    pub hit_ratio: f64,
+    pub redis_available: bool,
+    /// `single` or `cluster`.
+    pub redis_mode: &'static str,
+    /// Every Redis server: the one Redis, or every node of the cluster (masters first);
+    /// `None` once `without_details` left them out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_nodes: Option<Vec<NodeStats>>,
+    pub app: AppCounters,
+}
+
+impl CacheMetrics {
+    /// The numbers alone, for callers who may not see the details: Redis node addresses
+    /// and the recent writes are left out (the web layer decides who may).
+    pub fn without_details(self) -> Self {
+        Self {
+            redis_nodes: None,
+            app: self.app.without_details(),
+            ..self
+        }
+    }
+}
+
+/// The seed's `get_redis_cache_metrics()`: Redis' own `keyspace_hits`/`keyspace_misses`
+/// (server-wide: every client of that Redis moves them; in a cluster, summed over the
+/// masters), their ratio, the per-node list, and this app's per-layer counters. Logged at
+/// info level each time it is read.
+pub async fn get_redis_cache_metrics(
+    cache: &Cache,
+) -> Result<CacheMetrics, (CacheUnavailable, AppCounters)> {
+    let app = cache.metrics().snapshot();
+    match cache.store().node_stats().await {
+        Ok(nodes) => {
+            let (hits, misses) = sum_over_masters(&nodes);
+            let metrics = CacheMetrics {
+                keyspace_hits: hits,
+                keyspace_misses: misses,
+                hit_ratio: ratio(hits, misses),
+                redis_available: true,
+                redis_mode: if cache.store().is_cluster() {
+                    "cluster"
+                } else {
+                    "single"
+                },
+                redis_nodes: Some(nodes),
+                app,
+            };
+            log::info!(
+                "cache metrics: {}",
+                serde_json::to_string(&metrics).unwrap_or_default()
+            );
+            Ok(metrics)
+        }
+        Err(e) => {
+            log::warn!("cache metrics: redis unavailable ({e})");
+            Err((e, app))
+        }
+    }
+}
+
+/// Keyspace hits and misses of the masters that answered.
+fn sum_over_masters(nodes: &[NodeStats]) -> (u64, u64) {
+    nodes
+        .iter()
+        .filter(|n| n.role == "master")
+        .fold((0, 0), |(hits, misses), n| {
+            (
+                hits + n.keyspace_hits.unwrap_or(0),
+                misses + n.keyspace_misses.unwrap_or(0),
+            )
+        })
+}
+
+impl Cache {
+    /// Empties this app's cache layers, and nothing else: a new generation (which makes
+    /// every entry unreachable at once), then `SCAN` (of every master, in a cluster) +
+    /// `UNLINK` of the page entries and refresh locks under this prefix. Never
+    /// `FLUSHALL`/`FLUSHDB`.
+    pub async fn clear(&self) -> Result<u64, CacheUnavailable> {
+        generation::forget();
+        let mut deleted = self
+            .store()
+            .unlink(&[
+                self.keys().generation().to_string(),
+                self.keys().all_properties(),
+            ])
+            .await?;
+        for pattern in self.keys().cache_patterns() {
+            let (keys, _) = self.store().scan_all(&pattern, 500, None).await?;
+            let keys: Vec<String> = keys.into_iter().collect();
+            for batch in keys.chunks(500) {
+                deleted += self.store().unlink(batch).await?;
+            }
+        }
+        self.inner.metrics.invalidation();
+        *self.inner.key_listing.lock().await = None;
+        Ok(deleted)
+    }
+
+    /// Up to `limit` of this app's cache entries, for the dashboard (see `scan_keys`).
+    /// Anyone allowed may ask, as often as they like, so what it costs Redis is bounded
+    /// here: one listing per `KEY_LISTING_REUSE` per instance, shared by every caller.
+    /// Callers that arrive while a listing runs wait for it (the lock is held across it:
+    /// single-flight); later ones get its copy until it is that old. `clear` drops the
+    /// copy.
+    pub async fn list_keys(&self, limit: usize) -> Result<KeyListing, CacheUnavailable> {
+        let mut last = self.inner.key_listing.lock().await;
+        if let Some((at, for_limit, listing)) = last.as_ref()
+            && *for_limit == limit
+            && at.elapsed() < KEY_LISTING_REUSE
+        {
+            return Ok(listing.clone());
+        }
+        let listing = self.scan_keys(limit).await?;
+        *last = Some((std::time::Instant::now(), limit, listing.clone()));
+        Ok(listing)
+    }
+
+    /// Up to `limit` cache entries — `all_properties`, then pages and query result pages
+    /// (one `SCAN MATCH` walk per kind, `Keys::entry_patterns`, on every master; never
+    /// `KEYS`), sorted — each with its remaining TTL and size. Only entries are listed:
+    /// tokens, locks and sign-in counters, however many, neither show nor take a place.
+    /// Bounded twice: a walk stops once `limit` entries are found or after a fixed number
+    /// of `SCAN` rounds per master (a Redis shared with a large keyspace is never walked
+    /// in full); `complete` says whether every entry was seen. TTLs and sizes come from
+    /// one pipeline (per slot).
+    async fn scan_keys(&self, limit: usize) -> Result<KeyListing, CacheUnavailable> {
+        const SCAN_COUNT: u64 = 500;
+        const MAX_SCAN_ROUNDS: usize = 40;
+        let mut found = std::collections::BTreeSet::new();
+        let mut complete = true;
+        for pattern in self.keys().entry_patterns() {
+            // A walk stops once it has more than this: so the listing knows it is cut.
+            let bound = store::ScanLimit {
+                keys: limit.saturating_sub(found.len()),
+                rounds_per_node: MAX_SCAN_ROUNDS,
+            };
+            let (keys, whole) = self
+                .store()
+                .scan_all(&pattern, SCAN_COUNT, Some(bound))
+                .await?;
+            found.extend(keys);
+            complete &= whole;
+        }
+        // Read first, and kept only if it exists (`PTTL` -2 below).
+        let mut names = vec![self.keys().all_properties()];
+        names.extend(found);
+        let replies = self.store().ttls_and_sizes(&names).await?;
+        let mut keys: Vec<KeyInfo> = names
+            .into_iter()
+            .zip(replies)
+            .filter_map(|(key, (pttl, bytes))| {
+                let pttl = pttl?;
+                // -2: the key expired or was deleted between SCAN and PTTL.
+                (pttl != -2).then(|| KeyInfo {
+                    key,
+                    ttl_ms: (pttl >= 0).then_some(pttl),
+                    bytes: bytes.and_then(|n| u64::try_from(n).ok()),
+                })
+            })
+            .collect();
+        if keys.len() > limit {
+            keys.truncate(limit);
+            complete = false;
+        }
+        Ok(KeyListing { keys, complete })
+    }
+}
+
+/// How long one key listing is reused (`Cache::list_keys`).
+pub const KEY_LISTING_REUSE: Duration = Duration::from_secs(1);
+
+/// One key of this app, as `Cache::list_keys` reports it.
+#[derive(Clone, Debug, Serialize)]
+pub struct KeyInfo {
+    pub key: String,
+    /// Remaining time to live in milliseconds; `None` for a key without expiry.
+    pub ttl_ms: Option<i64>,
+    /// Memory used by the key, when Redis reports it.
+    pub bytes: Option<u64>,
+}
+
+/// The result of `Cache::list_keys`: the entries, and whether every cache entry is
+/// among them (`false` when the limit or the scan bound cut the listing short).
+#[derive(Clone, Debug)]
+pub struct KeyListing {
+    pub keys: Vec<KeyInfo>,
+    pub complete: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyspace_numbers_are_summed_over_masters_only() {
+        let node = |role, reachable, hits: Option<u64>| NodeStats {
+            address: "127.0.0.1:1".into(),
+            role,
+            reachable,
+            keyspace_hits: hits,
+            keyspace_misses: hits.map(|h| h / 2),
+        };
+        let nodes = [
+            node("master", true, Some(10)),
+            node("master", true, Some(4)),
+            node("master", false, None),
+            node("replica", true, Some(100)),
+        ];
+        assert_eq!(sum_over_masters(&nodes), (14, 7));
+    }
+}
