@@ -135,7 +135,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Cache { action } => {
             // Only Redis is needed here: these work while PostgreSQL is down.
-            let cache = Cache::new(&settings, Arc::new(Metrics::new()), |_| {})?;
+            let cache = Cache::new(
+                property_listings::startup::cache_config(&settings),
+                Arc::new(Metrics::new()),
+                |_| {},
+            )?;
             match action {
                 CacheAction::Metrics => {
                     // The per-layer counters live in the serving process: ask it when

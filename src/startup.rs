@@ -12,8 +12,8 @@ use actix_web::{App, HttpServer, web};
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::{self, password};
 use crate::body_timeout::body_timeout;
-use crate::cache::Cache;
 use crate::cache::metrics::Metrics;
+use crate::cache::{Cache, CacheConfig, RedisTarget};
 use crate::config::Settings;
 use crate::db;
 use crate::models::admin_user::AdminUser;
@@ -33,7 +33,7 @@ pub fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         settings.db_timeout,
     );
     let metrics = Arc::new(Metrics::new());
-    let cache = Cache::new(&settings, metrics, |spent| {
+    let cache = Cache::new(cache_config(&settings), metrics, |spent| {
         crate::timing::record(crate::timing::Kind::Cache, spent)
     })?;
     let properties = PropertyRepository::new(
@@ -52,6 +52,33 @@ pub fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         login_throttle: LoginThrottle::default(),
         request_latency,
     })
+}
+
+/// The cache's name in `Cache-Status` (RFC 9211).
+pub const CACHE_STATUS_NAME: &str = "property-listings";
+
+/// What the cache library is told (`cache::CacheConfig`), from the settings: Redis, the
+/// prefix, time limits, and the app's own names (its one named entry, `all_properties`).
+pub fn cache_config(settings: &Settings) -> CacheConfig {
+    let cluster = !settings.redis_cluster_urls.is_empty();
+    if cluster {
+        log::info!("REDIS_CLUSTER_URLS is set: REDIS_URL is ignored");
+    }
+    CacheConfig {
+        redis: if cluster {
+            RedisTarget::Cluster(settings.redis_cluster_urls.clone())
+        } else {
+            RedisTarget::Single(settings.redis_url.clone())
+        },
+        key_prefix: settings.cache_key_prefix.clone(),
+        redis_timeout: settings.redis_timeout,
+        wait_replicas: settings.redis_wait_replicas.unwrap_or(u32::from(cluster)),
+        grace: settings.cache_grace,
+        longest_ttl: settings.page_cache_ttl.max(settings.query_cache_ttl),
+        local_bytes: settings.local_cache_bytes,
+        named_entries: vec![crate::routes::listing::ALL_PROPERTIES.to_string()],
+        status_name: CACHE_STATUS_NAME.to_string(),
+    }
 }
 
 /// Creates the admin named by `ADMIN_USERNAME`/`ADMIN_PASSWORD` if it does not exist yet

@@ -91,19 +91,25 @@ fn sum_over_masters(nodes: &[NodeStats]) -> (u64, u64) {
 }
 
 impl Cache {
+    /// What one of this app's keys is (`Keys::kind`); the app's named entries are
+    /// query-cache entries.
+    pub fn key_kind(&self, key: &str) -> &'static str {
+        if self.named_entries().iter().any(|named| named == key) {
+            "query"
+        } else {
+            self.keys().kind(key)
+        }
+    }
+
     /// Empties this app's cache layers, and nothing else: a new generation (which makes
     /// every entry unreachable at once), then `SCAN` (of every master, in a cluster) +
     /// `UNLINK` of the page entries and refresh locks under this prefix. Never
     /// `FLUSHALL`/`FLUSHDB`.
     pub async fn clear(&self) -> Result<u64, CacheUnavailable> {
         generation::forget();
-        let mut deleted = self
-            .store()
-            .unlink(&[
-                self.keys().generation().to_string(),
-                self.keys().all_properties(),
-            ])
-            .await?;
+        let mut names = vec![self.keys().generation().to_string()];
+        names.extend(self.named_entries().iter().cloned());
+        let mut deleted = self.store().unlink(&names).await?;
         for pattern in self.keys().cache_patterns() {
             let (keys, _) = self.store().scan_all(&pattern, 500, None).await?;
             let keys: Vec<String> = keys.into_iter().collect();
@@ -135,7 +141,7 @@ impl Cache {
         Ok(listing)
     }
 
-    /// Up to `limit` cache entries — `all_properties`, then pages and query result pages
+    /// Up to `limit` cache entries — the app's named ones, then pages and query result pages
     /// (one `SCAN MATCH` walk per kind, `Keys::entry_patterns`, on every master; never
     /// `KEYS`), sorted — each with its remaining TTL and size. Only entries are listed:
     /// tokens, locks and sign-in counters, however many, neither show nor take a place.
@@ -162,7 +168,7 @@ impl Cache {
             complete &= whole;
         }
         // Read first, and kept only if it exists (`PTTL` -2 below).
-        let mut names = vec![self.keys().all_properties()];
+        let mut names = self.named_entries().to_vec();
         names.extend(found);
         let replies = self.store().ttls_and_sizes(&names).await?;
         let mut keys: Vec<KeyInfo> = names

@@ -46,9 +46,9 @@ impl Keys {
         format!("{}:tok:{{{name}}}:stored", self.prefix)
     }
 
-    /// The seed's low-level cache of every property.
-    pub fn all_properties(&self) -> String {
-        format!("{}:all_properties", self.prefix)
+    /// An entry the app keeps under a name of its own (`CacheConfig::named_entries`).
+    pub fn named(&self, name: &str) -> String {
+        format!("{}:{name}", self.prefix)
     }
 
     /// Whether `key` is a page-cache entry.
@@ -112,7 +112,7 @@ impl Keys {
         match rest.split(':').next().unwrap_or_default() {
             "page" => "page",
             "lock" => "lock",
-            "all_properties" | "query" => "query",
+            "query" => "query",
             "generation" | "tok" => "token",
             "login_failures" => "login_failures",
             _ => "other",
@@ -161,7 +161,6 @@ mod tests {
             Keys::new("app").kind("app:lock:app:page:/properties/"),
             "lock"
         );
-        assert_eq!(Keys::new("app").kind("app:all_properties"), "query");
         assert_eq!(
             Keys::new("app").kind("app:query:sort=price_asc&page=1"),
             "query"

@@ -97,6 +97,7 @@
 //! current — the race tests caught exactly that when the generation was read twice).
 
 pub mod admin;
+pub mod config;
 pub mod entry;
 pub mod flight;
 pub mod generation;
@@ -122,7 +123,7 @@ pub use keys::Keys;
 use metrics::Metrics;
 pub use store::{CacheUnavailable, RedisStore};
 
-use crate::config::Settings;
+pub use config::{CacheConfig, RedisTarget};
 use flight::SingleFlight;
 use local::LocalTier;
 
@@ -138,9 +139,13 @@ struct Inner {
     store: RedisStore,
     keys: Keys,
     metrics: Arc<Metrics>,
-    page_ttl: Duration,
-    query_ttl: Duration,
     grace: Duration,
+    /// How long a token lives: twice the longest an entry may (`token_lifetime_ms`).
+    token_lifetime_ms: u64,
+    /// `PREFIX:NAME` of the app's named entries (`CacheConfig::named_entries`).
+    named_entries: Vec<String>,
+    /// `Cache-Status` values, by outcome (`page::cache_status`).
+    pub(crate) status: page::StatusHeaders,
     invalidation_pending: AtomicBool,
     /// Replicas that must confirm a token replacement (`Settings::redis_wait_replicas`).
     wait_replicas: u32,
@@ -186,13 +191,15 @@ impl Lookup {
     }
 }
 
-/// Where an entry goes: its key, the dependency tokens it was looked up with, how long
-/// it is fresh, and whether to store compressed variants too.
+/// One entry: its key, the dependency tokens it is built under, how long it is fresh
+/// (Redis keeps it `ttl` + grace), and its layer (pages are stored with pre-compressed
+/// variants; query-cache values are kept decoded in memory as well).
+#[derive(Clone, Copy)]
 pub struct Slot<'a> {
     pub key: &'a str,
     pub deps: &'a [&'a str],
     pub ttl: Duration,
-    pub compress: bool,
+    pub layer: metrics::Layer,
 }
 
 /// How a current-generation entry may be used.
@@ -206,45 +213,35 @@ pub enum Freshness {
 impl Cache {
     /// `on_redis_time` is told how long each Redis command took (for `Server-Timing`).
     pub fn new(
-        settings: &Settings,
+        config: CacheConfig,
         metrics: Arc<Metrics>,
         on_redis_time: fn(Duration),
     ) -> anyhow::Result<Self> {
-        let store = if settings.redis_cluster_urls.is_empty() {
-            RedisStore::new(
-                &settings.redis_url,
-                settings.redis_timeout,
-                metrics.clone(),
-                on_redis_time,
-            )?
-        } else {
-            log::info!(
-                "redis cluster mode, seed nodes {}; REDIS_URL is ignored",
-                settings.redis_cluster_urls.join(", ")
-            );
-            RedisStore::new_cluster(
-                &settings.redis_cluster_urls,
-                settings.redis_timeout,
-                metrics.clone(),
-                on_redis_time,
-            )?
+        let store = match &config.redis {
+            RedisTarget::Single(url) => {
+                RedisStore::new(url, config.redis_timeout, metrics.clone(), on_redis_time)?
+            }
+            RedisTarget::Cluster(urls) => {
+                log::info!("redis cluster mode, seed nodes {}", urls.join(", "));
+                RedisStore::new_cluster(urls, config.redis_timeout, metrics.clone(), on_redis_time)?
+            }
         };
+        let keys = Keys::new(config.key_prefix);
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
-                keys: Keys::new(settings.cache_key_prefix.clone()),
+                named_entries: config.named_entries.iter().map(|n| keys.named(n)).collect(),
+                keys,
                 metrics,
-                page_ttl: settings.page_cache_ttl,
-                query_ttl: settings.query_cache_ttl,
-                grace: settings.cache_grace,
+                grace: config.grace,
+                token_lifetime_ms: 2 * (config.longest_ttl + config.grace).as_millis() as u64,
+                status: page::StatusHeaders::new(&config.status_name),
                 // Start from a fresh generation: entries written before this process
                 // started may predate writes made while no instance could reach Redis.
                 invalidation_pending: AtomicBool::new(true),
-                wait_replicas: settings
-                    .redis_wait_replicas
-                    .unwrap_or(u32::from(!settings.redis_cluster_urls.is_empty())),
+                wait_replicas: config.wait_replicas,
                 flush_lock: tokio::sync::Mutex::new(()),
-                local: LocalTier::new(settings.local_cache_bytes),
+                local: LocalTier::new(config.local_bytes),
                 flights: SingleFlight::default(),
                 key_listing: tokio::sync::Mutex::default(),
             }),
@@ -267,12 +264,9 @@ impl Cache {
         &self.inner.flights
     }
 
-    pub fn page_ttl(&self) -> Duration {
-        self.inner.page_ttl
-    }
-
-    pub fn query_ttl(&self) -> Duration {
-        self.inner.query_ttl
+    /// `PREFIX:NAME` of the app's named entries (`CacheConfig::named_entries`).
+    pub fn named_entries(&self) -> &[String] {
+        &self.inner.named_entries
     }
 
     pub fn grace(&self) -> Duration {
@@ -303,7 +297,8 @@ impl Cache {
     /// A read-only request (`generation::request_scope`) reads each token once: its
     /// later lookups use the value it read first, and read only tokens it has not read
     /// yet ("Within one request" in the module docs).
-    pub async fn lookup(&self, key: &str, deps: &[&str]) -> Result<Lookup, CacheUnavailable> {
+    pub async fn lookup(&self, slot: &Slot<'_>) -> Result<Lookup, CacheUnavailable> {
+        let (key, deps) = (slot.key, slot.deps);
         self.ensure_no_pending_invalidation().await?;
         let id = self.inner.store.id();
         let mut tokens = self.token_keys(deps);
@@ -351,7 +346,7 @@ impl Cache {
         match raw.and_then(Entry::decode).filter(|e| e.version == version) {
             Some(entry) => {
                 let entry = Arc::new(entry);
-                self.keep_locally(key, entry.clone());
+                self.keep_locally(slot, entry.clone());
                 Ok(Lookup::Found(entry))
             }
             None => Ok(Lookup::Missing { version }),
@@ -402,19 +397,16 @@ impl Cache {
     }
 
     /// Keeps an entry in this process for as long as Redis keeps it.
-    fn keep_locally(&self, key: &str, entry: Arc<Entry>) {
-        let is_page = self.keys().is_page(key);
-        let ttl = if is_page {
-            self.inner.page_ttl
-        } else {
-            self.inner.query_ttl
-        };
-        let keep_until = entry.stored_at_ms + (ttl + self.inner.grace).as_millis() as i64;
-        self.inner.local.insert(key, entry, keep_until, !is_page);
+    fn keep_locally(&self, slot: &Slot<'_>, entry: Arc<Entry>) {
+        let keep_until = entry.stored_at_ms + (slot.ttl + self.inner.grace).as_millis() as i64;
+        let decoded_too = matches!(slot.layer, metrics::Layer::Query);
+        self.inner
+            .local
+            .insert(slot.key, entry, keep_until, decoded_too);
     }
 
-    /// Builds an entry under `version` (with pre-compressed variants when
-    /// `slot.compress`: pages are, query results are not) and stores it; Redis keeps it
+    /// Builds an entry under `version` (with pre-compressed variants for a page) and
+    /// stores it; Redis keeps it
     /// `ttl + grace`, and counts it against each of its dependency tokens (how many
     /// stored entries a replacement of that token makes unreachable: the dashboard
     /// shows it). A dependency token that was missing at lookup (`~KEY=MARKER` in the
@@ -431,7 +423,8 @@ impl Cache {
         body: Bytes,
     ) -> (Arc<Entry>, Result<(), CacheUnavailable>) {
         let (version, missing) = settle_version(version);
-        let entry = Arc::new(Entry::build(&version, content_type, body, slot.compress));
+        let compress = matches!(slot.layer, metrics::Layer::Page);
+        let entry = Arc::new(Entry::build(&version, content_type, body, compress));
         let lifetime = self.token_lifetime_ms();
         let keep = (slot.ttl + self.inner.grace).as_millis() as u64;
         let counters: Vec<String> = slot
@@ -452,7 +445,7 @@ impl Cache {
             .await;
         match self.track(stored) {
             Ok(true) => {
-                self.keep_locally(slot.key, entry.clone());
+                self.keep_locally(slot, entry.clone());
                 (entry, Ok(()))
             }
             Ok(false) => (
@@ -505,7 +498,7 @@ impl Cache {
             .replace_tokens(
                 &pairs,
                 self.token_lifetime_ms(),
-                &self.keys().all_properties(),
+                &self.inner.named_entries,
                 &counters,
             )
             .await
@@ -541,8 +534,7 @@ impl Cache {
     /// How long a dependency token lives: twice the longest an entry may (a token that
     /// expires is started afresh, which only retires its entries early).
     fn token_lifetime_ms(&self) -> u64 {
-        let longest = self.inner.page_ttl.max(self.inner.query_ttl) + self.inner.grace;
-        2 * longest.as_millis() as u64
+        self.inner.token_lifetime_ms
     }
 
     /// Retries a pending invalidation; called by lookups and by a background task.
@@ -568,12 +560,11 @@ impl Cache {
 
     async fn replace_generation(&self) -> bool {
         let pairs = [(self.keys().generation().to_string(), new_token())];
-        let all_properties = self.keys().all_properties();
         // Whatever happens, this request reads the token afresh from now on.
         generation::forget();
         let replaced = match self
             .store()
-            .set_all_and_delete(&pairs, None, &all_properties)
+            .set_all_and_delete(&pairs, None, &self.inner.named_entries)
             .await
         {
             Ok(()) => self.replicated(&pairs).await,

@@ -7,13 +7,14 @@
 //! sessions. The fresh / stale / lock / single-flight logic is `refresh.rs`'s.
 //!
 //! Every response gets `X-Cache` (`HIT`, `MISS`, `STALE` or `BYPASS`) and the standard
-//! `Cache-Status` (RFC 9211: `property-listings; hit`, `; fwd=miss; stored`, `; hit;
-//! fwd=stale`, `; fwd=bypass`); cacheable ones
+//! `Cache-Status` (RFC 9211: `NAME; hit`, `; fwd=miss; stored`, `; hit; fwd=stale`,
+//! `; fwd=bypass`, under the name the app gave the cache); cacheable ones
 //! also get a strong `ETag` (a matching `If-None-Match` gets 304) and
 //! `Cache-Control: no-cache`, so browsers revalidate instead of keeping stale copies.
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -42,10 +43,14 @@ pub struct BuiltFromStaleData;
 
 /// What the web layer decided about a request (where its routes are declared).
 pub enum Cacheable {
-    /// A cacheable page, by its canonical URL (path and known query parameters), and the
+    /// A cacheable page, by its canonical URL (path and known query parameters), the
     /// dependency tokens a write that may change it replaces (see the module docs of
-    /// `cache`).
-    Page { url: String, deps: Vec<String> },
+    /// `cache`), and how long it is fresh.
+    Page {
+        url: String,
+        deps: Vec<String>,
+        ttl: Duration,
+    },
     /// A cacheable page, but not for this request (a signed-in admin's, say): `BYPASS`,
     /// and counted as such.
     NotForThisRequest,
@@ -65,8 +70,8 @@ pub async fn serve<B: MessageBody + 'static>(
     let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
     let (mut res, outcome) = generation::request_scope(read_only, async {
         match cacheable {
-            Cacheable::Page { url, deps } if read_only => {
-                cached(req, next, cache, &url, &deps).await
+            Cacheable::Page { url, deps, ttl } if read_only => {
+                cached(req, next, cache, &url, &deps, ttl).await
             }
             Cacheable::Page { .. } | Cacheable::NotForThisRequest => {
                 cache.metrics().lookup(Layer::Page, Outcome::Bypass);
@@ -79,22 +84,43 @@ pub async fn serve<B: MessageBody + 'static>(
     let headers = res.headers_mut();
     headers.insert(X_CACHE, HeaderValue::from_static(outcome.as_header()));
     if !headers.contains_key(CACHE_STATUS) {
-        headers.insert(
-            CACHE_STATUS,
-            HeaderValue::from_static(cache_status(outcome)),
-        );
+        headers.insert(CACHE_STATUS, cache.inner.status.of(outcome));
     }
     Ok(res)
 }
 
-/// The standard `Cache-Status` header (RFC 9211) for an outcome; a miss that was
-/// stored says so (`store_and_respond`).
-fn cache_status(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Hit => "property-listings; hit",
-        Outcome::Stale => "property-listings; hit; fwd=stale",
-        Outcome::Miss => "property-listings; fwd=miss",
-        Outcome::Bypass => "property-listings; fwd=bypass",
+/// The standard `Cache-Status` header (RFC 9211) for each outcome, under the name the
+/// app gave the cache (`CacheConfig::status_name`); built once, cloned per response.
+pub(crate) struct StatusHeaders {
+    hit: HeaderValue,
+    stale: HeaderValue,
+    miss: HeaderValue,
+    stored: HeaderValue,
+    bypass: HeaderValue,
+}
+
+impl StatusHeaders {
+    pub(crate) fn new(name: &str) -> Self {
+        let value = |params: &str| {
+            HeaderValue::from_str(&format!("{name}; {params}"))
+                .unwrap_or_else(|_| HeaderValue::from_static("cache; fwd=miss"))
+        };
+        Self {
+            hit: value("hit"),
+            stale: value("hit; fwd=stale"),
+            miss: value("fwd=miss"),
+            stored: value("fwd=miss; stored"),
+            bypass: value("fwd=bypass"),
+        }
+    }
+
+    fn of(&self, outcome: Outcome) -> HeaderValue {
+        match outcome {
+            Outcome::Hit => self.hit.clone(),
+            Outcome::Stale => self.stale.clone(),
+            Outcome::Miss => self.miss.clone(),
+            Outcome::Bypass => self.bypass.clone(),
+        }
     }
 }
 
@@ -114,6 +140,7 @@ async fn cached<B: MessageBody + 'static>(
     cache: &Cache,
     url: &str,
     deps: &[String],
+    ttl: Duration,
 ) -> Result<(ServiceResponse<BoxBody>, Outcome), actix_web::Error> {
     let key = &cache.keys().page(url);
     let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
@@ -122,14 +149,11 @@ async fn cached<B: MessageBody + 'static>(
     let slot = &Slot {
         key,
         deps: &deps,
-        ttl: cache.page_ttl(),
-        compress: true,
+        ttl,
+        layer: Layer::Page,
     };
     let spec = Spec {
-        layer: Layer::Page,
-        key,
-        deps: &deps,
-        ttl: cache.page_ttl(),
+        slot: *slot,
         read: |e: &Arc<Entry>| Some(e.clone()),
     };
     let fetched = refresh::fetch(cache, spec, |version| {
@@ -231,10 +255,9 @@ async fn store_and_respond(
     let (entry, stored) = cache.put(slot, version, &content_type, body).await;
     let mut response = from_entry(&req, &entry, Outcome::Miss);
     if stored.is_ok() {
-        response.headers_mut().insert(
-            CACHE_STATUS,
-            HeaderValue::from_static("property-listings; fwd=miss; stored"),
-        );
+        response
+            .headers_mut()
+            .insert(CACHE_STATUS, cache.inner.status.stored.clone());
     }
     Ok((ServiceResponse::new(req, response), entry))
 }

@@ -5,6 +5,7 @@
 //! (`refresh.rs`). What is cached, and how it is loaded, is the caller's business.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::web::Bytes;
 use serde::Serialize;
@@ -28,7 +29,8 @@ pub trait LoadError {
     fn is_unavailable(&self) -> bool;
 }
 
-/// The value under `key`, depending on the tokens `deps` (and the generation): from Redis
+/// The value under `key`, depending on the tokens `deps` (and the generation), fresh for
+/// `ttl`: from Redis
 /// when a current entry exists, otherwise from `load` (and then stored). Redis trouble means a load, never an error; concurrent misses of
 /// this instance share one load; an expired entry is used while another request reloads
 /// it, or when `load` finds its source unavailable.
@@ -36,6 +38,7 @@ pub async fn get_or_fill<T, E, F, Fut>(
     cache: &Cache,
     key: &str,
     deps: &[&str],
+    ttl: Duration,
     load: F,
 ) -> Result<(Arc<T>, Served), E>
 where
@@ -44,11 +47,14 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let spec = Spec {
-        layer: Layer::Query,
+    let slot = Slot {
         key,
         deps,
-        ttl: cache.query_ttl(),
+        ttl,
+        layer: Layer::Query,
+    };
+    let spec = Spec {
+        slot,
         read: |e: &Arc<super::Entry>| {
             let value = e.decoded(decode::<T>);
             if value.is_none() {
@@ -69,12 +75,6 @@ where
         };
         match serde_json::to_vec(&value) {
             Ok(json) => {
-                let slot = Slot {
-                    key,
-                    deps,
-                    ttl: cache.query_ttl(),
-                    compress: false,
-                };
                 let (entry, _) = cache
                     .put(&slot, &version, "application/json", Bytes::from(json))
                     .await;

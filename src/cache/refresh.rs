@@ -17,10 +17,9 @@
 //! by the look-again just before building.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::metrics::{Layer, Outcome};
-use super::{Cache, Entry, Freshness};
+use super::{Cache, Entry, Freshness, Slot};
 
 /// What a build produced: `O` is the caller's own result (a response, a value).
 pub enum Built<O> {
@@ -56,17 +55,13 @@ pub enum Fetched<V, O> {
 
 /// One key, one layer: the parameters of a fetch.
 pub struct Spec<'a, D> {
-    pub layer: Layer,
-    pub key: &'a str,
-    /// The dependency tokens the entry is built under (see `Cache::lookup`).
-    pub deps: &'a [&'a str],
-    pub ttl: Duration,
+    pub slot: Slot<'a>,
     /// An entry's value, or `None` when the entry cannot be used (a query-cache entry
     /// that does not decode): then it counts as missing.
     pub read: D,
 }
 
-/// Answers `spec.key` (see the module docs). `build` gets the version to store its
+/// Answers `spec.slot.key` (see the module docs). `build` gets the version to store its
 /// entry under, or `None` when Redis cannot be used (build, but do not store).
 pub async fn fetch<V, O, D, B, Fut>(cache: &Cache, spec: Spec<'_, D>, build: B) -> Fetched<V, O>
 where
@@ -74,7 +69,7 @@ where
     B: FnOnce(Option<String>) -> Fut,
     Fut: Future<Output = Built<O>>,
 {
-    let lookup = match cache.lookup(spec.key, spec.deps).await {
+    let lookup = match cache.lookup(&spec.slot).await {
         Ok(lookup) => lookup,
         Err(_) => {
             let output = match build(None).await {
@@ -83,16 +78,16 @@ where
                 | Built::FromStaleData(o)
                 | Built::Unavailable(o) => o,
             };
-            cache.metrics().lookup(spec.layer, Outcome::Bypass);
+            cache.metrics().lookup(spec.slot.layer, Outcome::Bypass);
             return Fetched::Built(output, Outcome::Bypass);
         }
     };
     let entry = lookup
         .entry()
-        .and_then(|e| Some((cache.freshness(e, spec.ttl), (spec.read)(e)?)));
+        .and_then(|e| Some((cache.freshness(e, spec.slot.ttl), (spec.read)(e)?)));
     match entry {
         Some((Freshness::Fresh, value)) => {
-            cache.metrics().lookup(spec.layer, Outcome::Hit);
+            cache.metrics().lookup(spec.slot.layer, Outcome::Hit);
             Fetched::Cached(value, Outcome::Hit)
         }
         // Boxed, so that the future of a hit stays small (the page cache moves it into
@@ -117,21 +112,26 @@ where
     B: FnOnce(Option<String>) -> Fut,
     Fut: Future<Output = Built<O>>,
 {
-    if !cache.try_refresh_lock(spec.key).await {
-        cache.metrics().lookup(spec.layer, Outcome::Stale);
+    if !cache.try_refresh_lock(spec.slot.key).await {
+        cache.metrics().lookup(spec.slot.layer, Outcome::Stale);
         return Fetched::Cached(stale, Outcome::Stale);
     }
     let fetched = match look_again(cache, spec).await {
         Ok((Some(fresh), _)) => {
-            cache.metrics().lookup(spec.layer, Outcome::Hit);
+            cache.metrics().lookup(spec.slot.layer, Outcome::Hit);
             Fetched::Cached(fresh, Outcome::Hit)
         }
         again => {
             let version = again.map_or(version, |(_, newer)| newer);
-            settle(cache, spec.layer, build(Some(version)).await, Some(stale))
+            settle(
+                cache,
+                spec.slot.layer,
+                build(Some(version)).await,
+                Some(stale),
+            )
         }
     };
-    cache.release_refresh_lock(spec.key).await;
+    cache.release_refresh_lock(spec.slot.key).await;
     fetched
 }
 
@@ -149,7 +149,7 @@ where
 {
     // The version is part of the flight's name: a caller that read a newer token (a
     // write was acknowledged meanwhile) must not take a build that may predate it.
-    let flight = format!("{}\n{}", flight_version(&version), spec.key);
+    let flight = format!("{}\n{}", flight_version(&version), spec.slot.key);
     let mut build = Some(build);
     let mut leader = None;
     let (shared, _role) = cache
@@ -159,7 +159,7 @@ where
             let build = build.take()?;
             let version = match look_again_entry(cache, spec).await {
                 Ok((Some((entry, value)), _)) => {
-                    cache.metrics().lookup(spec.layer, Outcome::Hit);
+                    cache.metrics().lookup(spec.slot.layer, Outcome::Hit);
                     leader = Some(Fetched::Cached(value, Outcome::Hit));
                     return Some(entry);
                 }
@@ -169,7 +169,7 @@ where
             };
             let built = build(Some(version)).await;
             let entry = built.entry();
-            leader = Some(settle(cache, spec.layer, built, None));
+            leader = Some(settle(cache, spec.slot.layer, built, None));
             entry
         })
         .await;
@@ -178,12 +178,12 @@ where
     }
     // Another caller built it while this one waited: its entry, if the layer can read it.
     if let Some(value) = shared.as_ref().and_then(|entry| (spec.read)(entry)) {
-        cache.metrics().lookup(spec.layer, Outcome::Hit);
+        cache.metrics().lookup(spec.slot.layer, Outcome::Hit);
         return Fetched::Cached(value, Outcome::Hit);
     }
     match build {
         // Its build was not for the cache (an error, say): build for this caller.
-        Some(build) => settle(cache, spec.layer, build(Some(version)).await, None),
+        Some(build) => settle(cache, spec.slot.layer, build(Some(version)).await, None),
         None => unreachable!("a caller that did not lead still holds its build"),
     }
 }
@@ -203,10 +203,10 @@ async fn look_again_entry<V, D: Fn(&Arc<Entry>) -> Option<V>>(
     cache: &Cache,
     spec: &Spec<'_, D>,
 ) -> Result<(Option<(Arc<Entry>, V)>, String), super::CacheUnavailable> {
-    let again = cache.lookup(spec.key, spec.deps).await?;
+    let again = cache.lookup(&spec.slot).await?;
     let fresh = again
         .entry()
-        .filter(|e| cache.freshness(e, spec.ttl) == Freshness::Fresh)
+        .filter(|e| cache.freshness(e, spec.slot.ttl) == Freshness::Fresh)
         .and_then(|e| {
             let value = (spec.read)(e)?;
             Some((e.clone(), value))

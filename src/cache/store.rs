@@ -396,7 +396,7 @@ impl RedisStore {
         &self,
         pairs: &[(String, String)],
         px: u64,
-        delete: &str,
+        delete: &[String],
         counters: &[String],
     ) -> Result<Vec<u64>, CacheUnavailable> {
         let set = |key: &str, value: &str| {
@@ -416,7 +416,9 @@ impl RedisStore {
                     .map(|(key, value)| (key.as_str(), set(key, value))),
             );
         }
-        ops.push((delete, redis::cmd("DEL").arg(delete).to_owned()));
+        for key in delete {
+            ops.push((key, redis::cmd("DEL").arg(key).to_owned()));
+        }
         for counter in counters {
             ops.push((counter, redis::cmd("GETDEL").arg(counter).to_owned()));
         }
@@ -433,7 +435,7 @@ impl RedisStore {
         &self,
         pairs: &[(String, String)],
         px: Option<u64>,
-        delete: &str,
+        delete: &[String],
     ) -> Result<(), CacheUnavailable> {
         let mut ops: Vec<(&str, Cmd)> = Vec::new();
         for (key, value) in pairs {
@@ -444,7 +446,9 @@ impl RedisStore {
             }
             ops.push((key, set));
         }
-        ops.push((delete, redis::cmd("DEL").arg(delete).to_owned()));
+        for key in delete {
+            ops.push((key, redis::cmd("DEL").arg(key).to_owned()));
+        }
         self.per_slot(ops, true).await.map(drop)
     }
 

@@ -126,7 +126,7 @@ pub async fn keys_json(state: web::Data<AppState>, admin: Option<auth::Admin>) -
                 .keys
                 .into_iter()
                 .map(|mut info| {
-                    let kind = state.cache.keys().kind(&info.key);
+                    let kind = state.cache.key_kind(&info.key);
                     if !admin {
                         info.key = redact(&info.key);
                     }

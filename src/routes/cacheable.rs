@@ -262,7 +262,7 @@ async fn serve(
     let Some(state) = req.app_data::<Data<AppState>>().cloned() else {
         return page::pass_through(req, next).await;
     };
-    let cacheable = decide(&req, session_cookie);
+    let cacheable = decide(&req, session_cookie, state.settings.page_cache_ttl);
     let personal = matches!(cacheable, Cacheable::NotForThisRequest);
     let mut res = page::serve(&state.cache, cacheable, req, next).await?;
     // A page made for one signed-in admin (or one set of credentials): not for any shared
@@ -276,8 +276,8 @@ async fn serve(
 
 /// A cacheable page unless the request is not anonymous (credentials, or a session
 /// cookie whose session is a signed-in admin's). `session_cookie`: whether the request
-/// has one (the caller has just looked).
-fn decide(req: &ServiceRequest, session_cookie: bool) -> Cacheable {
+/// has one (the caller has just looked); `ttl`: how long a page is fresh.
+fn decide(req: &ServiceRequest, session_cookie: bool, ttl: std::time::Duration) -> Cacheable {
     let Some((url, deps)) = canonical_page(req.path(), req.query_string()) else {
         return Cacheable::No;
     };
@@ -286,7 +286,7 @@ fn decide(req: &ServiceRequest, session_cookie: bool) -> Cacheable {
     {
         return Cacheable::NotForThisRequest;
     }
-    Cacheable::Page { url, deps }
+    Cacheable::Page { url, deps, ttl }
 }
 
 /// Innermost: a response whose session changed (the session middleware will set a

@@ -214,6 +214,9 @@ impl ResultPage {
     }
 }
 
+/// The seed's query-cache key: `PREFIX:all_properties` (a named entry of the cache).
+pub const ALL_PROPERTIES: &str = "all_properties";
+
 /// Above this many properties, `all_properties` no longer holds the rows.
 pub const ALL_PROPERTIES_MAX: usize = 200;
 
@@ -242,8 +245,9 @@ pub struct PageOfProperties {
 pub async fn get_all_properties(
     state: &AppState,
 ) -> Result<(Arc<AllProperties>, Served), AppError> {
-    let key = state.cache.keys().all_properties();
-    get_or_fill(&state.cache, &key, &[token::ROWS], || async {
+    let key = state.cache.keys().named(ALL_PROPERTIES);
+    let ttl = state.settings.query_cache_ttl;
+    get_or_fill(&state.cache, &key, &[token::ROWS], ttl, || async {
         let rows = crate::db::run(&state.db, |conn| {
             Ok(Property::newest_first(conn, ALL_PROPERTIES_MAX as i64 + 1)?)
         })
@@ -266,7 +270,8 @@ async fn get_page(
     offset: i64,
 ) -> Result<(Arc<PageOfProperties>, Served), AppError> {
     let key = state.cache.keys().query(&query.canonical_query());
-    get_or_fill(&state.cache, &key, &[token::ROWS], || async {
+    let ttl = state.settings.query_cache_ttl;
+    get_or_fill(&state.cache, &key, &[token::ROWS], ttl, || async {
         let (rows, count) = state
             .properties
             .list(query.filter.clone(), query.sort, limit, offset)

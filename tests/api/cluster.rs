@@ -498,7 +498,7 @@ async fn cache_clear_empties_every_master_of_this_prefix_and_nothing_else() {
     // What `cache clear` runs, in a process of its own: a fresh `Cache` from the settings.
     // (Not the binary itself: the shared target directory may hold another branch's.)
     let cache = property_listings::cache::Cache::new(
-        &app.settings,
+        property_listings::startup::cache_config(&app.settings),
         std::sync::Arc::new(property_listings::cache::metrics::Metrics::new()),
         |_| {},
     )

@@ -2,6 +2,7 @@
 //! the hooks see each write once, with the rows it changed.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use actix_web::web::Bytes;
 use futures_util::FutureExt;
@@ -10,6 +11,8 @@ use property_listings::models::hooks::{Change, ModelHooks};
 use property_listings::models::property::Property;
 use property_listings::models::repository::PropertyRepository;
 
+use property_listings::cache::Slot;
+use property_listings::cache::metrics::Layer;
 use property_listings::routes::cacheable::token;
 
 use crate::helpers::{
@@ -284,20 +287,20 @@ async fn a_reader_that_stores_old_rows_after_the_invalidation_is_never_served() 
     let key = cache.keys().page("/race-test");
     // An entry stored under the tokens as they are now is served (and the tokens exist).
     let other = cache.keys().page("/race-test-sibling");
-    let first = cache.lookup(&other, LIST_PAGE).await.unwrap();
+    let first = cache.lookup(&list_page(&other)).await.unwrap();
     store(cache, &other, first.version(), "current rows")
         .await
         .unwrap();
     assert!(
         cache
-            .lookup(&other, LIST_PAGE)
+            .lookup(&list_page(&other))
             .await
             .unwrap()
             .entry()
             .is_some()
     );
     // The reader: reads the tokens, then (slowly) the old rows…
-    let reader = cache.lookup(&key, LIST_PAGE).await.unwrap();
+    let reader = cache.lookup(&list_page(&key)).await.unwrap();
     assert!(reader.entry().is_none());
     // …meanwhile a writer commits and invalidates…
     app.insert("Written meanwhile", "1", "A").await;
@@ -306,13 +309,28 @@ async fn a_reader_that_stores_old_rows_after_the_invalidation_is_never_served() 
         .await
         .unwrap();
 
-    let after = cache.lookup(&key, LIST_PAGE).await.unwrap();
+    let after = cache.lookup(&list_page(&key)).await.unwrap();
 
     assert!(
         after.entry().is_none(),
         "an entry built before the write must not be served"
     );
     assert_ne!(after.version(), reader.version());
+}
+
+/// A list page's slot under `key`.
+fn list_page(key: &str) -> Slot<'_> {
+    page_slot(key, LIST_PAGE)
+}
+
+/// A page's slot: `key`, depending on `deps`.
+fn page_slot<'a>(key: &'a str, deps: &'a [&'a str]) -> Slot<'a> {
+    Slot {
+        key,
+        deps,
+        ttl: Duration::from_secs(900),
+        layer: Layer::Page,
+    }
 }
 
 /// Stores `body` under `key` as a build under `version` would.
@@ -322,15 +340,9 @@ async fn store(
     version: &str,
     body: &'static str,
 ) -> Result<(), property_listings::cache::CacheUnavailable> {
-    let slot = property_listings::cache::Slot {
-        key,
-        deps: LIST_PAGE,
-        ttl: cache.page_ttl(),
-        compress: true,
-    };
     cache
         .put(
-            &slot,
+            &list_page(key),
             version,
             "text/plain",
             Bytes::from_static(body.as_bytes()),
@@ -344,7 +356,10 @@ async fn a_token_missing_at_lookup_and_set_by_a_write_before_the_store_refuses_t
     let app = spawn_app().await;
     let cache = &app.state.cache;
     let key = cache.keys().page("/missing-token-test");
-    let reader = cache.lookup(&key, &["listing:424242"]).await.unwrap();
+    let reader = cache
+        .lookup(&page_slot(&key, &["listing:424242"]))
+        .await
+        .unwrap();
     assert!(reader.version().contains('~'), "{}", reader.version());
     assert!(
         !app.keys()
@@ -362,7 +377,7 @@ async fn a_token_missing_at_lookup_and_set_by_a_write_before_the_store_refuses_t
     );
     assert!(
         cache
-            .lookup(&key, &["listing:424242"])
+            .lookup(&page_slot(&key, &["listing:424242"]))
             .await
             .unwrap()
             .entry()
@@ -383,11 +398,11 @@ async fn losing_any_token_revives_no_old_entry() {
     .enumerate()
     {
         let key = cache.keys().page(&format!("/revive-test-{i}"));
-        let old = cache.lookup(&key, LIST_PAGE).await.unwrap();
+        let old = cache.lookup(&list_page(&key)).await.unwrap();
         store(cache, &key, old.version(), "old").await.unwrap();
         assert!(
             cache
-                .lookup(&key, LIST_PAGE)
+                .lookup(&list_page(&key))
                 .await
                 .unwrap()
                 .entry()
@@ -399,7 +414,7 @@ async fn losing_any_token_revives_no_old_entry() {
             .arg(&lost)
             .query(&mut app.redis())
             .unwrap();
-        let after = cache.lookup(&key, LIST_PAGE).await.unwrap();
+        let after = cache.lookup(&list_page(&key)).await.unwrap();
 
         assert!(after.entry().is_none(), "{lost} lost");
         assert_ne!(after.version(), old.version(), "{lost} lost");
