@@ -13,13 +13,15 @@ use std::sync::{Arc, OnceLock};
 use actix_web::http::header::HeaderValue;
 use actix_web::web::Bytes;
 
+use super::version::Version;
+
 /// Bodies smaller than this are not worth compressing.
 const COMPRESS_MIN_BYTES: usize = 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     /// The token values it was built under (`Cache::lookup`'s version).
-    pub version: String,
+    pub version: Version,
     /// Unix time in milliseconds when the entry was built.
     pub stored_at_ms: i64,
     /// The strong ETag of the identity body; encoded variants add a suffix.
@@ -109,7 +111,7 @@ impl Coding {
 impl Entry {
     /// Builds an entry; with `compress`, also the gzip and brotli forms of a body that
     /// is text worth compressing.
-    pub fn build(version: &str, content_type: &str, body: Bytes, compress: bool) -> Self {
+    pub fn build(version: &Version, content_type: &str, body: Bytes, compress: bool) -> Self {
         let compressible = compress
             && body.len() >= COMPRESS_MIN_BYTES
             && (content_type.starts_with("text/") || content_type.contains("json"));
@@ -120,7 +122,7 @@ impl Entry {
         };
         let etag = etag_for(&body);
         Self {
-            version: version.to_string(),
+            version: version.clone(),
             stored_at_ms: now_ms(),
             etag_header: HeaderValue::from_str(&etag).ok(),
             content_type_header: HeaderValue::from_str(content_type).ok(),
@@ -213,7 +215,7 @@ impl Entry {
         }
         let piece = |from: usize, len: usize| (len > 0).then(|| raw.slice(from..from + len));
         Some(Self {
-            version: fields[1].to_string(),
+            version: Version::parse(fields[1]),
             stored_at_ms: fields[2].parse().ok()?,
             etag: fields[3].to_string(),
             content_type: fields[4].to_string(),
@@ -271,11 +273,12 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::version::Version;
 
     #[test]
     fn an_entry_survives_encoding_including_newlines_in_the_body() {
         let small = Entry::build(
-            "abc",
+            &Version::parse("abc"),
             "text/html; charset=utf-8",
             Bytes::from_static(b"<p>\nhi\n</p>"),
             true,
@@ -283,7 +286,12 @@ mod tests {
         assert_eq!(small.gzip, None, "too small to compress");
         assert_eq!(Entry::decode(small.encode()), Some(small));
         let page = "<li>listing\n</li>".repeat(200);
-        let large = Entry::build("abc", "text/html; charset=utf-8", Bytes::from(page), true);
+        let large = Entry::build(
+            &Version::parse("abc"),
+            "text/html; charset=utf-8",
+            Bytes::from(page),
+            true,
+        );
         assert!(large.gzip.is_some() && large.brotli.is_some());
         assert_eq!(Entry::decode(large.encode()), Some(large));
     }
@@ -291,7 +299,7 @@ mod tests {
     #[test]
     fn an_entry_is_decoded_once_and_shared_by_its_holders() {
         let entry = Arc::new(Entry::build(
-            "g",
+            &Version::parse("g"),
             "application/json",
             Bytes::from("[1,2,3]"),
             false,
@@ -307,7 +315,12 @@ mod tests {
         assert_eq!(*first, vec![1, 2, 3]);
         assert!(Arc::ptr_eq(&first, &second), "the same decoded value");
         assert_eq!(decodes.get(), 1);
-        let unreadable = Entry::build("g", "application/json", Bytes::from("{"), false);
+        let unreadable = Entry::build(
+            &Version::parse("g"),
+            "application/json",
+            Bytes::from("{"),
+            false,
+        );
         assert_eq!(unreadable.decoded(decode), None);
     }
 
@@ -315,8 +328,18 @@ mod tests {
     fn stored_variants_decompress_to_the_body() {
         use std::io::Read;
         let page = "<li>listing\n</li>".repeat(200);
-        let entry = Entry::build("g", "application/json", Bytes::from(page.clone()), true);
-        let plain = Entry::build("g", "application/json", Bytes::from(page.clone()), false);
+        let entry = Entry::build(
+            &Version::parse("g"),
+            "application/json",
+            Bytes::from(page.clone()),
+            true,
+        );
+        let plain = Entry::build(
+            &Version::parse("g"),
+            "application/json",
+            Bytes::from(page.clone()),
+            false,
+        );
         assert_eq!(plain.gzip, None, "query results are not compressed");
         let (coding, gz, gz_tag) = entry.variant(Coding::Gzip);
         assert_eq!(coding, Coding::Gzip);

@@ -92,7 +92,7 @@ fn entry_size(entry: &Entry) -> usize {
     entry.body.len()
         + entry.gzip.as_ref().map_or(0, |b| b.len())
         + entry.brotli.as_ref().map_or(0, |b| b.len())
-        + entry.version.len()
+        + entry.version.as_str().len()
         + entry.etag.len()
         + entry.content_type.len()
         + 64
@@ -101,11 +101,12 @@ fn entry_size(entry: &Entry) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::version::Version;
     use actix_web::web::Bytes;
 
     fn entry(len: usize) -> Arc<Entry> {
         Arc::new(Entry::build(
-            "g",
+            &Version::parse("g"),
             "text/plain",
             Bytes::from(vec![b'x'; len]),
             false,

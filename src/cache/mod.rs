@@ -108,6 +108,7 @@ pub mod page;
 pub mod query;
 pub mod refresh;
 pub mod store;
+pub mod version;
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -122,6 +123,7 @@ pub use entry::Entry;
 pub use keys::Keys;
 use metrics::Metrics;
 pub use store::{CacheUnavailable, RedisStore};
+pub use version::Version;
 
 pub use config::{CacheConfig, RedisTarget};
 use flight::SingleFlight;
@@ -162,7 +164,7 @@ pub enum Lookup {
     /// An entry built under exactly the tokens' current values (its `version`).
     Found(Arc<Entry>),
     /// No such entry; `version` holds the tokens' current values.
-    Missing { version: String },
+    Missing { version: Version },
 }
 
 impl Lookup {
@@ -175,7 +177,7 @@ impl Lookup {
 
     /// The tokens' values at lookup time (the generation, then each dependency): tag
     /// the entry built from this lookup with it.
-    pub fn version(&self) -> &str {
+    pub fn version(&self) -> &Version {
         match self {
             Self::Found(entry) => &entry.version,
             Self::Missing { version } => version,
@@ -183,7 +185,7 @@ impl Lookup {
     }
 
     /// `version`, owned.
-    pub fn into_version(self) -> String {
+    pub fn into_version(self) -> Version {
         match self {
             Self::Found(entry) => entry.version.clone(),
             Self::Missing { version } => version,
@@ -322,7 +324,7 @@ impl Cache {
                 fill(&mut known, &values, positions.iter().copied());
                 generation::remember(id, unknown, values, positions);
             }
-            if version_is(&local.version, values_of(&known)) {
+            if local.version.matches(values_of(&known)) {
                 return Ok(Lookup::Found(local));
             }
             if none_known {
@@ -361,39 +363,31 @@ impl Cache {
         keys
     }
 
-    /// Joins the generation and the dependency tokens' values (in `keys`' order) into
-    /// a version, space-separated; remembers a generation read now. A missing
-    /// generation is started at once (one key). A missing dependency token is *not*
+    /// The version of the tokens' values (in `keys`' order). A missing generation is
+    /// started at once (one key; not remembered, so the request's next lookup reads it
+    /// again and finds this value or a newer one). A missing dependency token is *not*
     /// created here — a lookup of a page that will not be stored (a 404 for any id one
-    /// cares to type) must not add keys — but stands as `~KEY=MARKER`, a fresh random
-    /// marker that no stored entry carries; `put` creates the token with that marker
-    /// (`SET NX`) when, and only if, it stores an entry built under this version.
+    /// cares to type) must not add keys — but stands as a marker (`version.rs`), which
+    /// `put` creates the token with when, and only if, it stores an entry built under it.
     async fn version(
         &self,
         keys: &[String],
         values: impl Iterator<Item = Option<&[u8]>>,
-    ) -> Result<String, CacheUnavailable> {
-        let mut version = String::with_capacity(33 * keys.len());
-        for (key, value) in keys.iter().zip(values) {
-            if !version.is_empty() {
-                version.push(' ');
-            }
-            match value.and_then(|v| std::str::from_utf8(v).ok()) {
-                Some(value) => version.push_str(value),
-                None if key == self.keys().generation() => {
-                    // Not remembered (it was read missing): the request's next lookup
-                    // reads it again, and finds this value or a newer one.
-                    version.push_str(&self.start_generation().await?);
-                }
-                None => {
-                    version.push('~');
-                    version.push_str(key);
-                    version.push('=');
-                    version.push_str(&new_token());
-                }
-            }
-        }
-        Ok(version)
+    ) -> Result<Version, CacheUnavailable> {
+        let values: Vec<Option<&str>> = values
+            .map(|v| v.and_then(|v| std::str::from_utf8(v).ok()))
+            .collect();
+        let started = match values.first() {
+            Some(None) => Some(self.start_generation().await?),
+            _ => None,
+        };
+        Ok(Version::of(keys.iter().zip(values).enumerate().map(
+            |(i, (key, value))| match (value, &started) {
+                (Some(value), _) => Ok(value),
+                (None, Some(generation)) if i == 0 => Ok(generation.as_str()),
+                (None, _) => Err((key.as_str(), new_token())),
+            },
+        )))
     }
 
     /// Keeps an entry in this process for as long as Redis keeps it.
@@ -418,11 +412,11 @@ impl Cache {
     pub async fn put(
         &self,
         slot: &Slot<'_>,
-        version: &str,
+        version: &Version,
         content_type: &str,
         body: Bytes,
     ) -> (Arc<Entry>, Result<(), CacheUnavailable>) {
-        let (version, missing) = settle_version(version);
+        let (version, missing) = version.settle();
         let compress = matches!(slot.layer, metrics::Layer::Page);
         let entry = Arc::new(Entry::build(&version, content_type, body, compress));
         let lifetime = self.token_lifetime_ms();
@@ -659,78 +653,8 @@ fn values_of(known: &[generation::Known]) -> impl Iterator<Item = Option<&[u8]>>
         .map(|k| k.as_ref().and_then(|(values, at)| values[*at].as_deref()))
 }
 
-/// Whether `version` is exactly these token values, in order (a missing one matches
-/// nothing).
-fn version_is<'a>(version: &str, values: impl Iterator<Item = Option<&'a [u8]>>) -> bool {
-    let mut parts = version.split(' ');
-    for value in values {
-        match (value, parts.next()) {
-            (Some(value), Some(part)) if value == part.as_bytes() => {}
-            _ => return false,
-        }
-    }
-    parts.next().is_none()
-}
-
-/// A version with its missing-token markers (`~KEY=MARKER`) settled: the version an
-/// entry is stored under once those tokens hold their markers, and the tokens to create.
-fn settle_version(version: &str) -> (String, Vec<(String, String)>) {
-    if !version.contains('~') {
-        return (version.to_string(), Vec::new());
-    }
-    let mut missing = Vec::new();
-    let settled: Vec<&str> = version
-        .split(' ')
-        .map(
-            |part| match part.strip_prefix('~').and_then(|p| p.split_once('=')) {
-                Some((key, marker)) => {
-                    missing.push((key.to_string(), marker.to_string()));
-                    marker
-                }
-                None => part,
-            },
-        )
-        .collect();
-    (settled.join(" "), missing)
-}
-
 /// A fresh, never-reused token (128 random bits, hex).
 fn new_token() -> String {
     let bytes: [u8; 16] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn values<'a>(parts: &'a [Option<&'a str>]) -> impl Iterator<Item = Option<&'a [u8]>> {
-        parts.iter().map(|p| p.map(str::as_bytes))
-    }
-
-    #[test]
-    fn a_version_matches_exactly_its_token_values_in_order() {
-        let version = "g1 t1 t2";
-        assert!(version_is(
-            version,
-            values(&[Some("g1"), Some("t1"), Some("t2")])
-        ));
-        assert!(!version_is(
-            version,
-            values(&[Some("g1"), Some("t2"), Some("t1")])
-        ));
-        assert!(!version_is(version, values(&[Some("g1"), Some("t1")])));
-        assert!(!version_is(
-            version,
-            values(&[Some("g1"), Some("t1"), Some("t2"), Some("t3")])
-        ));
-        assert!(
-            !version_is(version, values(&[Some("g1"), None, Some("t2")])),
-            "a missing token"
-        );
-        assert!(!version_is(
-            version,
-            values(&[Some("g1"), Some("t1"), Some("t")])
-        ));
-    }
 }

@@ -31,7 +31,7 @@ use super::entry::{Coding, Entry, now_ms};
 use super::generation;
 use super::metrics::{Layer, Outcome};
 use super::refresh::{self, Built, Fetched, Spec};
-use super::{Cache, Slot};
+use super::{Cache, Slot, Version};
 
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -191,7 +191,7 @@ async fn build<B: MessageBody + 'static>(
     next: Next<B>,
     cache: &Cache,
     slot: &Slot<'_>,
-    version: Option<String>,
+    version: Option<Version>,
 ) -> Built<Result<ServiceResponse<BoxBody>, actix_web::Error>> {
     let res = match next.call(req).await {
         Ok(res) => res,
@@ -240,7 +240,7 @@ async fn store_and_respond(
     res: ServiceResponse<impl MessageBody + 'static>,
     cache: &Cache,
     slot: &Slot<'_>,
-    version: &str,
+    version: &Version,
 ) -> Result<(ServiceResponse<BoxBody>, Arc<Entry>), actix_web::Error> {
     let (req, response) = res.into_parts();
     let content_type = response

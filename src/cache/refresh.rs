@@ -19,7 +19,7 @@
 use std::sync::Arc;
 
 use super::metrics::{Layer, Outcome};
-use super::{Cache, Entry, Freshness, Slot};
+use super::{Cache, Entry, Freshness, Slot, Version};
 
 /// What a build produced: `O` is the caller's own result (a response, a value).
 pub enum Built<O> {
@@ -66,7 +66,7 @@ pub struct Spec<'a, D> {
 pub async fn fetch<V, O, D, B, Fut>(cache: &Cache, spec: Spec<'_, D>, build: B) -> Fetched<V, O>
 where
     D: Fn(&Arc<Entry>) -> Option<V>,
-    B: FnOnce(Option<String>) -> Fut,
+    B: FnOnce(Option<Version>) -> Fut,
     Fut: Future<Output = Built<O>>,
 {
     let lookup = match cache.lookup(&spec.slot).await {
@@ -103,13 +103,13 @@ where
 async fn refresh<V, O, D, B, Fut>(
     cache: &Cache,
     spec: &Spec<'_, D>,
-    version: String,
+    version: Version,
     stale: V,
     build: B,
 ) -> Fetched<V, O>
 where
     D: Fn(&Arc<Entry>) -> Option<V>,
-    B: FnOnce(Option<String>) -> Fut,
+    B: FnOnce(Option<Version>) -> Fut,
     Fut: Future<Output = Built<O>>,
 {
     if !cache.try_refresh_lock(spec.slot.key).await {
@@ -139,17 +139,17 @@ where
 async fn miss<V, O, D, B, Fut>(
     cache: &Cache,
     spec: &Spec<'_, D>,
-    version: String,
+    version: Version,
     build: B,
 ) -> Fetched<V, O>
 where
     D: Fn(&Arc<Entry>) -> Option<V>,
-    B: FnOnce(Option<String>) -> Fut,
+    B: FnOnce(Option<Version>) -> Fut,
     Fut: Future<Output = Built<O>>,
 {
     // The version is part of the flight's name: a caller that read a newer token (a
     // write was acknowledged meanwhile) must not take a build that may predate it.
-    let flight = format!("{}\n{}", flight_version(&version), spec.slot.key);
+    let flight = format!("{}\n{}", version.flight_name(), spec.slot.key);
     let mut build = Some(build);
     let mut leader = None;
     let (shared, _role) = cache
@@ -193,7 +193,7 @@ where
 async fn look_again<V, D: Fn(&Arc<Entry>) -> Option<V>>(
     cache: &Cache,
     spec: &Spec<'_, D>,
-) -> Result<(Option<V>, String), super::CacheUnavailable> {
+) -> Result<(Option<V>, Version), super::CacheUnavailable> {
     let (found, version) = look_again_entry(cache, spec).await?;
     Ok((found.map(|(_, value)| value), version))
 }
@@ -202,7 +202,7 @@ async fn look_again<V, D: Fn(&Arc<Entry>) -> Option<V>>(
 async fn look_again_entry<V, D: Fn(&Arc<Entry>) -> Option<V>>(
     cache: &Cache,
     spec: &Spec<'_, D>,
-) -> Result<(Option<(Arc<Entry>, V)>, String), super::CacheUnavailable> {
+) -> Result<(Option<(Arc<Entry>, V)>, Version), super::CacheUnavailable> {
     let again = cache.lookup(&spec.slot).await?;
     let fresh = again
         .entry()
@@ -225,23 +225,4 @@ fn settle<V, O>(cache: &Cache, layer: Layer, built: Built<O>, stale: Option<V>) 
     };
     cache.metrics().lookup(layer, outcome);
     fetched
-}
-
-/// The version as a flight's name: a missing token's marker (`~KEY=MARKER`, random per
-/// lookup) is left out, so callers that all found the token missing share one build —
-/// as safe as sharing equal versions, since a write acknowledged before a caller's
-/// lookup would have set the token it found missing.
-fn flight_version(version: &str) -> std::borrow::Cow<'_, str> {
-    if !version.contains('~') {
-        return version.into();
-    }
-    version
-        .split(' ')
-        .map(|part| match part.split_once('=') {
-            Some((missing, _)) if missing.starts_with('~') => missing,
-            _ => part,
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-        .into()
 }

@@ -337,7 +337,7 @@ fn page_slot<'a>(key: &'a str, deps: &'a [&'a str]) -> Slot<'a> {
 async fn store(
     cache: &property_listings::cache::Cache,
     key: &str,
-    version: &str,
+    version: &property_listings::cache::Version,
     body: &'static str,
 ) -> Result<(), property_listings::cache::CacheUnavailable> {
     cache
@@ -360,7 +360,11 @@ async fn a_token_missing_at_lookup_and_set_by_a_write_before_the_store_refuses_t
         .lookup(&page_slot(&key, &["listing:424242"]))
         .await
         .unwrap();
-    assert!(reader.version().contains('~'), "{}", reader.version());
+    assert!(
+        reader.version().as_str().contains('~'),
+        "{}",
+        reader.version()
+    );
     assert!(
         !app.keys()
             .keys()
