@@ -3,7 +3,8 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
-use super::listing::{ListQuery, fetch_page};
+use super::list_query::ListQuery;
+use super::listing::fetch_page;
 use super::properties::load_property;
 use super::views::PropertyJson;
 use crate::cache::page::BuiltFromStaleData;

@@ -25,12 +25,9 @@ use crate::cache::Cache;
 use crate::cache::page::{self, Cacheable};
 use crate::db::PgPool;
 use crate::models::hooks::{Change, ModelHooks};
-use crate::models::property::Property;
-use crate::routes::listing::{ListQuery, PAGE_SIZE};
+use crate::models::property::{Property, Sort};
+use crate::routes::list_query::{ListQuery, PAGE_SIZE};
 use crate::state::AppState;
-
-/// Query parameters of the listing routes: the only ones that form a page key.
-pub const LIST_PARAMS: &[&str] = &["location", "max_price", "min_price", "page", "q", "sort"];
 
 /// The dependency tokens (see the module docs of `cache`): what each cached entry
 /// depends on, and which tokens each write replaces (`tokens_replaced_by`), declared
@@ -54,6 +51,20 @@ pub mod token {
     pub fn newest(n: usize) -> String {
         format!("newest:{n}")
     }
+}
+
+/// The dependency tokens of a list page (HTML or API): every list page depends on
+/// `lists`; a filtered one on `search`, an unfiltered price-sorted one on `sorted`, an
+/// unfiltered newest-first one on its own page.
+fn list_page_tokens(query: &ListQuery) -> Vec<String> {
+    let narrow = if !query.filter.is_empty() {
+        token::SEARCH.to_string()
+    } else if query.sort != Sort::Newest {
+        token::SORTED.to_string()
+    } else {
+        token::newest(query.page)
+    };
+    vec![token::LISTS.to_string(), narrow]
 }
 
 /// The cache's model hook (the seed's signal receivers): after each committed write —
@@ -223,7 +234,7 @@ pub fn canonical_page(path: &str, query: &str) -> Option<(String, Vec<String>)> 
         Route::List(path) => path,
     };
     let list = ListQuery::parse(query).ok()?;
-    let deps = list.page_tokens();
+    let deps = list_page_tokens(&list);
     Some((list.url_for_page(&path, list.page), deps))
 }
 

@@ -5,6 +5,7 @@ pub mod api;
 pub mod cache;
 pub mod cacheable;
 pub mod health;
+pub mod list_query;
 pub mod listing;
 pub mod properties;
 pub mod static_files;

@@ -5,7 +5,8 @@ use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 
-use super::listing::{ListQuery, fetch_page};
+use super::list_query::ListQuery;
+use super::listing::fetch_page;
 use super::views::PropertyView;
 use crate::cache::page::BuiltFromStaleData;
 use crate::error::{AppError, render_html};

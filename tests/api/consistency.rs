@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use property_listings::routes::cacheable::LIST_PARAMS;
+use property_listings::routes::list_query::LIST_PARAMS;
 
 use crate::helpers::{
     PrivateRedis, TestApp, client, csrf_token_in, header, listing, price_in_response,
