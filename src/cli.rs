@@ -63,7 +63,7 @@ pub struct PurgeTarget {
 /// Accepts the path (and query) of a page the page cache stores.
 fn cacheable_url(raw: &str) -> Result<String, String> {
     let (path, query) = raw.split_once('?').unwrap_or((raw, ""));
-    match crate::routes::cacheable::normalised_url(path, query) {
+    match crate::routes::cacheable::rules::normalised_url(path, query) {
         Some(_) => Ok(raw.to_string()),
         None => Err("not a cacheable page (e.g. /properties/7/ or /properties/?page=2)".into()),
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use property_listings::auth::password;
 use property_listings::cache::Cache;
 use property_listings::cache::metrics::Metrics;
-use property_listings::routes::cacheable::CacheInvalidation;
+use property_listings::routes::cacheable::hook::CacheInvalidation;
 use property_listings::startup::{Application, build_state, create_admin};
 use property_listings::{db, seed};
 

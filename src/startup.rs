@@ -19,8 +19,9 @@ use crate::db;
 use crate::models::admin_user::AdminUser;
 use crate::models::repository::PropertyRepository;
 use crate::routes;
-use crate::routes::cacheable::{
-    CacheInvalidation, page_cache_inner, page_cache_outer, private_if_session_written,
+use crate::routes::cacheable::hook::CacheInvalidation;
+use crate::routes::cacheable::middleware::{
+    page_cache_inner, page_cache_outer, private_if_session_written,
 };
 use crate::state::AppState;
 

@@ -14,7 +14,7 @@ use actix_web::web::Data;
 
 use crate::access_log;
 use crate::cache::page::X_CACHE;
-use crate::routes::cacheable;
+use crate::routes::cacheable::rules::route_of;
 use crate::state::AppState;
 use crate::timing;
 
@@ -78,7 +78,7 @@ pub async fn telemetry(
         // Hits were answered before routing: name their route from the path (asking the
         // router would run its pattern matching for nothing); routed requests know theirs.
         let route = match outcome {
-            "HIT" | "STALE" => cacheable::route_of(res.request().path()).map(Into::into),
+            "HIT" | "STALE" => route_of(res.request().path()).map(Into::into),
             _ => res.request().match_pattern(),
         };
         state.request_latency.observe(

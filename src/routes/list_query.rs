@@ -1,7 +1,7 @@
 //! The list query: the query string of the listing routes (`/properties/` and its API
 //! twin), read once (`ListQuery::parse`) and written back in one canonical form
 //! (`canonical_query`: parsed values, defaults and unknown parameters dropped, sorted by
-//! name). That one form is the page key's query (`routes::cacheable`), the query-cache
+//! name). That one form is the page key's query (`cacheable::rules`), the query-cache
 //! key and the pagination links (`listing`) — so every spelling of one search (`page=02`,
 //! `min_price=0005.0`, `sort=newest`) is one page with one key. A query `parse` refuses
 //! is never cached: it is a 400 naming the parameter.

@@ -1,7 +1,8 @@
 //! Fetching a page of a list query through the query cache — from the seed's
 //! `all_properties` while the table is small and the list unfiltered (one entry then
 //! serves every page and sort), else from the cached result page — for the HTML list and
-//! the JSON API alike.
+//! the JSON API alike. What the entries depend on is a cache rule
+//! (`cacheable::rules::QUERY_ENTRY_TOKENS`).
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::query::{Served, get_or_fill};
 use crate::error::AppError;
 use crate::models::property::{Property, Sort};
-use crate::routes::cacheable::token;
+use crate::routes::cacheable::rules::QUERY_ENTRY_TOKENS;
 use crate::routes::list_query::{ListQuery, PAGE_SIZE};
 use crate::state::AppState;
 
@@ -78,7 +79,7 @@ pub async fn get_all_properties(
 ) -> Result<(Arc<AllProperties>, Served), AppError> {
     let key = state.cache.keys().named(ALL_PROPERTIES);
     let ttl = state.settings.query_cache_ttl;
-    get_or_fill(&state.cache, &key, &[token::ROWS], ttl, || async {
+    get_or_fill(&state.cache, &key, QUERY_ENTRY_TOKENS, ttl, || async {
         let rows = crate::db::run(&state.db, |conn| {
             Ok(Property::newest_first(conn, ALL_PROPERTIES_MAX as i64 + 1)?)
         })
@@ -102,7 +103,7 @@ async fn get_page(
 ) -> Result<(Arc<PageOfProperties>, Served), AppError> {
     let key = state.cache.keys().query(&query.canonical_query());
     let ttl = state.settings.query_cache_ttl;
-    get_or_fill(&state.cache, &key, &[token::ROWS], ttl, || async {
+    get_or_fill(&state.cache, &key, QUERY_ENTRY_TOKENS, ttl, || async {
         let (rows, count) = state
             .properties
             .list(query.filter.clone(), query.sort, limit, offset)

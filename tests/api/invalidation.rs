@@ -13,7 +13,7 @@ use property_listings::models::repository::PropertyRepository;
 
 use property_listings::cache::Slot;
 use property_listings::cache::metrics::Layer;
-use property_listings::routes::cacheable::token;
+use property_listings::routes::cacheable::rules::token;
 
 use crate::helpers::{
     TestApp, header, property_data, public_routes, spawn_app, spawn_instance_with,

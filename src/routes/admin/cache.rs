@@ -11,7 +11,7 @@ use super::see_other;
 use crate::auth::{self, Admin};
 use crate::error::AppError;
 use crate::routes::cache::{PurgeFields, render_dashboard};
-use crate::routes::cacheable::CacheInvalidation;
+use crate::routes::cacheable::hook::CacheInvalidation;
 use crate::state::AppState;
 
 #[derive(Deserialize)]
