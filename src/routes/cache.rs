@@ -16,6 +16,7 @@ use crate::auth;
 use crate::cache::KeyInfo;
 use crate::cache::admin::{CacheMetrics, get_redis_cache_metrics};
 use crate::error::{AppError, render_html};
+use crate::routes::list_query;
 use crate::state::AppState;
 
 /// At most this many keys are listed (the dashboard polls the list every few seconds).
@@ -87,16 +88,11 @@ pub struct KeyList {
     pub keys: Vec<KeyRow>,
 }
 
-/// Hides what visitors typed (`q`, `location`) in key names shown to anyone but an
-/// admin: the key stays recognisable, the search terms do not leak.
+/// Hides what visitors typed (the list query's free-text parameters) in key names
+/// shown to anyone but an admin: the key stays recognisable, the search terms do not leak.
 fn redact(key: &str) -> String {
-    let free_text = ["q=", "location="];
     match key.split_once('?').or_else(|| key.split_once(":query:")) {
-        Some((head, query))
-            if query
-                .split('&')
-                .any(|pair| free_text.iter().any(|p| pair.starts_with(p))) =>
-        {
+        Some((head, query)) if list_query::holds_free_text(query) => {
             let sep = if key.contains('?') { "?" } else { ":query:" };
             format!("{head}{sep}…")
         }

@@ -1,10 +1,11 @@
 //! The list query: the query string of the listing routes (`/properties/` and its API
 //! twin), read once (`ListQuery::parse`) and written back in one canonical form
 //! (`canonical_query`: parsed values, defaults and unknown parameters dropped, sorted by
-//! name). That one form is the page key's query (`cacheable::rules`), the query-cache
-//! key and the pagination links (`listing`) — so every spelling of one search (`page=02`,
-//! `min_price=0005.0`, `sort=newest`) is one page with one key. A query `parse` refuses
-//! is never cached: it is a 400 naming the parameter.
+//! name). That one form is the page key's query (`cacheable::rules`), the query-cache key
+//! and the pagination links (`listing`), and the search form shows its values — so every
+//! spelling of one search (`page=02`, `min_price=0005.0`, `sort=newest`) is one page with
+//! one key, and a filter is added here (and in the form's template) only. A query `parse`
+//! refuses is never cached: it is a 400 naming the parameter.
 //!
 //! This module knows nothing of caching; the cache rules and the fetching import it.
 
@@ -19,26 +20,30 @@ pub const PAGE_SIZE: usize = 20;
 /// (in `ListQuery::canonical_query`'s order; a unit test holds the two together).
 pub const LIST_PARAMS: &[&str] = &["location", "max_price", "min_price", "page", "q", "sort"];
 
+/// The parameters whose values are what a visitor typed: key names holding them are
+/// shown to signed-in admins only (`routes::cache`).
+pub const FREE_TEXT_PARAMS: &[&str] = &["location", "q"];
+
 const MAX_Q_CHARS: usize = 200;
 const MAX_LOCATION_CHARS: usize = 100;
 
-/// A parsed list query (see the module docs); `raw` holds its canonical values for the
-/// search form.
+/// A parsed list query (see the module docs).
 #[derive(Clone, Debug, Default)]
 pub struct ListQuery {
     pub filter: PropertyFilter,
     pub sort: Sort,
     pub page: usize,
-    pub raw: RawListQuery,
+    /// The filters in canonical spelling: what the search form shows.
+    pub form: SearchForm,
 }
 
+/// Each filter's canonical text, empty when not filtered on.
 #[derive(Clone, Debug, Default)]
-pub struct RawListQuery {
+pub struct SearchForm {
     pub q: String,
     pub location: String,
     pub min_price: String,
     pub max_price: String,
-    pub sort: String,
 }
 
 fn price_text(price: Option<Price>) -> String {
@@ -115,15 +120,11 @@ impl ListQuery {
             ));
         }
         Ok(Self {
-            raw: RawListQuery {
+            form: SearchForm {
                 q: filter.q.clone().unwrap_or_default(),
                 location: filter.location.clone().unwrap_or_default(),
                 min_price: price_text(filter.min_price),
                 max_price: price_text(filter.max_price),
-                sort: match sort {
-                    Sort::Newest => String::new(),
-                    other => other.as_str().to_string(),
-                },
             },
             filter,
             sort,
@@ -131,22 +132,26 @@ impl ListQuery {
         })
     }
 
-    /// The canonical query string of page `page` of this query: each known parameter
-    /// that is not at its default, in canonical spelling, sorted by name (empty for
-    /// page 1 of the unfiltered newest-first list).
+    /// The canonical query string of page `page` of this query: each parameter that is
+    /// not at its default, in canonical spelling, sorted by name (empty for page 1 of the
+    /// unfiltered newest-first list).
     fn canonical_query_for(&self, page: usize) -> String {
         let page = if page > 1 {
             page.to_string()
         } else {
             String::new()
         };
+        let sort = match self.sort {
+            Sort::Newest => "",
+            other => other.as_str(),
+        };
         let pairs: Vec<(&str, &str)> = [
-            ("location", self.raw.location.as_str()),
-            ("max_price", &self.raw.max_price),
-            ("min_price", &self.raw.min_price),
+            ("location", self.form.location.as_str()),
+            ("max_price", &self.form.max_price),
+            ("min_price", &self.form.min_price),
             ("page", &page),
-            ("q", &self.raw.q),
-            ("sort", &self.raw.sort),
+            ("q", &self.form.q),
+            ("sort", sort),
         ]
         .into_iter()
         .filter(|(_, v)| !v.is_empty())
@@ -167,6 +172,15 @@ impl ListQuery {
             q => format!("{path}?{q}"),
         }
     }
+}
+
+/// Whether a query string (of a page key or a query-cache key) holds a free-text
+/// parameter (`FREE_TEXT_PARAMS`).
+pub fn holds_free_text(query: &str) -> bool {
+    query.split('&').any(|pair| {
+        let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+        FREE_TEXT_PARAMS.contains(&name)
+    })
 }
 
 #[cfg(test)]
@@ -222,6 +236,24 @@ mod tests {
             .filter_map(|pair| pair.split_once('=').map(|(name, _)| name))
             .collect();
         assert_eq!(names, LIST_PARAMS);
+        assert!(FREE_TEXT_PARAMS.iter().all(|p| LIST_PARAMS.contains(p)));
+    }
+
+    #[test]
+    fn the_search_form_shows_the_canonical_values() {
+        let q = ListQuery::parse("min_price=0005.0&q=%20loft%20&location=Oslo").unwrap();
+        assert_eq!(q.form.min_price, "5");
+        assert_eq!(q.form.q, "loft");
+        assert_eq!(q.form.location, "Oslo");
+        assert_eq!(q.form.max_price, "");
+    }
+
+    #[test]
+    fn free_text_is_found_by_parameter_name() {
+        assert!(holds_free_text("page=2&q=secret"));
+        assert!(holds_free_text("location=home&page=1"));
+        assert!(!holds_free_text("page=2&sort=price_asc"));
+        assert!(!holds_free_text("sort=quality"));
     }
 
     #[test]

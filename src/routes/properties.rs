@@ -5,7 +5,7 @@ use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 
-use super::list_query::ListQuery;
+use super::list_query::{ListQuery, SearchForm};
 use super::listing::fetch_page;
 use super::views::PropertyView;
 use crate::cache::page::BuiltFromStaleData;
@@ -17,14 +17,6 @@ pub struct SortOption {
     pub value: &'static str,
     pub label: &'static str,
     pub selected: bool,
-}
-
-pub struct FilterView {
-    pub q: String,
-    pub location: String,
-    pub min_price: String,
-    pub max_price: String,
-    pub sort: String,
 }
 
 pub struct PageLink {
@@ -40,7 +32,8 @@ pub struct ListPage<'a> {
     pub count: i64,
     pub page: u32,
     pub num_pages: u32,
-    pub filters: FilterView,
+    /// The search form's values: the list query's, in canonical spelling.
+    pub filters: &'a SearchForm,
     pub sort_options: Vec<SortOption>,
     pub prev_url: Option<String>,
     pub next_url: Option<String>,
@@ -75,13 +68,7 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         count: result.count as i64,
         page: result.page as u32,
         num_pages: result.num_pages as u32,
-        filters: FilterView {
-            q: query.raw.q.clone(),
-            location: query.raw.location.clone(),
-            min_price: query.raw.min_price.clone(),
-            max_price: query.raw.max_price.clone(),
-            sort: query.sort.as_str().to_string(),
-        },
+        filters: &query.form,
         sort_options: Sort::ALL
             .iter()
             .map(|s| SortOption {
