@@ -44,7 +44,8 @@ pub fn build_state(settings: Settings) -> anyhow::Result<AppState> {
             pool.clone(),
         ))],
     );
-    let request_latency = crate::telemetry::RequestLatency::new(cache.metrics().registry());
+    let request_latency =
+        crate::telemetry::latency::RequestLatency::new(cache.metrics().registry());
     Ok(AppState {
         settings,
         db: pool,

@@ -5,7 +5,7 @@ use crate::cache::Cache;
 use crate::config::Settings;
 use crate::db::PgPool;
 use crate::models::repository::PropertyRepository;
-use crate::telemetry::RequestLatency;
+use crate::telemetry::latency::RequestLatency;
 
 pub struct AppState {
     pub settings: Settings,

@@ -2,9 +2,9 @@
 //! the cache outcome), `Server-Timing` and the request-latency histogram. It reads the
 //! cache's outcome from the `X-Cache` header the page cache set; hits are timed too.
 
-use std::time::Instant;
+pub mod latency;
 
-use prometheus::{HistogramOpts, HistogramVec, Registry};
+use std::time::Instant;
 
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -19,32 +19,6 @@ use crate::state::AppState;
 use crate::timing;
 
 pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
-
-/// The request-latency histogram (`http_request_duration_seconds`, by route and cache
-/// outcome), registered beside the cache's counters so `/metrics` shows both.
-pub struct RequestLatency(HistogramVec);
-
-impl RequestLatency {
-    pub fn new(registry: &Registry) -> Self {
-        let histogram = HistogramVec::new(
-            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(
-                vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                ],
-            ),
-            &["route", "cache"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(histogram.clone()))
-            .expect("metric registered once");
-        Self(histogram)
-    }
-
-    fn observe(&self, route: &str, cache: &str, seconds: f64) {
-        self.0.with_label_values(&[route, cache]).observe(seconds);
-    }
-}
 
 pub async fn telemetry(
     req: ServiceRequest,
