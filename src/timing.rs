@@ -1,7 +1,8 @@
 //! Per-request timings for the `Server-Timing` header (`cache`, `db`, `render`), so
-//! browser dev tools show where a request's time went. The page-cache middleware runs
-//! each request inside a task-local scope; Redis calls, database calls and template
-//! rendering add their durations to it. Nothing of this is ever baked into a cached body.
+//! browser dev tools show where a request's time went. The telemetry middleware
+//! (`telemetry`, outside the page cache, so hits are timed too) runs each request inside
+//! a task-local scope; Redis calls, database calls and template rendering add their
+//! durations to it. Nothing of this is ever baked into a cached body.
 
 use std::cell::Cell;
 use std::rc::Rc;
