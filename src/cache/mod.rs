@@ -6,7 +6,7 @@
 //! tokens, Redis, refresh and metrics — nothing of the app state, sessions, routes or
 //! request logging: which requests may be cached, what each entry depends on, which
 //! tokens a write replaces and what a query loads, the web layer decides
-//! (`routes/cacheable.rs`).
+//! (`routes/cacheable/rules.rs`).
 //!
 //! # Why no reader can serve data older than an acknowledged write
 //!
@@ -23,7 +23,7 @@
 //! commit and before it is acknowledged, at least one token of that entry's version
 //! (one `MULTI` with the `DEL` of `PREFIX:all_properties`). Query-cache entries depend
 //! on `rows`, which every write replaces; which pages a write may change is declared
-//! beside what pages depend on (`routes/cacheable.rs`).
+//! beside what pages depend on (`routes/cacheable/rules.rs`).
 //!
 //! Take an entry `e`, a write that commits at `c`, replaces token `t ∈ D(e)` at `b > c`
 //! and is acknowledged after `b`. If `e`'s builder read an input before `c`, it read its
