@@ -360,20 +360,9 @@ async fn spawn_app_on(cluster: &PrivateCluster) -> TestApp {
     .await
 }
 
-/// GETs `path` until it is a page-cache HIT (the first lookups after start may bypass
-/// while the client learns the cluster's slots).
-async fn until_hit(app: &TestApp, path: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let res = app.get_anonymous(path).await;
-        assert_eq!(res.status(), 200, "{path}");
-        if header(&res, "x-cache") == "HIT" {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{path} never became a HIT");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+/// How long a page may take to become a HIT: the first lookups after start may bypass
+/// while the client learns the cluster's slots.
+const FIRST_HIT: Duration = Duration::from_secs(15);
 
 #[tokio::test]
 async fn pages_and_queries_are_cached_in_cluster_mode() {
@@ -384,7 +373,7 @@ async fn pages_and_queries_are_cached_in_cluster_mode() {
         .await;
 
     for path in crate::helpers::public_routes(listing.id) {
-        until_hit(&app, &path).await;
+        app.until_hit(&path, FIRST_HIT).await;
     }
 
     let keys: Vec<String> = cluster
@@ -406,7 +395,7 @@ async fn after_a_write_in_cluster_mode_the_new_data_is_served_and_cached_again()
     let cluster = shared_cluster();
     let app = spawn_app_on(cluster).await;
     app.insert("Before", "100.00", "Old Town").await;
-    until_hit(&app, "/api/properties/").await;
+    app.until_hit("/api/properties/", FIRST_HIT).await;
 
     app.insert("After", "200.00", "New Town").await;
 
@@ -414,7 +403,7 @@ async fn after_a_write_in_cluster_mode_the_new_data_is_served_and_cached_again()
     assert_ne!(header(&res, "x-cache"), "HIT");
     let json: serde_json::Value = res.json().await.unwrap();
     assert_eq!(json["count"], 2, "the write is visible at once");
-    until_hit(&app, "/api/properties/").await;
+    app.until_hit("/api/properties/", FIRST_HIT).await;
     assert!(
         !app.state.cache.invalidation_pending(),
         "the invalidation reached the cluster"
@@ -439,7 +428,8 @@ async fn two_hundred_detail_pages_spread_over_every_master() {
     let cluster = shared_cluster();
     let app = spawn_app_on(cluster).await;
     let listings = app.insert_many(200).await;
-    until_hit(&app, &format!("/properties/{}/", listings[0].id)).await;
+    app.until_hit(&format!("/properties/{}/", listings[0].id), FIRST_HIT)
+        .await;
 
     let client = client();
     for chunk in listings.chunks(20) {
@@ -472,7 +462,8 @@ async fn cache_clear_empties_every_master_of_this_prefix_and_nothing_else() {
     let app = spawn_app_on(cluster).await;
     let listings = app.insert_many(30).await;
     for l in &listings {
-        until_hit(&app, &format!("/properties/{}/", l.id)).await;
+        app.until_hit(&format!("/properties/{}/", l.id), FIRST_HIT)
+            .await;
     }
     assert!(
         cluster
@@ -524,7 +515,8 @@ async fn the_key_listing_shows_keys_from_every_master() {
     let app = spawn_app_on(cluster).await;
     let listings = app.insert_many(30).await;
     for l in &listings {
-        until_hit(&app, &format!("/properties/{}/", l.id)).await;
+        app.until_hit(&format!("/properties/{}/", l.id), FIRST_HIT)
+            .await;
     }
 
     let json = app.get_json("/api/cache/keys").await;
@@ -555,7 +547,7 @@ async fn the_key_listing_shows_keys_from_every_master() {
 async fn metrics_sum_keyspace_hits_over_the_masters_and_list_every_node() {
     let cluster = shared_cluster();
     let app = spawn_app_on(cluster).await;
-    until_hit(&app, "/properties/").await;
+    app.until_hit("/properties/", FIRST_HIT).await;
 
     let before = cluster.keyspace_hits_of_masters();
     let json = app.get_json("/api/cache/metrics").await;
@@ -604,7 +596,7 @@ async fn with_one_redis_the_metrics_list_that_one_server() {
         s.public_dashboard = true;
     })
     .await;
-    until_hit(&app, "/properties/").await;
+    app.until_hit("/properties/", FIRST_HIT).await;
 
     let json = app.get_json("/api/cache/metrics").await;
 
@@ -693,7 +685,7 @@ async fn a_cluster_that_does_not_answer_at_start_is_bypassed_and_used_once_it_is
 
     let _cluster = PrivateCluster::start_on(ports);
 
-    until_hit(&app, "/properties/").await;
+    app.until_hit("/properties/", FIRST_HIT).await;
 }
 
 #[tokio::test]
@@ -707,7 +699,7 @@ async fn a_killed_master_gives_no_errors_and_caching_resumes_after_the_failover(
         .map(|l| format!("/properties/{}/", l.id))
         .collect();
     for path in &paths {
-        until_hit(&app, path).await;
+        app.until_hit(path, FIRST_HIT).await;
     }
     // The master of the generation token: every lookup needs it.
     let generation = app.state.cache.keys().generation().to_string();
@@ -730,7 +722,7 @@ async fn a_killed_master_gives_no_errors_and_caching_resumes_after_the_failover(
         .expect("a listing token on the generation's master")
         .clone();
     let edited_api = format!("/api/properties/{}/", edited.id);
-    until_hit(&app, &edited_api).await;
+    app.until_hit(&edited_api, FIRST_HIT).await;
     app.state
         .properties
         .update(
@@ -784,7 +776,7 @@ async fn a_killed_master_gives_no_errors_and_caching_resumes_after_the_failover(
         json["app"]["redis_errors"].as_u64().unwrap() > 0,
         "the app noticed the loss: {json}"
     );
-    until_hit(&app, &edited_api).await;
+    app.until_hit(&edited_api, FIRST_HIT).await;
     assert_eq!(app.get_json(&edited_api).await["price"], "4321.00");
     let html = app
         .get_anonymous(&format!("/properties/{}/", edited.id))
@@ -915,7 +907,7 @@ async fn a_write_whose_tokens_no_replica_confirms_is_not_trusted_to_have_invalid
     let app = spawn_app_on(&cluster).await;
     let p = app.insert("Quiet", "100", "A").await;
     let page = format!("/api/properties/{}/", p.id);
-    until_hit(&app, &page).await;
+    app.until_hit(&page, FIRST_HIT).await;
     let token = app.state.cache.keys().token(&format!("listing:{}", p.id));
     let replica = replica_of_master_of(&cluster, &token);
 
@@ -943,6 +935,6 @@ async fn a_write_whose_tokens_no_replica_confirms_is_not_trusted_to_have_invalid
         "250.00"
     );
     thaw.join().unwrap();
-    until_hit(&app, &page).await;
+    app.until_hit(&page, FIRST_HIT).await;
     assert_eq!(app.get_json(&page).await["price"], "250.00");
 }

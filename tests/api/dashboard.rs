@@ -256,10 +256,7 @@ async fn a_signed_in_admin_clears_this_apps_cache_and_only_it() {
         "the flash message shows"
     );
     // The cache fills again on the next visit.
-    assert_eq!(
-        header(&app.get_anonymous("/properties/").await, "x-cache"),
-        "MISS"
-    );
+    assert_eq!(app.x_cache("/properties/").await, "MISS");
     assert!(!app.page_keys().is_empty());
 }
 

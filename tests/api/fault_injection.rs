@@ -38,23 +38,6 @@ async fn cache_metrics(app: &TestApp) -> (u16, serde_json::Value) {
     (status, res.json().await.expect("metrics are JSON"))
 }
 
-/// GETs `path` until `X-Cache: HIT`; returns how long that took, or panics after `limit`.
-async fn until_hit(app: &TestApp, path: &str, limit: Duration) -> Duration {
-    let started = Instant::now();
-    let mut seen = Vec::new();
-    while started.elapsed() < limit {
-        let res = app.get_anonymous(path).await;
-        assert_eq!(res.status(), 200, "{path}");
-        let outcome = header(&res, "x-cache").to_string();
-        if outcome == "HIT" {
-            return started.elapsed();
-        }
-        seen.push(outcome);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{path}: no HIT within {limit:?}: {seen:?}");
-}
-
 /// The listing's price (cents) as `path` shows it.
 async fn price_at(app: &TestApp, path: &str) -> u64 {
     let res = app.get_anonymous(path).await;
@@ -111,7 +94,7 @@ async fn caching_resumes_by_itself_when_redis_comes_back() {
     assert_eq!(header(&down, "x-cache"), "BYPASS");
 
     let _redis = PrivateRedis::start_on(port, &[]);
-    until_hit(&app, "/properties/", Duration::from_secs(5)).await;
+    app.until_hit("/properties/", Duration::from_secs(5)).await;
 }
 
 #[tokio::test]
@@ -131,8 +114,7 @@ async fn with_the_redis_link_cut_every_page_is_served_and_caching_resumes_after_
     redis.restore();
     let restored = Instant::now();
     for path in &pages {
-        until_hit(
-            &app,
+        app.until_hit(
             path,
             Duration::from_secs(5).saturating_sub(restored.elapsed()),
         )
@@ -186,7 +168,7 @@ async fn with_500_ms_of_redis_latency_requests_answer_well_under_a_second_and_co
     assert_eq!(during["app"]["circuit_open"], true, "{during}");
 
     redis.restore();
-    until_hit(&app, &pages[0], Duration::from_secs(5)).await;
+    app.until_hit(&pages[0], Duration::from_secs(5)).await;
     let (status, after) = cache_metrics(&app).await;
     assert_eq!(status, 200);
     assert_eq!(after["app"]["circuit_open"], false);

@@ -259,9 +259,32 @@ impl TestApp {
     pub async fn warm(&self, paths: &[String]) {
         for path in paths {
             self.get_anonymous(path).await;
-            let res = self.get_anonymous(path).await;
-            assert_eq!(header(&res, "x-cache"), "HIT", "{path}");
+            assert_eq!(self.x_cache(path).await, "HIT", "{path}");
         }
+    }
+
+    /// The `X-Cache` header of an anonymous GET of `path`.
+    pub async fn x_cache(&self, path: &str) -> String {
+        header(&self.get_anonymous(path).await, "x-cache").to_string()
+    }
+
+    /// GETs `path` as an anonymous visitor, every answer a 200, until it is a page-cache
+    /// HIT; returns how long that took, or panics after `limit` with what it saw.
+    pub async fn until_hit(&self, path: &str, limit: Duration) -> Duration {
+        let started = Instant::now();
+        let mut seen = Vec::new();
+        while started.elapsed() < limit {
+            let res = self.get_anonymous(path).await;
+            assert_eq!(res.status(), 200, "{path}");
+            let outcome = header(&res, "x-cache").to_string();
+            if outcome == "HIT" {
+                return started.elapsed();
+            }
+            seen.push(outcome);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let last = &seen[seen.len().saturating_sub(10)..];
+        panic!("{path}: no HIT within {limit:?}; last answers: {last:?}");
     }
 
     /// Submits the sign-in form with this app's client.

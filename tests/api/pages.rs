@@ -418,10 +418,7 @@ async fn every_response_carries_the_security_headers_cache_hits_included() {
             assert!(!csp.contains("unsafe-inline"), "{what}: {csp}");
         }
     }
-    assert_eq!(
-        header(&app.get_anonymous("/properties/").await, "x-cache"),
-        "HIT"
-    );
+    assert_eq!(app.x_cache("/properties/").await, "HIT");
 }
 
 /// The whole answer to `request`, sent over a raw TCP connection to the app.

@@ -6,11 +6,6 @@ use property_listings::models::property::Property;
 
 use crate::helpers::{TestApp, header, property_data, spawn_app, spawn_app_with};
 
-/// `X-Cache` of an anonymous GET.
-async fn x_cache(app: &TestApp, path: &str) -> String {
-    header(&app.get_anonymous(path).await, "x-cache").to_string()
-}
-
 /// The listing ids a list page (HTML or JSON) shows, in order.
 async fn ids_on(app: &TestApp, api_path: &str) -> Vec<i64> {
     app.get_json(api_path).await["results"]
@@ -54,7 +49,7 @@ async fn an_edit_of_one_listing_leaves_other_listings_detail_pages_cached() {
             format!("/properties/{}/", p.id),
             format!("/api/properties/{}/", p.id),
         ] {
-            assert_eq!(x_cache(&app, &path).await, "HIT", "{path}");
+            assert_eq!(app.x_cache(&path).await, "HIT", "{path}");
         }
     }
     let path = format!("/api/properties/{}/", edited.id);
@@ -95,8 +90,8 @@ async fn an_edit_drops_only_the_newest_first_page_that_shows_the_listing() {
         (pages[1], api_pages[1], "MISS"),
         (pages[2], api_pages[2], "HIT"),
     ] {
-        assert_eq!(x_cache(&app, html).await, expected, "{html}");
-        assert_eq!(x_cache(&app, api).await, expected, "{api}");
+        assert_eq!(app.x_cache(html).await, expected, "{html}");
+        assert_eq!(app.x_cache(api).await, expected, "{api}");
     }
     let page_two = app.get_json(api_pages[1]).await;
     let shown = page_two["results"]
@@ -128,7 +123,7 @@ async fn a_price_edit_that_moves_a_listing_across_price_sorted_pages_leaves_no_o
     set_price(&app, cheapest, "99999.00").await;
 
     for path in paths {
-        assert_eq!(x_cache(&app, path).await, "MISS", "{path}");
+        assert_eq!(app.x_cache(path).await, "MISS", "{path}");
     }
     assert!(!ids_on(&app, paths[0]).await.contains(&cheapest.id));
     assert_eq!(ids_on(&app, paths[1]).await.last(), Some(&cheapest.id));
@@ -176,7 +171,7 @@ async fn an_insert_shifts_every_newest_first_page() {
     let new = app.insert("Brand new", "1", "Here").await;
 
     for path in pages {
-        assert_eq!(x_cache(&app, path).await, "MISS", "{path}");
+        assert_eq!(app.x_cache(path).await, "MISS", "{path}");
     }
     assert_eq!(ids_on(&app, pages[0]).await[0], new.id);
     assert_eq!(

@@ -18,10 +18,6 @@ pub(crate) async fn two_cached_listings(app: &TestApp) -> (i64, i64) {
     (x, y)
 }
 
-async fn x_cache(app: &TestApp, path: &str) -> String {
-    header(&app.get_anonymous(path).await, "x-cache").to_string()
-}
-
 /// How many invalidations this app has recorded (a purge counts as one).
 fn invalidations(app: &TestApp) -> u64 {
     app.state.cache.metrics().snapshot().invalidations
@@ -41,7 +37,7 @@ async fn purging_without_a_signed_in_admin_is_forbidden() {
         .await;
 
     assert_eq!(res.status(), 403);
-    assert_eq!(x_cache(&app, &format!("/properties/{x}/")).await, "HIT");
+    assert_eq!(app.x_cache(&format!("/properties/{x}/")).await, "HIT");
 }
 
 #[tokio::test]
@@ -59,7 +55,7 @@ async fn purging_with_a_missing_or_wrong_csrf_token_is_forbidden() {
             .await;
         assert_eq!(res.status(), 403, "token {token:?}");
     }
-    assert_eq!(x_cache(&app, &format!("/properties/{x}/")).await, "HIT");
+    assert_eq!(app.x_cache(&format!("/properties/{x}/")).await, "HIT");
 }
 
 #[tokio::test]
@@ -78,12 +74,9 @@ async fn purging_a_listing_drops_its_pages_and_leaves_another_listings_cached() 
 
     assert_eq!(res.status(), 303);
     assert_eq!(header(&res, "location"), "/cache/");
-    assert_eq!(x_cache(&app, &format!("/properties/{x}/")).await, "MISS");
-    assert_eq!(
-        x_cache(&app, &format!("/api/properties/{x}/")).await,
-        "MISS"
-    );
-    assert_eq!(x_cache(&app, &format!("/properties/{y}/")).await, "HIT");
+    assert_eq!(app.x_cache(&format!("/properties/{x}/")).await, "MISS");
+    assert_eq!(app.x_cache(&format!("/api/properties/{x}/")).await, "MISS");
+    assert_eq!(app.x_cache(&format!("/properties/{y}/")).await, "HIT");
     let dashboard = app.get("/cache/").await.text().await.unwrap();
     assert!(
         dashboard.contains(&format!("Purged listing #{x}: replaced "))
@@ -110,8 +103,8 @@ async fn purging_a_url_drops_that_page_in_any_spelling() {
         .await;
 
     assert_eq!(res.status(), 303);
-    assert_eq!(x_cache(&app, "/properties/?sort=price_asc").await, "MISS");
-    assert_eq!(x_cache(&app, &format!("/properties/{x}/")).await, "HIT");
+    assert_eq!(app.x_cache("/properties/?sort=price_asc").await, "MISS");
+    assert_eq!(app.x_cache(&format!("/properties/{x}/")).await, "HIT");
     let dashboard = app.get("/cache/").await.text().await.unwrap();
     assert!(
         dashboard
@@ -160,7 +153,7 @@ async fn a_bad_value_gets_the_form_again_and_purges_nothing() {
         format!("/properties/{y}/"),
         "/properties/?sort=price_asc".into(),
     ] {
-        assert_eq!(x_cache(&app, &path).await, "HIT", "{path}");
+        assert_eq!(app.x_cache(&path).await, "HIT", "{path}");
     }
 }
 
