@@ -2,17 +2,34 @@
 
 use std::process::{Command, Output};
 
+use property_listings::config::Settings;
+
 use crate::helpers::{free_port, spawn_app, test_settings};
 
-fn run(settings: &property_listings::config::Settings, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_property-listings"))
-        .args(args)
+/// The binary, with the database, Redis and key prefix of `settings` in its environment.
+fn command(settings: &Settings) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_property-listings"));
+    command
         .env("DATABASE_URL", &settings.database_url)
         .env("REDIS_URL", &settings.redis_url)
-        .env("CACHE_KEY_PREFIX", &settings.cache_key_prefix)
+        .env("CACHE_KEY_PREFIX", &settings.cache_key_prefix);
+    command
+}
+
+fn run(settings: &Settings, args: &[&str]) -> Output {
+    command(settings)
+        .args(args)
         .env("RUST_LOG", "warn")
         .output()
         .expect("the binary runs")
+}
+
+fn assert_succeeded(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
@@ -22,11 +39,7 @@ async fn seed_writes_listings_through_the_hooks() {
 
     let out = run(&app.settings, &["seed", "--count", "7"]);
 
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert_eq!(app.count_rows(), 7);
     assert_eq!(
         app.get_json("/api/properties/").await["count"],
@@ -58,11 +71,7 @@ async fn cache_clear_empties_the_cache_layers_only() {
 
     let out = run(&app.settings, &["cache", "clear"]);
 
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let left: Vec<String> = app.keys().into_keys().collect();
     assert_eq!(
         left,
@@ -84,11 +93,7 @@ async fn cache_clear_empties_the_cache_layers_only() {
 async fn cache_metrics_prints_the_metrics_json() {
     let app = spawn_app().await;
     let out = run(&app.settings, &["cache", "metrics"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json on stdout");
     assert!(json["keyspace_hits"].is_u64());
     assert!(json["hit_ratio"].is_f64());
@@ -98,11 +103,7 @@ async fn cache_metrics_prints_the_metrics_json() {
 async fn migrate_creates_a_missing_database() {
     let settings = test_settings();
     let out = run(&settings, &["migrate"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let app = crate::helpers::spawn_app_with(|s| *s = settings.clone()).await;
     assert_eq!(app.count_rows(), 0);
 }
@@ -140,11 +141,8 @@ async fn cache_metrics_shows_the_running_servers_counters() {
     let out = tokio::task::spawn_blocking({
         let settings = app.settings.clone();
         move || {
-            Command::new(env!("CARGO_BIN_EXE_property-listings"))
+            command(&settings)
                 .args(["cache", "metrics"])
-                .env("DATABASE_URL", &settings.database_url)
-                .env("REDIS_URL", &settings.redis_url)
-                .env("CACHE_KEY_PREFIX", &settings.cache_key_prefix)
                 .env("BIND", bind)
                 .output()
                 .expect("the binary runs")
@@ -153,11 +151,7 @@ async fn cache_metrics_shows_the_running_servers_counters() {
     .await
     .unwrap();
 
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json on stdout");
     assert_eq!(json["app"]["page"]["hits"], 1);
     assert_eq!(json["app"]["page"]["misses"], 1);
@@ -173,11 +167,8 @@ async fn cache_metrics_shows_the_running_servers_counters() {
 async fn create_admin_refuses_a_short_password_and_creates_a_good_one() {
     let app = spawn_app().await;
     let run_with = |password: &str| {
-        Command::new(env!("CARGO_BIN_EXE_property-listings"))
+        command(&app.settings)
             .args(["create-admin", "carol"])
-            .env("DATABASE_URL", &app.settings.database_url)
-            .env("REDIS_URL", &app.settings.redis_url)
-            .env("CACHE_KEY_PREFIX", &app.settings.cache_key_prefix)
             .env("ADMIN_PASSWORD", password)
             .stdin(std::process::Stdio::null())
             .output()
@@ -189,11 +180,7 @@ async fn create_admin_refuses_a_short_password_and_creates_a_good_one() {
     let again = run_with("a long enough password");
 
     assert!(!short.status.success());
-    assert!(
-        good.status.success(),
-        "{}",
-        String::from_utf8_lossy(&good.stderr)
-    );
+    assert_succeeded(&good);
     assert!(
         !again.status.success(),
         "an existing admin is not overwritten"
@@ -229,11 +216,7 @@ async fn cache_purge_listing_drops_that_listings_pages() {
         &["cache", "purge", "--listing", &x.to_string()],
     );
 
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(&format!("listing:{x}")), "{stdout}");
     assert_eq!(app.x_cache(&format!("/properties/{x}/")).await, "MISS");
@@ -255,11 +238,7 @@ async fn cache_purge_url_drops_that_page() {
         &["cache", "purge", "--url", &format!("/properties/00{x}/")],
     );
 
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(&format!("/properties/{x}/")), "{stdout}");
     assert_eq!(app.x_cache(&format!("/properties/{x}/")).await, "MISS");

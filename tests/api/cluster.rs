@@ -28,7 +28,7 @@ use futures_util::future::join_all;
 
 use crate::helpers::{
     ADMIN_PASSWORD, ADMIN_USER, PrivateRedis, TestApp, client, csrf_token_in, free_port, header,
-    spawn_app_with, spawn_instance_with,
+    session_cookie_in, spawn_app_with, spawn_instance_with,
 };
 
 const TMP_PREFIX: &str = "pl-test-cluster-";
@@ -617,15 +617,7 @@ async fn the_sign_in_throttle_is_shared_by_instances_in_cluster_mode() {
     let other = spawn_instance_with(&app, |_| {}).await;
     app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
     let page = client().get(app.url("/admin/login")).send().await.unwrap();
-    let cookie = page
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("pl_session="))
-        .and_then(|v| v.split(';').next())
-        .unwrap()
-        .to_string();
+    let cookie = session_cookie_in(&page);
     let token = csrf_token_in(&page.text().await.unwrap());
 
     // 20 wrong guesses at once, half to each instance: with counters of their own each

@@ -35,14 +35,13 @@ fn listed_keys(body: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-fn set_foreign_key(app: &TestApp, key: &str) {
-    let _: () = redis::cmd("SET")
-        .arg(key)
-        .arg("not ours")
-        .arg("EX")
-        .arg(60)
-        .query(&mut app.redis())
-        .expect("SET");
+/// Sets each key (expiring in a minute) in the app's Redis.
+fn set_keys(app: &TestApp, keys: impl IntoIterator<Item = String>) {
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.cmd("SET").arg(key).arg("x").arg("EX").arg(60).ignore();
+    }
+    let _: () = pipe.query(&mut app.redis()).unwrap();
 }
 
 fn delete_key(app: &TestApp, key: &str) {
@@ -96,9 +95,7 @@ async fn the_key_list_leaves_out_other_apps_keys_and_sign_in_counters() {
         format!("{}_other:page:/properties/", app.prefix),
         format!("x{}:page:/properties/", app.prefix),
     ];
-    for key in &foreign {
-        set_foreign_key(&app, key);
-    }
+    set_keys(&app, foreign.clone());
     app.create_admin("manager", "correct horse battery staple");
     let token = app.csrf_token("/admin/login").await;
     app.post_form(
@@ -131,16 +128,10 @@ async fn the_key_list_leaves_out_other_apps_keys_and_sign_in_counters() {
 #[tokio::test]
 async fn the_key_list_is_bounded() {
     let app = public_dashboard_app().await;
-    let mut pipe = redis::pipe();
-    for i in 0..260 {
-        pipe.cmd("SET")
-            .arg(format!("{}:page:/properties/{i}/", app.prefix))
-            .arg("x")
-            .arg("EX")
-            .arg(60)
-            .ignore();
-    }
-    let _: () = pipe.query(&mut app.redis()).unwrap();
+    set_keys(
+        &app,
+        (0..260).map(|i| format!("{}:page:/properties/{i}/", app.prefix)),
+    );
 
     let body = app.get_json("/api/cache/keys").await;
 
@@ -224,7 +215,7 @@ async fn a_signed_in_admin_clears_this_apps_cache_and_only_it() {
     let app = spawn_app().await;
     warm_cache(&app).await;
     let foreign = format!("{}_other:page:/properties/", app.prefix);
-    set_foreign_key(&app, &foreign);
+    set_keys(&app, [foreign.clone()]);
     app.sign_in().await;
     let token = app.csrf_token("/admin/").await;
 
@@ -322,14 +313,6 @@ async fn a_burst_of_key_list_requests_costs_redis_one_listing() {
             .any(|k| k.ends_with(":page:/properties/?sort=price_asc")),
         "{listed}"
     );
-}
-
-fn set_keys(app: &TestApp, keys: impl IntoIterator<Item = String>) {
-    let mut pipe = redis::pipe();
-    for key in keys {
-        pipe.cmd("SET").arg(key).arg("x").arg("EX").arg(60).ignore();
-    }
-    let _: () = pipe.query(&mut app.redis()).unwrap();
 }
 
 #[tokio::test]
