@@ -2,6 +2,7 @@
 
 use std::process::{Command, Output};
 
+use property_listings::cache::Keys;
 use property_listings::config::Settings;
 
 use crate::helpers::{free_port, spawn_app, test_settings};
@@ -60,7 +61,7 @@ async fn cache_clear_empties_the_cache_layers_only() {
         .arg(60)
         .query(&mut app.redis())
         .unwrap();
-    let foreign = format!("{}_other:keep", app.prefix);
+    let foreign = Keys::new(format!("{}_other", app.prefix)).named("keep");
     let _: () = redis::cmd("SET")
         .arg(&foreign)
         .arg(1)

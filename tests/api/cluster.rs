@@ -25,6 +25,8 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+use property_listings::cache::Keys;
+use property_listings::routes::listing::ALL_PROPERTIES;
 
 use crate::helpers::{
     ADMIN_PASSWORD, ADMIN_USER, PrivateRedis, TestApp, client, csrf_token_in, free_port, header,
@@ -381,11 +383,9 @@ async fn pages_and_queries_are_cached_in_cluster_mode() {
         .into_values()
         .flatten()
         .collect();
-    assert!(keys.iter().any(|k| k.contains(":page:")), "{keys:?}");
-    assert!(
-        keys.iter().any(|k| k.ends_with(":all_properties")),
-        "{keys:?}"
-    );
+    let names = app.state.cache.keys();
+    assert!(keys.iter().any(|k| names.is_page(k)), "{keys:?}");
+    assert!(keys.contains(&names.named(ALL_PROPERTIES)), "{keys:?}");
 }
 
 #[tokio::test]
@@ -442,16 +442,18 @@ async fn two_hundred_detail_pages_spread_over_every_master() {
         assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     }
 
+    let names = app.state.cache.keys();
     let per_master = cluster.keys_per_master(&app.prefix);
     assert_eq!(per_master.len(), 3, "three masters");
     for (port, keys) in &per_master {
-        let pages = keys.iter().filter(|k| k.contains(":page:")).count();
+        let pages = keys.iter().filter(|k| names.is_page(k)).count();
         assert!(pages > 0, "master {port} holds no page: {per_master:?}");
     }
+    let under_properties = names.page("/properties/");
     let pages: usize = per_master
         .values()
         .flatten()
-        .filter(|k| k.contains(":page:/properties/"))
+        .filter(|k| k.starts_with(&under_properties))
         .count();
     assert!(pages >= 200, "{pages} detail pages cached");
 }
@@ -473,8 +475,9 @@ async fn cache_clear_empties_every_master_of_this_prefix_and_nothing_else() {
         "every master holds some keys before"
     );
     let mut conn = cluster.client();
+    let other_app = Keys::new(format!("{}_other", app.prefix));
     let foreign: Vec<String> = (0..30)
-        .map(|i| format!("{}_other:keep:{i}", app.prefix))
+        .map(|i| other_app.named(&format!("keep:{i}")))
         .collect();
     for key in &foreign {
         let _: () = redis::cmd("SET")
@@ -528,7 +531,10 @@ async fn the_key_listing_shows_keys_from_every_master() {
         .map(|k| k["key"].as_str().unwrap())
         .collect();
     for (port, keys) in cluster.keys_per_master(&app.prefix) {
-        let page = keys.iter().find(|k| k.contains(":page:")).unwrap();
+        let page = keys
+            .iter()
+            .find(|k| app.state.cache.keys().is_page(k))
+            .unwrap();
         assert!(listed.contains(&page.as_str()), "{page} of {port} listed");
     }
     assert!(

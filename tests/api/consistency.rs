@@ -287,7 +287,7 @@ async fn listings_created_edited_and_deleted_through_b_s_forms_show_at_once_on_a
 
 fn generation_token(app: &TestApp) -> Option<String> {
     redis::cmd("GET")
-        .arg(format!("{}:generation", app.prefix))
+        .arg(app.state.cache.keys().generation())
         .query(&mut app.redis())
         .unwrap()
 }
@@ -324,7 +324,7 @@ async fn deleting_the_generation_key_never_brings_back_pages_of_an_older_generat
 
         // Act: Redis loses the generation key.
         let _: () = redis::cmd("DEL")
-            .arg(format!("{}:generation", app.prefix))
+            .arg(app.state.cache.keys().generation())
             .query(&mut app.redis())
             .unwrap();
 
@@ -434,7 +434,7 @@ async fn with_a_tiny_maxmemory_and_lru_eviction_no_read_after_a_write_shows_old_
         .unwrap();
     for key in keys {
         let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut conn).unwrap();
-        if key != format!("{}:generation", app.prefix) {
+        if key != app.state.cache.keys().generation() {
             assert!(ttl > 0 || ttl == -2, "{key} has no TTL ({ttl})");
         }
     }
@@ -577,7 +577,7 @@ async fn every_key_the_app_writes_except_the_generation_is_written_with_an_expir
     }
     app.insert("Another", "5", "B").await; // invalidation
     let _: () = redis::cmd("DEL")
-        .arg(format!("{}:generation", app.prefix))
+        .arg(app.state.cache.keys().generation())
         .query(&mut redis.connection())
         .unwrap();
     app.get_anonymous("/properties/").await; // a fresh generation
@@ -601,7 +601,7 @@ async fn every_key_the_app_writes_except_the_generation_is_written_with_an_expir
         .unwrap();
 
     // Assert
-    let generation = format!("{}:generation", app.prefix);
+    let generation = app.state.cache.keys().generation();
     let mut written = BTreeSet::new();
     let mut without_expiry = Vec::new();
     const READS_AND_EXPIRY: &[&str] = &[
@@ -624,7 +624,7 @@ async fn every_key_the_app_writes_except_the_generation_is_written_with_an_expir
                 let expires = args[3..]
                     .iter()
                     .any(|a| ["PX", "EX", "PXAT", "EXAT"].contains(&a.to_uppercase().as_str()));
-                if !expires && *key != generation {
+                if !expires && key != generation {
                     without_expiry.push(args[..2].join(" "));
                 }
             }

@@ -3,7 +3,8 @@
 //! with `PUBLIC_DASHBOARD`, and the clear-cache button (signed-in admins only,
 //! CSRF-protected).
 
-use property_listings::cache::KEY_LISTING_REUSE;
+use property_listings::cache::{KEY_LISTING_REUSE, Keys};
+use property_listings::routes::listing::ALL_PROPERTIES;
 
 use crate::helpers::{
     PrivateRedis, TestApp, csrf_token_in, free_port, header, redis_addr, spawn_app, spawn_app_with,
@@ -65,7 +66,7 @@ async fn the_key_list_shows_this_apps_cache_keys_with_their_ttls() {
     assert_eq!(body["truncated"], false);
     let keys = body["keys"].as_array().unwrap();
     assert_eq!(body["count"], keys.len());
-    let page_key = format!("{}:page:/properties/", app.prefix);
+    let page_key = app.state.cache.keys().page("/properties/");
     let page = keys
         .iter()
         .find(|k| k["key"] == page_key.as_str())
@@ -78,7 +79,7 @@ async fn the_key_list_shows_this_apps_cache_keys_with_their_ttls() {
         "ttl {ttl} of at most {max_ttl_ms}"
     );
     assert!(page["bytes"].as_u64().unwrap_or(0) > 0, "{page}");
-    let query_key = format!("{}:all_properties", app.prefix);
+    let query_key = app.state.cache.keys().named(ALL_PROPERTIES);
     assert!(
         keys.iter()
             .any(|k| k["key"] == query_key.as_str() && k["kind"] == "query"),
@@ -92,8 +93,8 @@ async fn the_key_list_leaves_out_other_apps_keys_and_sign_in_counters() {
     warm_cache(&app).await;
     // Same leading characters, but another prefix: `SCAN MATCH PREFIX:*` must not match.
     let foreign = [
-        format!("{}_other:page:/properties/", app.prefix),
-        format!("x{}:page:/properties/", app.prefix),
+        Keys::new(format!("{}_other", app.prefix)).page("/properties/"),
+        Keys::new(format!("x{}", app.prefix)).page("/properties/"),
     ];
     set_keys(&app, foreign.clone());
     app.create_admin("manager", "correct horse battery staple");
@@ -130,7 +131,7 @@ async fn the_key_list_is_bounded() {
     let app = public_dashboard_app().await;
     set_keys(
         &app,
-        (0..260).map(|i| format!("{}:page:/properties/{i}/", app.prefix)),
+        (0..260).map(|i| app.state.cache.keys().page(&format!("/properties/{i}/"))),
     );
 
     let body = app.get_json("/api/cache/keys").await;
@@ -214,7 +215,7 @@ async fn clearing_the_cache_with_a_wrong_csrf_token_is_forbidden() {
 async fn a_signed_in_admin_clears_this_apps_cache_and_only_it() {
     let app = spawn_app().await;
     warm_cache(&app).await;
-    let foreign = format!("{}_other:page:/properties/", app.prefix);
+    let foreign = Keys::new(format!("{}_other", app.prefix)).page("/properties/");
     set_keys(&app, [foreign.clone()]);
     app.sign_in().await;
     let token = app.csrf_token("/admin/").await;
@@ -234,7 +235,7 @@ async fn a_signed_in_admin_clears_this_apps_cache_and_only_it() {
     assert!(app.page_keys().is_empty(), "{:?}", app.keys());
     assert!(
         !app.keys()
-            .contains_key(&format!("{}:all_properties", app.prefix))
+            .contains_key(&app.state.cache.keys().named(ALL_PROPERTIES))
     );
     let listed: serde_json::Value = app.get("/api/cache/keys").await.json().await.unwrap();
     assert!(
@@ -319,8 +320,9 @@ async fn a_burst_of_key_list_requests_costs_redis_one_listing() {
 async fn sprayed_tokens_counters_and_locks_do_not_crowd_cache_entries_out_of_the_key_list() {
     let app = public_dashboard_app().await;
     warm_cache(&app).await;
+    let keys = app.state.cache.keys();
     let entries: Vec<String> = (1..=30)
-        .map(|i| format!("{}:page:/properties/?page={i}", app.prefix))
+        .map(|i| keys.page(&format!("/properties/?page={i}")))
         .collect();
     set_keys(&app, entries.clone());
     let p = &app.prefix;
@@ -329,8 +331,8 @@ async fn sprayed_tokens_counters_and_locks_do_not_crowd_cache_entries_out_of_the
         (0..400).flat_map(|i| {
             [
                 format!("{p}:login_failures:10.0.{}.{}:{i:064x}", i / 250, i % 250),
-                format!("{p}:lock:{p}:page:/properties/{i}/"),
-                format!("{p}:tok:{{listing:{i}}}"),
+                keys.refresh_lock(&keys.page(&format!("/properties/{i}/"))),
+                keys.token(&format!("listing:{i}")),
             ]
         }),
     );
@@ -341,8 +343,8 @@ async fn sprayed_tokens_counters_and_locks_do_not_crowd_cache_entries_out_of_the
     for key in &entries {
         assert!(listed.contains(key), "{key} listed");
     }
-    assert!(listed.contains(&format!("{p}:page:/properties/")), "{body}");
-    assert!(listed.contains(&format!("{p}:all_properties")), "{body}");
+    assert!(listed.contains(&keys.page("/properties/")), "{body}");
+    assert!(listed.contains(&keys.named(ALL_PROPERTIES)), "{body}");
     for row in body["keys"].as_array().unwrap() {
         assert!(row["kind"] == "page" || row["kind"] == "query", "{row}");
     }
@@ -443,7 +445,7 @@ async fn the_key_list_is_for_signed_in_admins() {
     );
     assert_eq!(admin.status(), 200);
     let listed = listed_keys(&admin.json().await.unwrap());
-    assert!(listed.contains(&format!("{}:page:/properties/", app.prefix)));
+    assert!(listed.contains(&app.state.cache.keys().page("/properties/")));
 }
 
 #[tokio::test]

@@ -424,8 +424,8 @@ async fn flow(app: Arc<TestApp>, c: Client) {
     assert_ne!(text(&c, "#ratio-page").await, "—");
     assert_ne!(text(&c, "#db-loads").await, "—");
     let page_row = format!(
-        "#keys-body tr[data-key=\"{}:page:/properties/\"]",
-        app.prefix
+        "#keys-body tr[data-key=\"{}\"]",
+        app.state.cache.keys().page("/properties/")
     );
     wait_for(&c, &page_row).await;
     let ttl_ms: i64 = find(&c, &format!("{page_row} td[data-ttl-ms]"))

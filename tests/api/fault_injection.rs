@@ -537,9 +537,9 @@ async fn a_redis_restarted_from_a_snapshot_taken_before_a_write_does_not_serve_t
     let pages = public_routes(p.id);
     app.warm(&pages).await;
     // The snapshot holds the generation of that moment and pages showing 100.00.
-    let generation = format!("{}:generation", app.prefix);
+    let generation = app.state.cache.keys().generation();
     let snapshot_token: String = redis::cmd("GET")
-        .arg(&generation)
+        .arg(generation)
         .query(&mut redis.connection())
         .unwrap();
     let _: () = redis::cmd("SAVE").query(&mut redis.connection()).unwrap();
@@ -553,7 +553,7 @@ async fn a_redis_restarted_from_a_snapshot_taken_before_a_write_does_not_serve_t
     drop(redis);
     let restarted = PrivateRedis::start_on(port, &persisted);
     let restored: Option<String> = redis::cmd("GET")
-        .arg(&generation)
+        .arg(generation)
         .query(&mut restarted.connection())
         .unwrap();
     assert_eq!(

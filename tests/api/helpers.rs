@@ -373,11 +373,12 @@ impl TestApp {
             .collect()
     }
 
+    /// The page-cache entries among `keys`.
     pub fn page_keys(&self) -> Vec<String> {
-        let page = format!("{}:page:", self.prefix);
+        let keys = self.state.cache.keys();
         self.keys()
             .into_keys()
-            .filter(|k| k.starts_with(&page))
+            .filter(|k| keys.is_page(k))
             .collect()
     }
 

@@ -14,6 +14,7 @@ use property_listings::models::repository::PropertyRepository;
 use property_listings::cache::Slot;
 use property_listings::cache::metrics::Layer;
 use property_listings::routes::cacheable::rules::token;
+use property_listings::routes::listing::ALL_PROPERTIES;
 
 use crate::helpers::{
     TestApp, header, property_data, public_routes, spawn_app, spawn_instance_with,
@@ -39,7 +40,7 @@ async fn an_insert_shows_on_the_next_request_to_the_list_and_the_api() {
     assert_eq!(json["count"], 2);
     assert!(
         app.keys()
-            .contains_key(&format!("{}:all_properties", app.prefix))
+            .contains_key(&app.state.cache.keys().named(ALL_PROPERTIES))
     );
 }
 
@@ -97,7 +98,7 @@ async fn a_delete_removes_the_listing_from_every_page() {
 async fn the_invalidation_deletes_all_properties_and_is_counted() {
     let app = spawn_app().await;
     app.get_anonymous("/properties/").await;
-    let key = format!("{}:all_properties", app.prefix);
+    let key = app.state.cache.keys().named(ALL_PROPERTIES);
     assert!(app.keys().contains_key(&key));
     let before = app.state.cache.metrics().snapshot().invalidations;
 
@@ -364,8 +365,7 @@ async fn a_token_missing_at_lookup_and_set_by_a_write_before_the_store_refuses_t
     );
     assert!(
         !app.keys()
-            .keys()
-            .any(|k| k.ends_with(":tok:{listing:424242}")),
+            .contains_key(&cache.keys().token("listing:424242")),
         "a lookup creates no token"
     );
     // A write replaces the token meanwhile (as an update of listing 424242 would).

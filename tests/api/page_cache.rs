@@ -45,7 +45,7 @@ async fn a_cached_page_lives_for_its_ttl_plus_grace_in_redis() {
     app.get_anonymous("/properties/").await;
 
     let keys = app.keys();
-    let ttl = keys[&format!("{}:page:/properties/", app.prefix)];
+    let ttl = keys[&app.state.cache.keys().page("/properties/")];
     assert!((990_000..=1_000_000).contains(&ttl), "page key PTTL {ttl}");
 }
 
@@ -166,9 +166,9 @@ async fn an_expired_page_is_served_stale_while_another_request_refreshes_it() {
     app.get_anonymous("/properties/").await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     // Another request is refreshing it right now: it holds the refresh lock.
-    let key = format!("{}:page:/properties/", app.prefix);
+    let keys = app.state.cache.keys();
     let _: () = redis::cmd("SET")
-        .arg(format!("{}:lock:{key}", app.prefix))
+        .arg(keys.refresh_lock(&keys.page("/properties/")))
         .arg(1)
         .arg("PX")
         .arg(5000)
