@@ -4,7 +4,10 @@
 //! `spawn_instance_with` starts another instance on the same data; `new_visitor` is the
 //! same instance with a fresh cookie jar. Requests go through `get`/`get_with` and
 //! `post_form`/`post_form_with` (a path, or another instance's `url`), made by the one
-//! `client()`.
+//! `client()`. `PrivateRedis` is a Redis server of a test's own; `cluster`, a Redis
+//! Cluster.
+
+pub mod cluster;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
