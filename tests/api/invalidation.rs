@@ -67,34 +67,6 @@ async fn an_update_shows_on_the_next_request_to_every_page() {
 }
 
 #[tokio::test]
-async fn a_delete_removes_the_listing_from_every_page() {
-    let app = spawn_app().await;
-    let p = app.insert("Doomed", "100", "A").await;
-    let detail = format!("/properties/{}/", p.id);
-    let api_detail = format!("/api/properties/{}/", p.id);
-    app.warm(&["/properties/".into(), detail.clone(), api_detail.clone()])
-        .await;
-
-    app.state
-        .properties
-        .delete(p.id)
-        .await
-        .unwrap()
-        .expect("deleted");
-
-    assert!(
-        !app.get_anonymous("/properties/")
-            .await
-            .text()
-            .await
-            .unwrap()
-            .contains("Doomed")
-    );
-    assert_eq!(app.get_anonymous(&detail).await.status(), 404);
-    assert_eq!(app.get_anonymous(&api_detail).await.status(), 404);
-}
-
-#[tokio::test]
 async fn the_invalidation_deletes_all_properties_and_is_counted() {
     let app = spawn_app().await;
     app.get_anonymous("/properties/").await;

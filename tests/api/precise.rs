@@ -195,16 +195,28 @@ async fn a_delete_removes_the_listing_from_every_page() {
         "/api/properties/?location=Testville",
     ];
     let mut warm: Vec<String> = lists.map(String::from).into();
-    warm.extend([detail.clone(), api_detail.clone()]);
+    warm.extend(["/properties/".into(), detail.clone(), api_detail.clone()]);
     app.warm(&warm).await;
 
-    app.state.properties.delete(gone.id).await.unwrap();
+    app.state
+        .properties
+        .delete(gone.id)
+        .await
+        .unwrap()
+        .expect("deleted");
 
     assert_eq!(app.get_anonymous(&detail).await.status(), 404);
     assert_eq!(app.get_anonymous(&api_detail).await.status(), 404);
     for path in lists {
         assert!(!ids_on(&app, path).await.contains(&gone.id), "{path}");
     }
+    let html = app
+        .get_anonymous("/properties/")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!html.contains(&gone.title), "the HTML list");
 }
 
 /// What a racing reader checks on one page, given the last acknowledged price of the
