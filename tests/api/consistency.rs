@@ -1,6 +1,7 @@
 //! Consistency under races and across instances: once a write is acknowledged, no
 //! response from any instance sharing the Redis shows older data; the generation cannot
-//! be resurrected (key deleted, keys evicted); junk in URLs cannot grow the keyspace.
+//! be resurrected (key deleted, keys evicted); the keyspace is bounded (every key but the
+//! generation expires, junk in URLs adds none).
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -551,7 +552,7 @@ fn monitor(redis: &PrivateRedis) -> std::thread::JoinHandle<Vec<Vec<String>>> {
 }
 
 #[tokio::test]
-async fn every_key_the_app_writes_except_the_generation_is_written_with_an_expiry() {
+async fn every_key_the_app_writes_is_written_with_an_expiry_except_the_generation_which_has_none() {
     let redis = PrivateRedis::start();
     let app = spawn_app_with(|s| {
         s.redis_url = redis.url();
@@ -646,12 +647,18 @@ async fn every_key_the_app_writes_except_the_generation_is_written_with_an_expir
         without_expiry.is_empty(),
         "written without an expiry: {without_expiry:?}"
     );
+    let generation_ttl: i64 = redis::cmd("PTTL")
+        .arg(generation)
+        .query(&mut redis.connection())
+        .unwrap();
+    assert_eq!(generation_ttl, -1, "the generation has no expiry");
     let expected: BTreeSet<String> = [
         "all_properties",
         "generation",
         "lock",
         "login_failures",
         "page",
+        "query",
         "tok",
     ]
     .into_iter()

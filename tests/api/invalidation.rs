@@ -410,25 +410,3 @@ async fn a_write_through_one_instance_is_seen_at_once_through_another() {
 
     assert_eq!(b.get_json(&path).await["price"], "5.00");
 }
-
-#[tokio::test]
-async fn every_key_the_app_writes_but_the_generation_has_a_ttl() {
-    let app = spawn_app().await;
-    let p = app.insert("Loft", "100", "A").await;
-    for path in [
-        "/properties/".to_string(),
-        format!("/properties/{}/", p.id),
-        "/api/properties/?q=loft".into(),
-    ] {
-        app.get_anonymous(&path).await;
-    }
-    let keys = app.keys();
-    assert!(keys.len() >= 4, "{keys:?}");
-    for (key, ttl) in keys {
-        if key.ends_with(":generation") {
-            assert_eq!(ttl, -1);
-        } else {
-            assert!(ttl > 0, "{key} has no TTL");
-        }
-    }
-}
