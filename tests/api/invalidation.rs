@@ -16,9 +16,7 @@ use property_listings::cache::metrics::Layer;
 use property_listings::routes::cacheable::rules::token;
 use property_listings::routes::listing::ALL_PROPERTIES;
 
-use crate::helpers::{
-    TestApp, header, property_data, public_routes, spawn_app, spawn_instance_with,
-};
+use crate::helpers::{TestApp, header, property_data, public_routes, spawn_app};
 
 #[tokio::test]
 async fn an_insert_shows_on_the_next_request_to_the_list_and_the_api() {
@@ -392,21 +390,4 @@ async fn losing_any_token_revives_no_old_entry() {
         assert!(after.entry().is_none(), "{lost} lost");
         assert_ne!(after.version(), old.version(), "{lost} lost");
     }
-}
-
-#[tokio::test]
-async fn a_write_through_one_instance_is_seen_at_once_through_another() {
-    let a = spawn_app().await;
-    let b = spawn_instance_with(&a, |_| {}).await;
-    let p = a.insert("Shared", "100", "A").await;
-    let path = format!("/api/properties/{}/", p.id);
-    b.warm(std::slice::from_ref(&path)).await;
-
-    a.state
-        .properties
-        .update(p.id, property_data("Shared", "5.00", "A", ""))
-        .await
-        .unwrap();
-
-    assert_eq!(b.get_json(&path).await["price"], "5.00");
 }
