@@ -658,29 +658,6 @@ async fn signing_out_ends_the_session() {
 }
 
 #[tokio::test]
-async fn a_session_signed_in_on_one_instance_works_on_another() {
-    let a = spawn_app().await;
-    let b = spawn_instance_with(&a, |_| {}).await;
-    a.sign_in().await;
-
-    // The same cookie jar, now talking to instance B.
-    let res = a.get(&b.url("/admin/properties/new")).await;
-    assert_eq!(res.status(), 200);
-    let token = csrf_token_in(&res.text().await.unwrap());
-    let created = a
-        .post_form(
-            &b.url("/admin/properties/new"),
-            &listing("Via B", "5", "B", &token),
-        )
-        .await;
-    assert_eq!(created.status(), 303);
-    assert_eq!(
-        a.get_json("/api/properties/").await["results"][0]["title"],
-        "Via B"
-    );
-}
-
-#[tokio::test]
 async fn a_form_submitted_while_the_database_is_down_comes_back_with_its_values() {
     let app = spawn_app_with(|s| s.db_timeout = Duration::from_millis(500)).await;
     app.sign_in().await;

@@ -217,13 +217,9 @@ async fn listings_created_edited_and_deleted_through_b_s_forms_show_at_once_on_a
     a.sign_in().await; // on A; the same cookie jar is then used on B
     a.warm(&["/properties/".into(), "/api/properties/".into()])
         .await;
-    let token = csrf_token_in(
-        &a.get(&b.url("/admin/properties/new"))
-            .await
-            .text()
-            .await
-            .unwrap(),
-    );
+    let form = a.get(&b.url("/admin/properties/new")).await;
+    assert_eq!(form.status(), 200, "the session signed on A is valid on B");
+    let token = csrf_token_in(&form.text().await.unwrap());
 
     let created = a
         .post_form(
