@@ -93,14 +93,6 @@ async fn signing_in_sets_a_protected_cookie_and_lands_on_the_admin_list() {
 }
 
 #[tokio::test]
-async fn the_session_cookie_is_secure_when_configured_for_https() {
-    let app =
-        spawn_app_with(|s| s.cookie_secure = property_listings::config::CookieSecure::Always).await;
-    let res = app.get("/admin/login").await;
-    assert!(header(&res, "set-cookie").contains("Secure"));
-}
-
-#[tokio::test]
 async fn a_wrong_password_and_an_unknown_user_get_the_same_generic_error() {
     let app = spawn_app().await;
     app.create_admin(ADMIN_USER, ADMIN_PASSWORD);

@@ -98,7 +98,8 @@ async fn a_peer_that_is_not_a_trusted_proxy_cannot_claim_https() {
 
 #[tokio::test]
 async fn cookie_secure_1_always_marks_it_and_0_never_does() {
-    let always = behind_a_proxy(|s| s.cookie_secure = CookieSecure::Always).await;
+    // Always: with no proxy at all to say HTTPS. Never: despite a trusted proxy saying so.
+    let always = spawn_app_with(|s| s.cookie_secure = CookieSecure::Always).await;
     let never = behind_a_proxy(|s| s.cookie_secure = CookieSecure::Never).await;
 
     let plain = always.new_visitor().get("/admin/login").await;
