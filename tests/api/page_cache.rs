@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{header, public_routes, spawn_app, spawn_app_with};
+use crate::helpers::{ADMIN_USER, header, public_routes, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn the_first_visit_misses_and_the_next_one_hits_with_the_same_body() {
@@ -131,6 +131,16 @@ async fn a_signed_in_admins_view_of_a_public_page_is_private_and_never_stored() 
         assert_eq!(header(&res, "x-cache"), "BYPASS", "{path}");
         assert_eq!(header(&res, "cache-control"), "private, no-store", "{path}");
     }
+    assert!(
+        app.page_keys().is_empty(),
+        "an admin's request is not stored"
+    );
+    let visitor = app.get_anonymous("/properties/").await;
+    assert_eq!(header(&visitor, "x-cache"), "MISS");
+    let body = visitor.text().await.unwrap();
+    assert!(
+        !body.contains(ADMIN_USER) && !body.contains("Sign out") && !body.contains("csrf_token")
+    );
 }
 
 #[tokio::test]
