@@ -257,23 +257,6 @@ async fn an_expired_page_is_served_stale_while_the_database_is_down() {
 }
 
 #[tokio::test]
-async fn sixty_four_simultaneous_misses_load_the_database_once() {
-    let app = spawn_app().await;
-    let p = app.insert("Hot", "1", "A").await;
-    let detail = format!("/properties/{}/", p.id);
-    let loads_before = app.state.cache.metrics().snapshot().db_loads;
-
-    for path in ["/properties/", detail.as_str()] {
-        let requests = (0..64).map(|_| app.get_anonymous(path));
-        let responses = futures_util::future::join_all(requests).await;
-        assert!(responses.iter().all(|r| r.status() == 200), "{path}");
-    }
-
-    let loads = app.state.cache.metrics().snapshot().db_loads - loads_before;
-    assert_eq!(loads, 2, "one load for the list, one for the detail page");
-}
-
-#[tokio::test]
 async fn cached_pages_are_served_pre_compressed_in_the_coding_the_client_accepts() {
     use std::io::Read;
     let app = spawn_app().await;
