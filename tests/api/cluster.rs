@@ -46,7 +46,7 @@ async fn pages_and_queries_are_cached_in_cluster_mode() {
 
 #[tokio::test]
 async fn after_a_write_in_cluster_mode_the_new_data_is_served_and_cached_again() {
-    // The invalidation replaces the generation and deletes all_properties: two keys in
+    // The invalidation replaces the insert's tokens and deletes all_properties: keys in
     // different slots, which one MULTI cannot do in a cluster.
     let cluster = shared_cluster();
     let app = spawn_app_on(cluster).await;

@@ -139,8 +139,9 @@ impl ChromeDriver {
 impl Drop for ChromeDriver {
     fn drop(&mut self) {
         // The whole process group (its id is chromedriver's pid, see `process_group(0)`):
-        // chromedriver and the browser processes it started. Called directly rather than
-        // through kill(1), whose argument parsing once turned this into `kill(-1, …)`.
+        // chromedriver and the browser processes it started. Called directly, not through
+        // kill(1), where a mis-parsed process-group argument can end up as `kill(-1, …)`:
+        // every process of the user. `pgid > 1` rules that out here.
         if let Ok(pgid) = libc::pid_t::try_from(self.child.id())
             && pgid > 1
         {

@@ -1,6 +1,6 @@
 //! Precise invalidation: a write drops exactly the cached pages that could show it, and
-//! every page that could is dropped (issue 13's direct tests). The race tests in
-//! `consistency.rs` check the same rule under concurrency.
+//! every page that could is dropped. The race tests in `consistency.rs` check the same
+//! rule under concurrency.
 
 use property_listings::models::property::Property;
 
@@ -382,8 +382,8 @@ async fn readers_racing_300_edits_on_two_instances_see_no_stale_page_and_other_p
     assert!(reads >= 150, "the readers raced the writer ({reads} reads)");
     // Each untouched page misses once per instance (its first read), and once more
     // after a Redis hiccup under this load (a pending invalidation replaces the
-    // generation); with one generation for everything, they would miss after every
-    // edit instead.
+    // generation); no edit replaces any of their tokens, so edits alone never make them
+    // miss.
     assert!(
         (untouched.0 - untouched.1) * 20 <= untouched.0,
         "pages no edit touches stay cached: {} of {} were not HITs",

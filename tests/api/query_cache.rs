@@ -1,4 +1,5 @@
-//! The query cache (`PREFIX:all_properties`), the seed's `get_all_properties()`.
+//! The query cache: `PREFIX:all_properties` (the seed's `get_all_properties()`), and one
+//! entry per result page for filtered lists and for a table too large to keep whole.
 
 use std::time::Duration;
 
