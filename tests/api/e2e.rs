@@ -18,7 +18,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 
-use crate::helpers::{ADMIN_PASSWORD, ADMIN_USER, TestApp, client, free_port, spawn_app};
+use crate::helpers::{ADMIN_PASSWORD, ADMIN_USER, TempDir, TestApp, client, free_port, spawn_app};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -44,11 +44,12 @@ fn screenshot_dir() -> PathBuf {
 }
 
 /// `chromedriver` on a free port, in its own process group so that dropping it also
-/// ends the Chromium it started; the browser profile is a fresh directory, removed too.
+/// ends the Chromium it started; the browser profile is a fresh directory, removed (as a
+/// field, after `drop` has ended the browser).
 struct ChromeDriver {
     child: Child,
     port: u16,
-    profile: PathBuf,
+    profile: TempDir,
 }
 
 impl ChromeDriver {
@@ -64,8 +65,7 @@ impl ChromeDriver {
             .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-        let profile =
-            std::env::temp_dir().join(format!("pl-e2e-{}", crate::helpers::random_suffix()));
+        let profile = TempDir::new("pl-e2e-");
         let driver = Self {
             child,
             port,
@@ -112,7 +112,7 @@ impl ChromeDriver {
             "--hide-scrollbars",
             "--lang=en-US",
             &format!("--window-size={},{}", DESKTOP.0, DESKTOP.1),
-            &format!("--user-data-dir={}", self.profile.display()),
+            &format!("--user-data-dir={}", self.profile.path().display()),
         ];
         let capabilities = json!({
             "browserName": "chrome",
@@ -153,7 +153,6 @@ impl Drop for ChromeDriver {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
 

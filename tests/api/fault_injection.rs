@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::helpers::{
-    PrivateRedis, TestApp, client, free_port, header, listing, postgres_addr, price_in_response,
-    property_data, public_routes, redis_addr, redis_url, spawn_app, spawn_app_with,
-    spawn_instance_with,
+    PrivateRedis, TempDir, TestApp, client, free_port, header, listing, postgres_addr,
+    price_in_response, property_data, public_routes, redis_addr, redis_url, spawn_app,
+    spawn_app_with, spawn_instance_with,
 };
 use crate::proxy::FaultProxy;
 
@@ -529,9 +529,8 @@ async fn sixty_four_simultaneous_requests_for_an_expired_page_load_the_database_
 
 #[tokio::test]
 async fn a_redis_restarted_from_a_snapshot_taken_before_a_write_does_not_serve_that_snapshot() {
-    let dir = std::env::temp_dir().join(format!("pl-redis-{}", crate::helpers::random_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let dir_arg = dir.to_string_lossy().to_string();
+    let dir = TempDir::new("pl-redis-"); // dropped after the servers below
+    let dir_arg = dir.path().to_string_lossy().to_string();
     let persisted = ["--dir", dir_arg.as_str(), "--dbfilename", "dump.rdb"];
     let redis = PrivateRedis::start_with(&persisted);
     let port = redis.port;
@@ -568,5 +567,4 @@ async fn a_redis_restarted_from_a_snapshot_taken_before_a_write_does_not_serve_t
     for path in &pages {
         assert_new_price_until_hit(&app, path, 44_400).await;
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

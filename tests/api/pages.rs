@@ -1,9 +1,9 @@
 //! The public pages and the JSON API, as a visitor uses them.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::helpers::{
-    header, public_routes, random_suffix, spawn_app, spawn_app_with, spawn_instance_with,
+    TempDir, header, public_routes, spawn_app, spawn_app_with, spawn_instance_with,
 };
 
 #[tokio::test]
@@ -299,14 +299,13 @@ async fn static_files_and_the_dashboard_are_served() {
 
 /// A copy of `static/` in a temporary directory (new inodes; sizes and modification
 /// times kept, as a deploy of the same files keeps them), removed on drop.
-struct StaticCopy(PathBuf);
-
-impl StaticCopy {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("pl_static_{}", random_suffix()));
-        copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("static"), &dir);
-        Self(dir)
-    }
+fn static_copy() -> TempDir {
+    let dir = TempDir::new("pl_static_");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("static"),
+        dir.path(),
+    );
+    dir
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -325,17 +324,11 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-impl Drop for StaticCopy {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[tokio::test]
 async fn static_files_have_one_etag_on_every_instance_and_revalidate_with_304() {
-    let (one, two) = (StaticCopy::new(), StaticCopy::new());
-    let app = spawn_app_with(|s| s.static_dir = one.0.clone()).await;
-    let other = spawn_instance_with(&app, |s| s.static_dir = two.0.clone()).await;
+    let (one, two) = (static_copy(), static_copy());
+    let app = spawn_app_with(|s| s.static_dir = one.path().to_path_buf()).await;
+    let other = spawn_instance_with(&app, |s| s.static_dir = two.path().to_path_buf()).await;
     let path = "/static/css/site.css";
 
     let first = app.get_anonymous(path).await;
