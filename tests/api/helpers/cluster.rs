@@ -174,15 +174,17 @@ impl PrivateCluster {
         )
     }
 
-    /// The port of a replica of the master that holds `key`'s slot.
+    /// The port of a replica of the master that holds `key`'s slot. The node asked may
+    /// learn of a replication (by gossip) after the cluster said `cluster_state:ok`, so
+    /// it is asked until it knows one.
     pub fn replica_of_master_of(&self, key: &str) -> u16 {
-        let (lines, master) = nodes_and_master_of(self, key);
-        port_of(
-            lines
-                .iter()
-                .find(|f| f[3] == master)
-                .expect("the master has a replica"),
-        )
+        let mut replica = None;
+        wait_until(Duration::from_secs(10), "a replica of the master", || {
+            let (lines, master) = nodes_and_master_of(self, key);
+            replica = lines.iter().find(|f| f[3] == master).map(|f| port_of(f));
+            replica.is_some()
+        });
+        replica.expect("a replica, found above")
     }
 
     /// `keyspace_hits` summed over the masters, read from each one directly.
