@@ -46,6 +46,10 @@ pub struct Settings {
     /// Bytes of cached entries each process keeps in memory in front of Redis
     /// (`LOCAL_CACHE_BYTES`; 0 turns the in-process tier off).
     pub local_cache_bytes: usize,
+    /// How long an instance may answer from memory without hearing from Redis, and about
+    /// the longest a write waits for an instance that stopped answering
+    /// (`CACHE_LEASE_MS`).
+    pub cache_lease: Duration,
     /// Reverse proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`; empty:
     /// the TCP peer is the client).
     pub trusted_proxies: Vec<Cidr>,
@@ -97,6 +101,10 @@ impl Settings {
             },
             local_cache_bytes: usize::try_from(env_u64("LOCAL_CACHE_BYTES", 8 << 20)?)
                 .context("LOCAL_CACHE_BYTES is too large")?,
+            cache_lease: match env_u64("CACHE_LEASE_MS", 2000)? {
+                ms if ms >= 100 => Duration::from_millis(ms),
+                ms => bail!("CACHE_LEASE_MS must be at least 100, got {ms}"),
+            },
             trusted_proxies: parse_trusted_proxies(&env_or("TRUSTED_PROXIES", ""))
                 .map_err(|e| anyhow::anyhow!("TRUSTED_PROXIES: {e}"))?,
             static_dir: non_empty(std::env::var("STATIC_DIR").ok())
@@ -126,6 +134,7 @@ impl Settings {
             admin_password: None,
             workers: Some(2),
             local_cache_bytes: 8 << 20,
+            cache_lease: Duration::from_millis(2000),
             trusted_proxies: Vec::new(),
             static_dir: default_static_dir(),
             public_dashboard: false,

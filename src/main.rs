@@ -110,7 +110,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied");
         }
         Command::Seed { count } => {
-            let state = build_state(settings)?;
+            let state = build_state(settings, false)?;
             let written = seed::seed(&state.properties, count as usize).await?;
             if state.cache.invalidation_pending() {
                 eprintln!(
@@ -126,7 +126,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .context("reading the password (set ADMIN_PASSWORD when not on a terminal)")?,
             };
             password::check_new_password(&password).map_err(anyhow::Error::msg)?;
-            let state = build_state(settings)?;
+            let state = build_state(settings, false)?;
             if create_admin(&state.db, &username, &password)? {
                 println!("created admin {username:?}");
             } else {
@@ -136,7 +136,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cache { action } => {
             // Only Redis is needed here: these work while PostgreSQL is down.
             let cache = Cache::new(
-                property_listings::startup::cache_config(&settings),
+                property_listings::startup::cache_config(&settings, false),
                 Arc::new(Metrics::new()),
                 |_| {},
             )?;

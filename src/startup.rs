@@ -25,8 +25,9 @@ use crate::routes::cacheable::middleware::{
 };
 use crate::state::AppState;
 
-/// Creates the database if needed, migrates, and wires pool, cache and hooks.
-pub fn build_state(settings: Settings) -> anyhow::Result<AppState> {
+/// Creates the database if needed, migrates, and wires pool, cache and hooks; a server
+/// (`serving`) also holds a cache lease (see `cache_config`).
+pub fn build_state(settings: Settings, serving: bool) -> anyhow::Result<AppState> {
     db::prepare_database(&settings.database_url)?;
     let pool = db::build_pool(
         &settings.database_url,
@@ -34,7 +35,7 @@ pub fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         settings.db_timeout,
     );
     let metrics = Arc::new(Metrics::new());
-    let cache = Cache::new(cache_config(&settings), metrics, |spent| {
+    let cache = Cache::new(cache_config(&settings, serving), metrics, |spent| {
         crate::timing::record(crate::timing::Kind::Cache, spent)
     })?;
     let properties = PropertyRepository::new(
@@ -61,7 +62,8 @@ pub const CACHE_STATUS_NAME: &str = "property-listings";
 
 /// What the cache library is told (`cache::CacheConfig`), from the settings: Redis, the
 /// prefix, time limits, and the app's own names (its one named entry, `all_properties`).
-pub fn cache_config(settings: &Settings) -> CacheConfig {
+/// A server (`serving`) holds a lease and answers hits from memory; a command does not.
+pub fn cache_config(settings: &Settings, serving: bool) -> CacheConfig {
     let cluster = !settings.redis_cluster_urls.is_empty();
     if cluster {
         log::info!("REDIS_CLUSTER_URLS is set: REDIS_URL is ignored");
@@ -80,6 +82,8 @@ pub fn cache_config(settings: &Settings) -> CacheConfig {
         local_bytes: settings.local_cache_bytes,
         named_entries: vec![crate::routes::listing::ALL_PROPERTIES.to_string()],
         status_name: CACHE_STATUS_NAME.to_string(),
+        lease: settings.cache_lease,
+        hold_lease: serving,
     }
 }
 
@@ -156,9 +160,10 @@ impl Application {
         let key = auth::session_key(settings.secret_key.as_deref())?;
         let pool_size = settings.db_pool_size as usize;
         let static_dir = settings.static_dir.clone();
-        let state = web::Data::new(build_state(settings)?);
+        let state = web::Data::new(build_state(settings, true)?);
         ensure_configured_admin(&state)?;
         state.cache.spawn_invalidation_retrier();
+        state.cache.spawn_lease();
         spawn_metrics_logger(state.cache.clone());
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::metrics::{AppCounters, ratio};
 use super::store::{self, NodeStats};
-use super::{Cache, CacheUnavailable, generation};
+use super::{Cache, CacheUnavailable, request};
 
 /// What `get_redis_cache_metrics()` returns and `/api/cache/metrics` shows.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -101,12 +101,14 @@ impl Cache {
         }
     }
 
-    /// Empties this app's cache layers, and nothing else: a new generation (which makes
-    /// every entry unreachable at once), then `SCAN` (of every master, in a cluster) +
-    /// `UNLINK` of the page entries and refresh locks under this prefix. Never
-    /// `FLUSHALL`/`FLUSHDB`.
+    /// Empties this app's cache layers, and nothing else: a new generation, logged and
+    /// applied by every instance (which makes every entry unreachable at once, in Redis
+    /// and in memory), then `SCAN` (of every master, in a cluster) + `UNLINK` of the
+    /// generation, the entries, tokens and refresh locks under this prefix. The leases'
+    /// hash and the log stay: they are not cache. Never `FLUSHALL`/`FLUSHDB`.
     pub async fn clear(&self) -> Result<u64, CacheUnavailable> {
-        generation::forget();
+        request::forget();
+        self.replace(&[super::GENERATION.to_string()]).await?;
         let mut names = vec![self.keys().generation().to_string()];
         names.extend(self.named_entries().iter().cloned());
         let mut deleted = self.store().unlink(&names).await?;

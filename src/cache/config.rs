@@ -36,4 +36,11 @@ pub struct CacheConfig {
     pub named_entries: Vec<String>,
     /// The cache's name in `Cache-Status` (RFC 9211), e.g. the app's.
     pub status_name: String,
+    /// How long an instance's lease lasts (`lease.rs`): the longest it may answer from
+    /// memory without hearing from Redis, and about the longest a write waits for it.
+    /// The same for every instance sharing the Redis.
+    pub lease: Duration,
+    /// Whether this instance holds a lease and answers hits from memory without Redis
+    /// (a server does, with `Cache::spawn_lease`; a command-line tool does not).
+    pub hold_lease: bool,
 }

@@ -5,8 +5,9 @@
 #[derive(Clone, Debug)]
 pub struct Keys {
     prefix: String,
-    /// Built once: every hit reads it.
     generation: String,
+    sync: String,
+    log: String,
 }
 
 impl Keys {
@@ -14,6 +15,8 @@ impl Keys {
         let prefix = prefix.into();
         Self {
             generation: format!("{prefix}:generation"),
+            sync: format!("{prefix}:{{sync}}"),
+            log: format!("{prefix}:{{sync}}:log"),
             prefix,
         }
     }
@@ -22,10 +25,21 @@ impl Keys {
         &self.prefix
     }
 
-    /// The current cache generation: a random token, replaced after every write.
-    /// Every cached entry carries the token it was built under (see the `cache` module docs).
+    /// The generation: a token every entry depends on, replaced when an instance cannot
+    /// tell what it missed (see the module docs of `cache`).
     pub fn generation(&self) -> &str {
         &self.generation
+    }
+
+    /// The hash of the instances' leases and acknowledgments (`lease.rs`). Its hash tag
+    /// puts it and the log in one slot of a cluster.
+    pub fn sync(&self) -> &str {
+        &self.sync
+    }
+
+    /// The invalidation log: a stream beside `sync`.
+    pub fn log(&self) -> &str {
+        &self.log
     }
 
     /// A dependency token (see the module docs of `cache`): a random value, replaced by
@@ -114,6 +128,7 @@ impl Keys {
             "lock" => "lock",
             "query" => "query",
             "generation" | "tok" => "token",
+            "{sync}" => "lease",
             "login_failures" => "login_failures",
             _ => "other",
         }

@@ -1,10 +1,15 @@
-//! The in-process first tier: recently used entries kept in this process's memory, so a
-//! hit does not ship the body from Redis again. It never decides validity on its own:
-//! every use reads the entry's tokens from Redis (a few bytes, one batched round trip:
-//! `generation.rs`) and an entry is used only if it was built under exactly those
-//! values — the same rule as for entries in Redis (see the module docs of `cache`), so
-//! every instance still sees every invalidation at once. Bounded in bytes; when full it
-//! is emptied and refills.
+//! The in-process tier: recently used entries kept in this process's memory, and the
+//! token values this process knows to be current (`known`), so a hit needs nothing from
+//! Redis. An entry is used only if it was built under exactly the current values of its
+//! tokens — the rule for entries in Redis too (see the module docs of `cache`). Those
+//! values come from `known` while the instance holds its lease (`lease.rs`), else from
+//! Redis.
+//!
+//! `known` holds a token's value from a read of Redis that no invalidation overtook:
+//! `learn` takes the `epoch` read before the read was sent, and learns nothing if an
+//! invalidation was applied (`forget`) since. An entry itself may be kept whatever it
+//! holds: it is never used unless its version is current. Bounded in bytes; when full
+//! the entries are dropped and refill.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +26,16 @@ struct Inner {
     /// Entry, kept until (ms), and the bytes it was counted as.
     entries: HashMap<String, (Arc<Entry>, i64, usize)>,
     bytes: usize,
+    /// Token values known to be current, by token name.
+    known: HashMap<String, Arc<str>>,
+    /// Moved on by every `forget`: a read sent before it learns nothing.
+    epoch: u64,
+}
+
+/// What `probe` found: the entry held for the key, if any, and the epoch when it looked.
+pub struct Probe {
+    pub entry: Option<Arc<Entry>>,
+    pub epoch: u64,
 }
 
 impl LocalTier {
@@ -35,20 +50,75 @@ impl LocalTier {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The entry kept for `key`, unless it outlived `keep_until_ms` (its Redis lifetime).
-    pub fn get(&self, key: &str) -> Option<Arc<Entry>> {
-        if self.capacity_bytes == 0 {
-            return None;
-        }
+    /// The entry kept for `key` (unless it outlived its Redis lifetime) and the current
+    /// epoch; with `use_known`, each of `values` still `None` takes the known value of
+    /// the token named at its place in `names`, if any. One lock for all of it.
+    pub fn probe(
+        &self,
+        key: &str,
+        names: &[&str],
+        values: &mut [Option<Arc<str>>],
+        use_known: bool,
+    ) -> Probe {
         let mut inner = self.lock();
-        match inner.entries.get(key) {
-            Some((entry, keep_until, _)) if *keep_until > now_ms() => Some(entry.clone()),
-            Some(_) => {
-                inner.remove(key);
-                None
+        if use_known {
+            for (value, name) in values.iter_mut().zip(names) {
+                if value.is_none() {
+                    *value = inner.known.get(*name).cloned();
+                }
             }
-            None => None,
         }
+        let entry = if self.capacity_bytes == 0 {
+            None
+        } else {
+            match inner.entries.get(key) {
+                Some((entry, keep_until, _)) if *keep_until > now_ms() => Some(entry.clone()),
+                Some(_) => {
+                    inner.remove(key);
+                    None
+                }
+                None => None,
+            }
+        };
+        Probe {
+            entry,
+            epoch: inner.epoch,
+        }
+    }
+
+    /// Learns token values read from Redis, unless an invalidation was applied since
+    /// `epoch` (the read may then predate it). Whether it learned them.
+    pub fn learn<'a>(&self, epoch: u64, values: impl Iterator<Item = (&'a str, Arc<str>)>) -> bool {
+        let mut inner = self.lock();
+        if inner.epoch != epoch {
+            return false;
+        }
+        for (name, value) in values {
+            inner.known.insert(name.to_string(), value);
+        }
+        true
+    }
+
+    /// An invalidation of these tokens was applied: their values are no longer known.
+    pub fn forget<S: AsRef<str>>(&self, names: &[S]) {
+        let mut inner = self.lock();
+        inner.epoch += 1;
+        for name in names {
+            inner.known.remove(name.as_ref());
+        }
+    }
+
+    /// No token value is known any more (the lease was lost, an invalidation missed, the
+    /// connection broken).
+    pub fn forget_all(&self) {
+        let mut inner = self.lock();
+        inner.epoch += 1;
+        inner.known.clear();
+    }
+
+    /// How many token values are known.
+    pub fn known_tokens(&self) -> usize {
+        self.lock().known.len()
     }
 
     /// Keeps `entry` until `keep_until_ms` at the latest. With `decoded_too` (a
@@ -113,13 +183,50 @@ mod tests {
         ))
     }
 
+    fn known(tier: &LocalTier, name: &str) -> Option<Arc<str>> {
+        let mut values = [None];
+        tier.probe("any", &[name], &mut values, true);
+        values[0].take()
+    }
+
     #[test]
     fn entries_are_kept_until_their_redis_lifetime_ends() {
         let tier = LocalTier::new(1 << 20);
         tier.insert("a", entry(10), now_ms() + 60_000, false);
         tier.insert("b", entry(10), now_ms() - 1, false);
-        assert!(tier.get("a").is_some());
-        assert!(tier.get("b").is_none());
+        assert!(tier.probe("a", &[], &mut [], false).entry.is_some());
+        assert!(tier.probe("b", &[], &mut [], false).entry.is_none());
+    }
+
+    #[test]
+    fn a_read_overtaken_by_an_invalidation_learns_nothing() {
+        let tier = LocalTier::new(1 << 20);
+        let before = tier.probe("k", &[], &mut [], true).epoch;
+        tier.forget(&["rows"]);
+        assert!(!tier.learn(before, [("rows", Arc::from("old"))].into_iter()));
+        assert_eq!(known(&tier, "rows"), None);
+
+        let now = tier.probe("k", &[], &mut [], true).epoch;
+        assert!(tier.learn(now, [("rows", Arc::from("new"))].into_iter()));
+        assert_eq!(known(&tier, "rows").as_deref(), Some("new"));
+        tier.forget(&["rows"]);
+        assert_eq!(known(&tier, "rows"), None, "forgotten by the invalidation");
+        tier.learn(
+            tier.probe("k", &[], &mut [], true).epoch,
+            [("a", Arc::from("1"))].into_iter(),
+        );
+        tier.forget_all();
+        assert_eq!(known(&tier, "a"), None);
+    }
+
+    #[test]
+    fn known_values_are_used_only_when_asked() {
+        let tier = LocalTier::new(1 << 20);
+        let epoch = tier.probe("k", &[], &mut [], true).epoch;
+        tier.learn(epoch, [("rows", Arc::from("v"))].into_iter());
+        let mut values = [None];
+        tier.probe("k", &["rows"], &mut values, false);
+        assert_eq!(values[0], None, "no lease: nothing known is used");
     }
 
     #[test]
@@ -143,7 +250,7 @@ mod tests {
         }
         tier.insert("big", entry(5000), now_ms() + 60_000, false);
         assert!(
-            tier.get("big").is_none(),
+            tier.probe("big", &[], &mut [], false).entry.is_none(),
             "an entry over a quarter of the tier is not kept"
         );
     }

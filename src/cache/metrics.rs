@@ -3,7 +3,10 @@
 //! (one per application, so tests never share counters) that the app may add its own
 //! metrics to (`registry`).
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
 use serde::Serialize;
 
 /// Outcome of one cache lookup, as reported in `X-Cache`.
@@ -77,6 +80,9 @@ pub struct Metrics {
     redis_errors: IntCounter,
     db_loads: IntCounterVec,
     circuit_open: IntGauge,
+    memory_hits: IntCounterVec,
+    lease_renewals: IntCounterVec,
+    acknowledgment_wait: Histogram,
     recent: std::sync::Mutex<std::collections::VecDeque<RecentInvalidation>>,
 }
 
@@ -111,8 +117,37 @@ impl Metrics {
             "1 while the Redis circuit breaker skips Redis after repeated failures",
         )
         .expect("valid metric");
+        let memory_hits = IntCounterVec::new(
+            Opts::new(
+                "cache_memory_hits_total",
+                "Hits answered from this process's memory, with no command to Redis",
+            ),
+            &["layer"],
+        )
+        .expect("valid metric");
+        let lease_renewals = IntCounterVec::new(
+            Opts::new(
+                "cache_lease_renewals_total",
+                "Lease registrations and renewals of this instance, by result",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let acknowledgment_wait = Histogram::with_opts(
+            HistogramOpts::new(
+                "cache_invalidation_wait_seconds",
+                "How long a write waited for every instance to acknowledge its invalidation",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0,
+            ]),
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(lookups.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(memory_hits.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(lease_renewals.clone()),
+            Box::new(acknowledgment_wait.clone()),
+            Box::new(lookups.clone()),
             Box::new(invalidations.clone()),
             Box::new(redis_errors.clone()),
             Box::new(db_loads.clone()),
@@ -128,6 +163,7 @@ impl Metrics {
                 lookup_series.push(lookups.with_label_values(&[layer.label(), outcome.label()]));
             }
             db_loads.with_label_values(&[layer.label()]);
+            memory_hits.with_label_values(&[layer.label()]);
         }
         Self {
             registry,
@@ -136,12 +172,28 @@ impl Metrics {
             redis_errors,
             db_loads,
             circuit_open,
+            memory_hits,
+            lease_renewals,
+            acknowledgment_wait,
             recent: Default::default(),
         }
     }
 
     pub fn lookup(&self, layer: Layer, outcome: Outcome) {
         self.lookup_series[lookup_index(layer, outcome)].inc();
+    }
+
+    /// A hit answered from memory (counted as a hit by `lookup` too).
+    pub fn memory_hit(&self, layer: Layer) {
+        self.memory_hits.with_label_values(&[layer.label()]).inc();
+    }
+
+    pub fn lease_renewal(&self, result: &str) {
+        self.lease_renewals.with_label_values(&[result]).inc();
+    }
+
+    pub fn acknowledged_after(&self, waited: std::time::Duration) {
+        self.acknowledgment_wait.observe(waited.as_secs_f64());
     }
 
     pub fn invalidation(&self) {

@@ -100,23 +100,22 @@ pub mod admin;
 pub mod config;
 pub mod entry;
 pub mod flight;
-pub mod generation;
 pub mod keys;
+pub mod lease;
 pub mod local;
 pub mod metrics;
 pub mod page;
 pub mod query;
 pub mod refresh;
+pub mod request;
 pub mod store;
 pub mod version;
 
-use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix_web::web::Bytes;
-use futures_util::FutureExt;
 
 pub use admin::{KEY_LISTING_REUSE, KeyInfo, KeyListing};
 pub use entry::Entry;
@@ -131,6 +130,14 @@ use local::LocalTier;
 
 /// How long the refresh lock of an expired entry is held at most.
 const REFRESH_LOCK_MS: u64 = 10_000;
+
+/// The generation's name among token names (`Cache::lookup`; dependency token names are
+/// the app's, and hold no parenthesis).
+const GENERATION: &str = "(generation)";
+
+/// About how many invalidations the log keeps: an instance further behind than that
+/// sees a gap and drops what it knows.
+const LOG_LENGTH: u64 = 1000;
 
 #[derive(Clone)]
 pub struct Cache {
@@ -153,6 +160,12 @@ struct Inner {
     wait_replicas: u32,
     flush_lock: tokio::sync::Mutex<()>,
     local: LocalTier,
+    /// This instance's lease, when it answers from memory (`CacheConfig::hold_lease`).
+    lease: Option<lease::Lease>,
+    /// How long a lease lasts (every instance's: writers wait at most about that long).
+    lease_length: Duration,
+    /// Writes of this process waiting for acknowledgments.
+    acks: lease::Acks,
     /// Builds under way in this instance, by generation and key (`refresh.rs`).
     flights: SingleFlight<Option<Arc<Entry>>>,
     /// The last key listing (when, for which limit, what): see `list_keys`.
@@ -161,8 +174,9 @@ struct Inner {
 
 /// The result of a token-checked lookup.
 pub enum Lookup {
-    /// An entry built under exactly the tokens' current values (its `version`).
-    Found(Arc<Entry>),
+    /// An entry built under exactly the tokens' current values (its `version`); `true`
+    /// when answered from memory, without a command to Redis.
+    Found(Arc<Entry>, bool),
     /// No such entry; `version` holds the tokens' current values.
     Missing { version: Version },
 }
@@ -170,7 +184,7 @@ pub enum Lookup {
 impl Lookup {
     pub fn entry(&self) -> Option<&Arc<Entry>> {
         match self {
-            Self::Found(entry) => Some(entry),
+            Self::Found(entry, _) => Some(entry),
             Self::Missing { .. } => None,
         }
     }
@@ -179,15 +193,20 @@ impl Lookup {
     /// the entry built from this lookup with it.
     pub fn version(&self) -> &Version {
         match self {
-            Self::Found(entry) => &entry.version,
+            Self::Found(entry, _) => &entry.version,
             Self::Missing { version } => version,
         }
+    }
+
+    /// Whether it was answered from memory, without a command to Redis.
+    pub fn from_memory(&self) -> bool {
+        matches!(self, Self::Found(_, true))
     }
 
     /// `version`, owned.
     pub fn into_version(self) -> Version {
         match self {
-            Self::Found(entry) => entry.version.clone(),
+            Self::Found(entry, _) => entry.version.clone(),
             Self::Missing { version } => version,
         }
     }
@@ -244,6 +263,10 @@ impl Cache {
                 wait_replicas: config.wait_replicas,
                 flush_lock: tokio::sync::Mutex::new(()),
                 local: LocalTier::new(config.local_bytes),
+                lease: (config.hold_lease && config.local_bytes > 0)
+                    .then(|| lease::Lease::new(config.lease)),
+                lease_length: config.lease,
+                acks: lease::Acks::default(),
                 flights: SingleFlight::default(),
                 key_listing: tokio::sync::Mutex::default(),
             }),
@@ -264,6 +287,11 @@ impl Cache {
 
     pub(crate) fn flights(&self) -> &SingleFlight<Option<Arc<Entry>>> {
         &self.inner.flights
+    }
+
+    /// Whether this instance may answer hits from memory now (`lease.rs`).
+    pub fn holds_lease(&self) -> bool {
+        self.inner.lease.as_ref().is_some_and(|l| l.holds())
     }
 
     /// `PREFIX:NAME` of the app's named entries (`CacheConfig::named_entries`).
@@ -290,80 +318,103 @@ impl Cache {
         self.inner.invalidation_pending.load(Ordering::SeqCst)
     }
 
-    /// Reads the tokens `key` depends on — the generation, then the dependency tokens
-    /// named in `deps` — and `key` itself in one round trip (`MGET`); when this process
-    /// still holds the entry (`local.rs`), only the tokens are read (batched:
-    /// `generation.rs`). The entry is accepted only if it was built under exactly the
-    /// values read. A missing token is started with a fresh value (never matched).
-    ///
-    /// A read-only request (`generation::request_scope`) reads each token once: its
-    /// later lookups use the value it read first, and read only tokens it has not read
-    /// yet ("Within one request" in the module docs).
+    /// The entry of `slot` if it was built under exactly the current values of its
+    /// tokens — the generation, then `slot.deps` — else those values (the version to
+    /// build it under). Token values come first from this request's memory (`request.rs`),
+    /// then, while this instance holds its lease, from what it knows (`local.rs`), and
+    /// the rest from Redis — in one `MGET` with the entry when this process does not hold
+    /// it. A hit held in memory whose tokens are all known sends nothing to Redis. A
+    /// missing token is started with a fresh value (never matched).
     pub async fn lookup(&self, slot: &Slot<'_>) -> Result<Lookup, CacheUnavailable> {
-        let (key, deps) = (slot.key, slot.deps);
         self.ensure_no_pending_invalidation().await?;
         let id = self.inner.store.id();
-        let mut tokens = self.token_keys(deps);
-        let mut known = generation::recall(id, &tokens);
-        if let Some(local) = self.inner.local.get(key) {
-            let all_known = known.iter().all(Option::is_some);
-            let none_known = known.iter().all(Option::is_none);
-            if !all_known {
-                // Read the rest (batched) and remember them for this request.
-                let unknown = if none_known {
-                    // Handed over, not copied (a hit's usual path); rebuilt if needed.
-                    std::mem::take(&mut tokens)
-                } else {
-                    unknown_keys(&tokens, &known)
-                };
-                let cache = self.clone();
-                let read = move |keys: Vec<String>| {
-                    async move { cache.track(cache.store().mget(&keys).await) }.boxed_local()
-                };
-                let (values, positions) = generation::read_batched(id, &unknown, read).await?;
-                fill(&mut known, &values, positions.iter().copied());
-                generation::remember(id, unknown, values, positions);
-            }
-            if local.version.matches(values_of(&known)) {
-                return Ok(Lookup::Found(local));
-            }
-            if none_known {
-                // Built under older tokens than the current ones: it will never be used.
-                self.inner.local.remove(key);
+        let mut names: Vec<&str> = Vec::with_capacity(slot.deps.len() + 1);
+        names.push(GENERATION);
+        names.extend_from_slice(slot.deps);
+        let mut values: Vec<Option<Arc<str>>> =
+            names.iter().map(|name| request::recall(id, name)).collect();
+        let recalled: Vec<bool> = values.iter().map(Option::is_some).collect();
+        let holds = self.inner.lease.as_ref().is_some_and(|l| l.holds());
+        let probe = self.inner.local.probe(slot.key, &names, &mut values, holds);
+        for ((name, value), recalled) in names.iter().zip(&values).zip(&recalled) {
+            if let (Some(value), false) = (value, recalled) {
+                request::remember(id, name, value);
             }
         }
-        if tokens.is_empty() {
-            tokens = self.token_keys(deps);
+        let unknown: Vec<usize> = (0..names.len()).filter(|&i| values[i].is_none()).collect();
+        if unknown.is_empty() {
+            let version = Version::of(values.iter().map(|v| Ok(v.as_deref().unwrap_or(""))));
+            if let Some(held) = probe.entry {
+                if held.version == version {
+                    self.inner.metrics.memory_hit(slot.layer);
+                    return Ok(Lookup::Found(held, true));
+                }
+                // Built under older tokens than the current ones: never used again.
+                self.inner.local.remove(slot.key);
+            }
+            let raw = self.track(self.store().get(slot.key).await)?;
+            return Ok(self.found_or_missing(slot, raw, version));
         }
-        // The tokens not known yet, and the entry, in one read.
-        let mut keys = unknown_keys(&tokens, &known);
-        keys.push(key.to_string());
-        let mut values = self.track(self.store().mget(&keys).await)?;
-        let raw = values.pop().flatten();
-        keys.pop();
-        let values: generation::Values = Rc::new(values);
-        fill(&mut known, &values, 0..keys.len());
-        generation::remember(id, keys, values, Vec::new());
-        let version = self.version(&tokens, values_of(&known)).await?;
+        // The tokens not known yet, and the entry unless it is held, in one read.
+        let mut keys: Vec<String> = unknown.iter().map(|&i| self.token_key(names[i])).collect();
+        if probe.entry.is_none() {
+            keys.push(slot.key.to_string());
+        }
+        let mut read = self.track(self.store().mget(&keys).await)?;
+        let raw = if probe.entry.is_none() {
+            read.pop().flatten()
+        } else {
+            None
+        };
+        for (&i, value) in unknown.iter().zip(read) {
+            values[i] = value.and_then(|v| String::from_utf8(v).ok()).map(Arc::from);
+            if let Some(value) = &values[i] {
+                request::remember(id, names[i], value);
+            }
+        }
+        if self.inner.lease.as_ref().is_some_and(|l| l.holds()) {
+            self.inner.local.learn(
+                probe.epoch,
+                unknown
+                    .iter()
+                    .filter_map(|&i| Some((names[i], values[i].clone()?))),
+            );
+        }
+        let version = self.version(&names, &values).await?;
+        match probe.entry {
+            Some(held) if held.version == version => Ok(Lookup::Found(held, false)),
+            Some(_) => {
+                self.inner.local.remove(slot.key);
+                let raw = self.track(self.store().get(slot.key).await)?;
+                Ok(self.found_or_missing(slot, raw, version))
+            }
+            None => Ok(self.found_or_missing(slot, raw, version)),
+        }
+    }
+
+    /// The entry read from Redis if it was built under `version` (then kept in memory
+    /// too), else `Missing`.
+    fn found_or_missing(&self, slot: &Slot<'_>, raw: Option<Vec<u8>>, version: Version) -> Lookup {
         match raw.and_then(Entry::decode).filter(|e| e.version == version) {
             Some(entry) => {
                 let entry = Arc::new(entry);
                 self.keep_locally(slot, entry.clone());
-                Ok(Lookup::Found(entry))
+                Lookup::Found(entry, false)
             }
-            None => Ok(Lookup::Missing { version }),
+            None => Lookup::Missing { version },
         }
     }
 
-    /// The keys of the tokens an entry depends on: the generation, then `deps`.
-    fn token_keys(&self, deps: &[&str]) -> Vec<String> {
-        let mut keys = Vec::with_capacity(deps.len() + 1);
-        keys.push(self.keys().generation().to_string());
-        keys.extend(deps.iter().map(|name| self.keys().token(name)));
-        keys
+    /// The Redis key of the token named `name` (`GENERATION`: the generation).
+    fn token_key(&self, name: &str) -> String {
+        if name == GENERATION {
+            self.keys().generation().to_string()
+        } else {
+            self.keys().token(name)
+        }
     }
 
-    /// The version of the tokens' values (in `keys`' order). A missing generation is
+    /// The version of the tokens' values (in `names`' order). A missing generation is
     /// started at once (one key; not remembered, so the request's next lookup reads it
     /// again and finds this value or a newer one). A missing dependency token is *not*
     /// created here — a lookup of a page that will not be stored (a 404 for any id one
@@ -371,19 +422,24 @@ impl Cache {
     /// `put` creates the token with when, and only if, it stores an entry built under it.
     async fn version(
         &self,
-        keys: &[String],
-        values: impl Iterator<Item = Option<&[u8]>>,
+        names: &[&str],
+        values: &[Option<Arc<str>>],
     ) -> Result<Version, CacheUnavailable> {
-        let values: Vec<Option<&str>> = values
-            .map(|v| v.and_then(|v| std::str::from_utf8(v).ok()))
-            .collect();
         let started = match values.first() {
             Some(None) => Some(self.start_generation().await?),
             _ => None,
         };
-        Ok(Version::of(keys.iter().zip(values).enumerate().map(
-            |(i, (key, value))| match (value, &started) {
-                (Some(value), _) => Ok(value),
+        let keys: Vec<String> = names
+            .iter()
+            .zip(values)
+            .map(|(name, value)| match value {
+                Some(_) => String::new(),
+                None => self.token_key(name),
+            })
+            .collect();
+        Ok(Version::of(values.iter().zip(&keys).enumerate().map(
+            |(i, (value, key))| match (value, &started) {
+                (Some(value), _) => Ok(value.as_ref()),
                 (None, Some(generation)) if i == 0 => Ok(generation.as_str()),
                 (None, _) => Err((key.as_str(), new_token())),
             },
@@ -470,37 +526,21 @@ impl Cache {
         let _ = self.track(released);
     }
 
-    /// The invalidation after a committed write: a new value for each dependency token
-    /// named in `tokens` and no `all_properties`, in one `MULTI` (in a cluster, one
-    /// token after another in the order given: list the tokens of entries that others
-    /// are built from first; see the module docs). Returns whether it
-    /// reached Redis; if not, an invalidation is pending (the generation will be
-    /// replaced, which covers these tokens and more) and the cache is bypassed meanwhile.
+    /// The invalidation after a committed write (the model hook's): a new value for each
+    /// token named in `tokens` (list the tokens of entries that others are built from
+    /// first: in a cluster they are replaced in that order; see the module docs), the
+    /// app's named entries deleted, the invalidation logged, and a wait until every
+    /// instance has applied it (or its lease has ended). Returns whether it reached
+    /// Redis; if not, an invalidation is pending (the generation will be replaced, which
+    /// covers these tokens and more) and the cache is bypassed meanwhile.
     pub async fn invalidate(&self, tokens: &[String]) -> bool {
-        // Whatever happens, this request reads the generation afresh from now on.
-        generation::forget();
+        // Whatever happens, this request reads every token afresh from now on.
+        request::forget();
         if self.invalidation_pending() {
             return self.ensure_no_pending_invalidation().await.is_ok();
         }
-        let pairs: Vec<(String, String)> = tokens
-            .iter()
-            .map(|name| (self.keys().token(name), new_token()))
-            .collect();
-        let counters: Vec<String> = tokens.iter().map(|n| self.keys().token_count(n)).collect();
-        let replaced = match self
-            .store()
-            .replace_tokens(
-                &pairs,
-                self.token_lifetime_ms(),
-                &self.inner.named_entries,
-                &counters,
-            )
-            .await
-        {
-            Ok(counts) => self.replicated(&pairs).await.map(|()| counts),
-            Err(e) => Err(e),
-        };
-        match self.track(replaced) {
+        let since = std::time::Instant::now();
+        match self.replace(tokens).await {
             Ok(stored) => {
                 self.inner.metrics.invalidation();
                 self.inner
@@ -510,19 +550,64 @@ impl Cache {
             }
             Err(_) => {
                 log::warn!("invalidation could not reach redis; bypassing the cache until it does");
+                // No instance learned of it: the write is acknowledged once every
+                // instance that cannot reach Redis either has stopped answering from
+                // memory (see "Faults" in the module docs).
+                tokio::time::sleep_until((since + self.lease_bound()).into()).await;
                 false
             }
         }
     }
 
-    /// Waits for the configured replicas to have the tokens just written (`WAIT`): a
-    /// replacement a failover could lose counts as failed (the invalidation stays
-    /// pending: see the module docs).
-    async fn replicated(&self, pairs: &[(String, String)]) -> Result<(), CacheUnavailable> {
-        let keys: Vec<String> = pairs.iter().map(|(key, _)| key.clone()).collect();
-        self.store()
-            .wait_for_replicas(&keys, self.inner.wait_replicas)
-            .await
+    /// Replaces the tokens named (`GENERATION`: the generation) and deletes the named
+    /// entries, logging it, in one `MULTI` (`RedisStore::replace_tokens`); waits for the
+    /// configured replicas to have it (`WAIT`: a replacement a failover could lose counts
+    /// as failed), then for every instance to have applied it. How many stored entries
+    /// each replaced token made unreachable.
+    async fn replace(&self, names: &[String]) -> Result<Vec<u64>, CacheUnavailable> {
+        let pairs: Vec<(String, String)> = names
+            .iter()
+            .map(|name| (self.token_key(name), new_token()))
+            .collect();
+        let counters: Vec<String> = names.iter().map(|n| self.keys().token_count(n)).collect();
+        let joined = names.join(" ");
+        let append = store::Append {
+            sync: self.keys().sync(),
+            log: self.keys().log(),
+            tokens: &joined,
+            max_len: LOG_LENGTH,
+            keep_ms: self.token_lifetime_ms(),
+        };
+        let since = std::time::Instant::now();
+        let replaced = self
+            .store()
+            .replace_tokens(
+                &pairs,
+                self.token_lifetime_ms(),
+                &self.inner.named_entries,
+                &counters,
+                &append,
+            )
+            .await;
+        let (counts, appended) = self.track(replaced)?;
+        let mut written: Vec<String> = pairs.into_iter().map(|(key, _)| key).collect();
+        written.push(self.keys().sync().to_string());
+        let replicated = self
+            .store()
+            .wait_for_replicas(&written, self.inner.wait_replicas)
+            .await;
+        self.track(replicated)?;
+        self.inner.local.forget(names);
+        self.wait_for_acknowledgments(appended, since).await;
+        Ok(counts)
+    }
+
+    /// The longest an instance that stopped hearing from Redis may still answer from
+    /// memory, counted from the last renewal it sent before: a lease, a renewal period,
+    /// and the margin (`lease.rs`).
+    fn lease_bound(&self) -> Duration {
+        let length = self.inner.lease_length;
+        length + length / 4 + (length / 10).max(Duration::from_millis(20))
     }
 
     /// How long a dependency token lives: twice the longest an entry may (a token that
@@ -553,26 +638,15 @@ impl Cache {
     }
 
     async fn replace_generation(&self) -> bool {
-        let pairs = [(self.keys().generation().to_string(), new_token())];
-        // Whatever happens, this request reads the token afresh from now on.
-        generation::forget();
-        let replaced = match self
-            .store()
-            .set_all_and_delete(&pairs, None, &self.inner.named_entries)
-            .await
-        {
-            Ok(()) => self.replicated(&pairs).await,
-            Err(e) => Err(e),
-        };
-        match replaced {
-            Ok(()) => {
-                self.inner
-                    .invalidation_pending
-                    .store(false, Ordering::SeqCst);
-                true
-            }
-            Err(_) => false,
+        // Whatever happens, this request reads every token afresh from now on.
+        request::forget();
+        if self.replace(&[GENERATION.to_string()]).await.is_err() {
+            return false;
         }
+        self.inner
+            .invalidation_pending
+            .store(false, Ordering::SeqCst);
+        true
     }
 
     /// A missing generation (evicted, Redis restarted, cache cleared) gets a fresh,
@@ -581,7 +655,7 @@ impl Cache {
         let token = new_token();
         let existing = self
             .store()
-            .set_nx_get(self.keys().generation(), &token)
+            .set_nx_get(self.keys().generation(), &token, self.token_lifetime_ms())
             .await;
         Ok(self.track(existing)?.unwrap_or(token))
     }
@@ -593,7 +667,7 @@ impl Cache {
             self.inner
                 .invalidation_pending
                 .store(true, Ordering::SeqCst);
-            generation::forget();
+            request::forget();
         }
         result
     }
@@ -623,34 +697,6 @@ impl Cache {
             }
         })
     }
-}
-
-/// The keys of the tokens whose value is not known yet.
-fn unknown_keys(tokens: &[String], known: &[generation::Known]) -> Vec<String> {
-    tokens
-        .iter()
-        .zip(known)
-        .filter(|(_, k)| k.is_none())
-        .map(|(t, _)| t.clone())
-        .collect()
-}
-
-/// Fills in the values not known yet, in order, from a read: `values` at `positions`.
-fn fill(
-    known: &mut [generation::Known],
-    values: &generation::Values,
-    mut positions: impl Iterator<Item = usize>,
-) {
-    for k in known.iter_mut().filter(|k| k.is_none()) {
-        *k = positions.next().map(|at| (values.clone(), at));
-    }
-}
-
-/// The values of tokens, as `recall`ed or read.
-fn values_of(known: &[generation::Known]) -> impl Iterator<Item = Option<&[u8]>> {
-    known
-        .iter()
-        .map(|k| k.as_ref().and_then(|(values, at)| values[*at].as_deref()))
 }
 
 /// A fresh, never-reused token (128 random bits, hex).

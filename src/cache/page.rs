@@ -28,9 +28,9 @@ use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::entry::{Coding, Entry, now_ms};
-use super::generation;
 use super::metrics::{Layer, Outcome};
 use super::refresh::{self, Built, Fetched, Spec};
+use super::request;
 use super::{Cache, Slot, Version};
 
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -68,7 +68,7 @@ pub async fn serve<B: MessageBody + 'static>(
     next: Next<B>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
-    let (mut res, outcome) = generation::request_scope(read_only, async {
+    let (mut res, outcome) = request::request_scope(read_only, async {
         match cacheable {
             Cacheable::Page { url, deps, ttl } if read_only => {
                 cached(req, next, cache, &url, &deps, ttl).await
@@ -93,6 +93,7 @@ pub async fn serve<B: MessageBody + 'static>(
 /// app gave the cache (`CacheConfig::status_name`); built once, cloned per response.
 pub(crate) struct StatusHeaders {
     hit: HeaderValue,
+    memory: HeaderValue,
     stale: HeaderValue,
     miss: HeaderValue,
     stored: HeaderValue,
@@ -107,6 +108,7 @@ impl StatusHeaders {
         };
         Self {
             hit: value("hit"),
+            memory: value("hit; detail=memory"),
             stale: value("hit; fwd=stale"),
             miss: value("fwd=miss"),
             stored: value("fwd=miss; stored"),
@@ -171,6 +173,17 @@ async fn cached<B: MessageBody + 'static>(
     match fetched {
         Fetched::Cached(entry, outcome) => match mine {
             Some((req, _)) => Ok(answer(req, &entry, outcome)),
+            None => Err(actix_web::error::ErrorInternalServerError(
+                "page cache: a cached answer without its request",
+            )),
+        },
+        Fetched::Memory(entry) => match mine {
+            Some((req, _)) => {
+                let (mut res, outcome) = answer(req, &entry, Outcome::Hit);
+                res.headers_mut()
+                    .insert(CACHE_STATUS, cache.inner.status.memory.clone());
+                Ok((res, outcome))
+            }
             None => Err(actix_web::error::ErrorInternalServerError(
                 "page cache: a cached answer without its request",
             )),

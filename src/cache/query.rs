@@ -91,7 +91,7 @@ where
     .await;
     match fetched {
         Fetched::Cached(value, Outcome::Stale) => Ok((value, Served::Stale)),
-        Fetched::Cached(value, _) => Ok((value, Served::Current)),
+        Fetched::Cached(value, _) | Fetched::Memory(value) => Ok((value, Served::Current)),
         Fetched::Built(value, Outcome::Stale) => value.map(|v| (v, Served::Stale)),
         Fetched::Built(value, _) => value.map(|v| (v, Served::Current)),
         Fetched::StaleInstead(value, _) => Ok((value, Served::Stale)),

@@ -47,6 +47,8 @@ impl<O> Built<O> {
 pub enum Fetched<V, O> {
     /// From an entry: fresh (`Hit`), or expired within grace (`Stale`).
     Cached(V, Outcome),
+    /// A hit answered from memory, with no command to Redis.
+    Memory(V),
     /// By this caller's build (`Miss`, `Stale` when built from stale data, or `Bypass`).
     Built(O, Outcome),
     /// The build found its source unavailable: answered from an expired entry instead.
@@ -82,13 +84,18 @@ where
             return Fetched::Built(output, Outcome::Bypass);
         }
     };
+    let memory = lookup.from_memory();
     let entry = lookup
         .entry()
         .and_then(|e| Some((cache.freshness(e, spec.slot.ttl), (spec.read)(e)?)));
     match entry {
         Some((Freshness::Fresh, value)) => {
             cache.metrics().lookup(spec.slot.layer, Outcome::Hit);
-            Fetched::Cached(value, Outcome::Hit)
+            if memory {
+                Fetched::Memory(value)
+            } else {
+                Fetched::Cached(value, Outcome::Hit)
+            }
         }
         // Boxed, so that the future of a hit stays small (the page cache moves it into
         // place for every request).

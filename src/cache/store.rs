@@ -69,7 +69,7 @@ pub struct RedisStore {
 #[derive(Clone)]
 enum Client {
     Single(redis::Client),
-    Cluster(Box<(ClusterClient, ClusterConfig, ConnectionInfo)>),
+    Cluster(Box<(ClusterClient, ClusterConfig, ConnectionInfo, Vec<String>)>),
 }
 
 /// A connection made by `Client`: both reconnect by themselves.
@@ -180,7 +180,7 @@ impl RedisStore {
             .into_connection_info()
             .map_err(|e| anyhow::anyhow!("REDIS_CLUSTER_URLS {urls:?} is not usable: {e}"))?;
         Ok(Self::with_client(
-            Client::Cluster(Box::new((client, config, seed))),
+            Client::Cluster(Box::new((client, config, seed, urls.to_vec()))),
             timeout,
             metrics,
             on_time,
@@ -310,6 +310,11 @@ impl RedisStore {
         Ok(values)
     }
 
+    /// `GET key`.
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheUnavailable> {
+        self.query(redis::cmd("GET").arg(key)).await
+    }
+
     /// `SET key value PX ms`.
     pub async fn set_px(&self, key: &str, value: &[u8], ms: u64) -> Result<(), CacheUnavailable> {
         self.query(
@@ -337,14 +342,24 @@ impl RedisStore {
         Ok(set.is_some())
     }
 
-    /// `SET key value NX GET`: the value already there, if any (then nothing is set).
+    /// `SET key value NX GET PX ms`: the value already there, if any (then nothing is
+    /// set).
     pub async fn set_nx_get(
         &self,
         key: &str,
         value: &str,
+        ms: u64,
     ) -> Result<Option<String>, CacheUnavailable> {
-        self.query(redis::cmd("SET").arg(key).arg(value).arg("NX").arg("GET"))
-            .await
+        self.query(
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("NX")
+                .arg("GET")
+                .arg("PX")
+                .arg(ms.max(1)),
+        )
+        .await
     }
 
     /// Stores an entry: `SET token marker NX PX token_px` for each token in `missing`,
@@ -387,25 +402,30 @@ impl RedisStore {
             .all(|r| !matches!(r, Value::Nil)))
     }
 
-    /// Sets each token to its new value (expiring after `px` ms), deletes `delete` and
-    /// takes each counter's value (`GETDEL`): the counts. One `MULTI` on a single Redis.
-    /// In a cluster, where no `MULTI` spans slots, the tokens are set one after
-    /// another, in the order given, each once the one before has landed (see "Redis
-    /// Cluster" in the module docs of `cache`), then the rest all at once.
+    /// Sets each key of `pairs` to its new value (expiring after `px` ms), deletes
+    /// `delete`, takes each counter's value (`GETDEL`: the counts), and appends the
+    /// invalidation to the log (`append`): one `MULTI` on a single Redis, so the log
+    /// never shows a replacement that is not done. In a cluster, where no `MULTI` spans
+    /// slots, the tokens are set one after another, in the order given, each once the
+    /// one before has landed (see "Redis Cluster" in the module docs of `cache`), then
+    /// the rest all at once, and the log last. Returns the counts and where the
+    /// invalidation stands in the log.
     pub async fn replace_tokens(
         &self,
         pairs: &[(String, String)],
         px: u64,
         delete: &[String],
         counters: &[String],
-    ) -> Result<Vec<u64>, CacheUnavailable> {
+        append: &Append<'_>,
+    ) -> Result<(Vec<u64>, Appended), CacheUnavailable> {
         let set = |key: &str, value: &str| {
             let mut set = redis::cmd("SET");
             set.arg(key).arg(value).arg("PX").arg(px.max(1));
             set
         };
+        let cluster = self.is_cluster();
         let mut ops: Vec<(&str, Cmd)> = Vec::new();
-        if self.is_cluster() {
+        if cluster {
             for (key, value) in pairs {
                 self.query::<Value>(&set(key, value)).await?;
             }
@@ -419,37 +439,26 @@ impl RedisStore {
         for key in delete {
             ops.push((key, redis::cmd("DEL").arg(key).to_owned()));
         }
+        let counted_from = ops.len();
         for counter in counters {
             ops.push((counter, redis::cmd("GETDEL").arg(counter).to_owned()));
         }
+        if !cluster {
+            ops.push((append.sync, append.command()));
+        }
         let replies = self.per_slot(ops, true).await?;
-        Ok(replies[replies.len() - counters.len()..]
+        let appended = if cluster {
+            self.query::<Value>(&append.command()).await?
+        } else {
+            replies.last().cloned().unwrap_or(Value::Nil)
+        };
+        let (seq, born) = <(u64, i64)>::from_redis_value(appended)
+            .map_err(|e| self.on_failure(format!("appending to the invalidation log: {e}")))?;
+        let counts = replies[counted_from..counted_from + counters.len()]
             .iter()
             .map(|v| u64::from_redis_value(v.clone()).unwrap_or_default())
-            .collect())
-    }
-
-    /// Sets each key to its value (expiring after `px` ms, if given) and deletes
-    /// `delete`: one `MULTI` on a single Redis, one per slot in a cluster.
-    pub async fn set_all_and_delete(
-        &self,
-        pairs: &[(String, String)],
-        px: Option<u64>,
-        delete: &[String],
-    ) -> Result<(), CacheUnavailable> {
-        let mut ops: Vec<(&str, Cmd)> = Vec::new();
-        for (key, value) in pairs {
-            let mut set = redis::cmd("SET");
-            set.arg(key).arg(value);
-            if let Some(ms) = px {
-                set.arg("PX").arg(ms.max(1));
-            }
-            ops.push((key, set));
-        }
-        for key in delete {
-            ops.push((key, redis::cmd("DEL").arg(key).to_owned()));
-        }
-        self.per_slot(ops, true).await.map(drop)
+            .collect();
+        Ok((counts, Appended { seq, born }))
     }
 
     /// Runs `ops` (each with the key that places it) as one pipeline — `MULTI` when
@@ -542,6 +551,157 @@ impl RedisStore {
             Ok(T::from_redis_value(value)?)
         })
         .await
+    }
+
+    // ---- The instances' leases and the invalidation log (`lease.rs`) -------------
+    //
+    // One hash (`Keys::sync`) holds `born` (when it was created, Redis time in ms),
+    // `seq` (the last invalidation's number) and per instance `lease:ID` (when its lease
+    // ends), `ack:ID` (the last invalidation it applied) and `rseq:ID` (`seq` when its
+    // lease was last extended); the log is a stream beside it (`Keys::log`), in the
+    // same slot. Every change to them is one script, so each is atomic also in a
+    // cluster; the times are Redis's own clock (`TIME`), so no two instances' clocks
+    // are compared.
+
+    /// Registers instance `id` with a lease of `lease_ms`: its lease, its acknowledgment
+    /// and its `rseq` at the current `seq`. Returns that `seq` and the log's last entry
+    /// id (where the instance starts reading).
+    pub async fn register(
+        &self,
+        sync: &str,
+        log: &str,
+        id: &str,
+        lease_ms: u64,
+        keep_ms: u64,
+    ) -> Result<(u64, String), CacheUnavailable> {
+        const SCRIPT: &str = r"
+            local t = redis.call('TIME')
+            local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+            if redis.call('EXISTS', KEYS[1]) == 0 then
+                redis.call('HSET', KEYS[1], 'born', now, 'seq', 0)
+            end
+            local seq = redis.call('HGET', KEYS[1], 'seq') or '0'
+            redis.call('HSET', KEYS[1], 'lease:' .. ARGV[1], now + tonumber(ARGV[2]),
+                'ack:' .. ARGV[1], seq, 'rseq:' .. ARGV[1], seq)
+            redis.call('PEXPIRE', KEYS[1], ARGV[3])
+            local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+            local cursor = '0-0'
+            if last[1] then cursor = last[1][1] end
+            return {seq, cursor}";
+        let mut cmd = script(SCRIPT, &[sync, log]);
+        cmd.arg(id).arg(lease_ms).arg(keep_ms);
+        let (seq, cursor): (String, String) = self.query(&cmd).await?;
+        Ok((seq.parse().unwrap_or(0), cursor))
+    }
+
+    /// Extends instance `id`'s lease by `lease_ms` from now, if it still holds one that
+    /// has not run out, and if it has applied (`applied`) every invalidation logged
+    /// before its last extension (one that falls behind is not extended, so a writer
+    /// never waits for it longer than a lease and a renewal). Records `applied` as its
+    /// acknowledgment too.
+    pub async fn renew(
+        &self,
+        sync: &str,
+        id: &str,
+        lease_ms: u64,
+        applied: u64,
+        keep_ms: u64,
+    ) -> Result<Renewal, CacheUnavailable> {
+        const SCRIPT: &str = r"
+            local t = redis.call('TIME')
+            local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+            local ends = redis.call('HGET', KEYS[1], 'lease:' .. ARGV[1])
+            if not ends or tonumber(ends) <= now then return 0 end
+            local ack = tonumber(redis.call('HGET', KEYS[1], 'ack:' .. ARGV[1]) or '0')
+            if tonumber(ARGV[3]) > ack then
+                redis.call('HSET', KEYS[1], 'ack:' .. ARGV[1], ARGV[3])
+                redis.call('PEXPIRE', KEYS[1], ARGV[4])
+            end
+            local rseq = tonumber(redis.call('HGET', KEYS[1], 'rseq:' .. ARGV[1]) or '0')
+            if tonumber(ARGV[3]) < rseq then return 1 end
+            local seq = redis.call('HGET', KEYS[1], 'seq') or '0'
+            redis.call('HSET', KEYS[1], 'lease:' .. ARGV[1], now + tonumber(ARGV[2]),
+                'rseq:' .. ARGV[1], seq)
+            redis.call('PEXPIRE', KEYS[1], ARGV[4])
+            return 2";
+        let mut cmd = script(SCRIPT, &[sync]);
+        cmd.arg(id).arg(lease_ms).arg(applied).arg(keep_ms);
+        Ok(match self.query::<i64>(&cmd).await? {
+            2 => Renewal::Extended,
+            1 => Renewal::Behind,
+            _ => Renewal::Lost,
+        })
+    }
+
+    /// Records that instance `id` applied every invalidation up to `seq`, if it still
+    /// holds a lease entry (a lost one is not brought back by an acknowledgment).
+    pub async fn acknowledge(
+        &self,
+        sync: &str,
+        id: &str,
+        seq: u64,
+        keep_ms: u64,
+    ) -> Result<(), CacheUnavailable> {
+        const SCRIPT: &str = r"
+            if redis.call('HEXISTS', KEYS[1], 'lease:' .. ARGV[1]) == 0 then return 0 end
+            local ack = tonumber(redis.call('HGET', KEYS[1], 'ack:' .. ARGV[1]) or '0')
+            if tonumber(ARGV[2]) > ack then
+                redis.call('HSET', KEYS[1], 'ack:' .. ARGV[1], ARGV[2])
+                redis.call('PEXPIRE', KEYS[1], ARGV[3])
+            end
+            return 1";
+        let mut cmd = script(SCRIPT, &[sync]);
+        cmd.arg(id).arg(seq).arg(keep_ms);
+        self.query::<i64>(&cmd).await.map(drop)
+    }
+
+    /// What writers wait on: Redis's clock now (ms) and every field of the hash.
+    pub async fn sync_state(&self, sync: &str) -> Result<SyncState, CacheUnavailable> {
+        const SCRIPT: &str = r"
+            local t = redis.call('TIME')
+            local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+            return {now, redis.call('HGETALL', KEYS[1])}";
+        let (now, fields): (i64, Vec<(String, String)>) =
+            self.query(&script(SCRIPT, &[sync])).await?;
+        Ok(SyncState::from_fields(now, fields))
+    }
+
+    /// Reads the log after `cursor`, blocking up to `block_ms` for new entries, on a
+    /// connection of its own (a blocking read would hold up every command behind it):
+    /// each entry's id, number and token names. `None` when the wait ran out.
+    pub async fn read_log(
+        &self,
+        reader: &mut LogReader,
+        log: &str,
+        cursor: &str,
+        block_ms: u64,
+    ) -> Result<Vec<LogEntry>, CacheUnavailable> {
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(256)
+            .arg("BLOCK")
+            .arg(block_ms)
+            .arg("STREAMS")
+            .arg(log)
+            .arg(cursor);
+        let conn = match reader.connection(self, block_ms) {
+            Ok(conn) => conn,
+            Err(e) => return Err(self.on_failure(e.0)),
+        };
+        // The wait, and a slow round trip on either side of it.
+        let bound = 2 * self.timeout + Duration::from_millis(block_ms);
+        let reply = match tokio::time::timeout(bound, cmd.query_async::<Value>(conn)).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => {
+                reader.reset();
+                return Err(self.on_failure(format!("reading the invalidation log: {e}")));
+            }
+            Err(_) => {
+                reader.reset();
+                return Err(self.on_failure("reading the invalidation log timed out".into()));
+            }
+        };
+        Ok(LogEntry::parse_xread(reply))
     }
 
     pub async fn del(&self, key: &str) -> Result<(), CacheUnavailable> {
@@ -871,6 +1031,224 @@ fn node_addr(address: &str) -> Result<ConnectionAddr, CacheUnavailable> {
         .and_then(|(host, port)| Some((host, port.parse().ok()?)))
         .ok_or_else(|| CacheUnavailable(format!("bad node address {address:?}")))?;
     Ok(ConnectionAddr::Tcp(host.to_string(), port))
+}
+
+/// A `Cmd` running `source` (`EVAL`) on `keys`; the caller adds the arguments.
+fn script(source: &str, keys: &[&str]) -> Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(source).arg(keys.len()).arg(keys);
+    cmd
+}
+
+/// The invalidation a write appends to the log (`RedisStore::replace_tokens`): the hash
+/// and the stream (`Keys::sync`, `Keys::log`), the replaced tokens' names, how many
+/// entries the stream keeps (about), and how long both keys live without use.
+pub struct Append<'a> {
+    pub sync: &'a str,
+    pub log: &'a str,
+    pub tokens: &'a str,
+    pub max_len: u64,
+    pub keep_ms: u64,
+}
+
+impl Append<'_> {
+    fn command(&self) -> Cmd {
+        const SCRIPT: &str = r"
+            local t = redis.call('TIME')
+            local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+            if redis.call('EXISTS', KEYS[1]) == 0 then
+                redis.call('HSET', KEYS[1], 'born', now, 'seq', 0)
+            end
+            local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+            redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'seq', seq,
+                'tokens', ARGV[1])
+            redis.call('PEXPIRE', KEYS[1], ARGV[3])
+            redis.call('PEXPIRE', KEYS[2], ARGV[3])
+            return {seq, redis.call('HGET', KEYS[1], 'born')}";
+        let mut cmd = script(SCRIPT, &[self.sync, self.log]);
+        cmd.arg(self.tokens).arg(self.max_len).arg(self.keep_ms);
+        cmd
+    }
+}
+
+/// Where an invalidation stands in the log: its number, and when the hash that
+/// numbered it was created (numbers start again in a new one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: u64,
+    pub born: i64,
+}
+
+/// What a lease renewal did (`RedisStore::renew`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Renewal {
+    Extended,
+    /// Not extended: the instance has not applied an invalidation logged before its last
+    /// extension. The lease still runs until it ends.
+    Behind,
+    /// The instance holds no lease (it ran out, or the hash was evicted or lost): writers
+    /// may not have waited for it.
+    Lost,
+}
+
+/// The hash writers wait on, as read at Redis time `now` (ms).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SyncState {
+    pub now: i64,
+    /// When the hash was (re)created; `None`: it does not exist.
+    pub born: Option<i64>,
+    pub seq: u64,
+    /// Each instance: its id, when its lease ends, and the last invalidation it applied.
+    pub instances: Vec<(String, i64, u64)>,
+}
+
+impl SyncState {
+    fn from_fields(now: i64, fields: Vec<(String, String)>) -> Self {
+        let mut state = Self {
+            now,
+            ..Self::default()
+        };
+        let mut acks: HashMap<String, u64> = HashMap::new();
+        let mut leases: Vec<(String, i64)> = Vec::new();
+        for (field, value) in fields {
+            match field.split_once(':') {
+                None if field == "born" => state.born = value.parse().ok(),
+                None if field == "seq" => state.seq = value.parse().unwrap_or(0),
+                Some(("lease", id)) => leases.push((id.to_string(), value.parse().unwrap_or(0))),
+                Some(("ack", id)) => {
+                    acks.insert(id.to_string(), value.parse().unwrap_or(0));
+                }
+                _ => {}
+            }
+        }
+        leases.sort();
+        state.instances = leases
+            .into_iter()
+            .map(|(id, ends)| {
+                let ack = acks.get(&id).copied().unwrap_or(0);
+                (id, ends, ack)
+            })
+            .collect();
+        state
+    }
+}
+
+/// One invalidation as the log holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The stream entry's id (where the next read starts).
+    pub id: String,
+    pub seq: u64,
+    /// The names of the tokens it replaced.
+    pub tokens: Vec<String>,
+}
+
+impl LogEntry {
+    /// The entries of an `XREAD` reply of one stream (`Nil` when the wait ran out).
+    fn parse_xread(reply: Value) -> Vec<Self> {
+        let text = |v: &Value| String::from_redis_value(v.clone()).ok();
+        let Value::Array(streams) = reply else {
+            return Vec::new();
+        };
+        let mut entries = Vec::new();
+        for stream in streams {
+            let Value::Array(parts) = stream else {
+                continue;
+            };
+            let Some(Value::Array(items)) = parts.get(1) else {
+                continue;
+            };
+            for item in items {
+                let Value::Array(item) = item else { continue };
+                let (Some(id), Some(Value::Array(fields))) =
+                    (item.first().and_then(text), item.get(1))
+                else {
+                    continue;
+                };
+                let mut entry = LogEntry {
+                    id,
+                    seq: 0,
+                    tokens: Vec::new(),
+                };
+                for pair in fields.chunks(2) {
+                    match (
+                        pair.first().and_then(text).as_deref(),
+                        pair.get(1).and_then(text),
+                    ) {
+                        (Some("seq"), Some(v)) => entry.seq = v.parse().unwrap_or(0),
+                        (Some("tokens"), Some(v)) => {
+                            entry.tokens = v
+                                .split(' ')
+                                .filter(|t| !t.is_empty())
+                                .map(String::from)
+                                .collect();
+                        }
+                        _ => {}
+                    }
+                }
+                entries.push(entry);
+            }
+        }
+        entries
+    }
+}
+
+/// The log reader's own connection (opened on first use, dropped after an error so the
+/// next read opens a fresh one).
+#[derive(Default)]
+pub struct LogReader {
+    conn: Option<Connection>,
+}
+
+impl LogReader {
+    fn connection(
+        &mut self,
+        store: &RedisStore,
+        block_ms: u64,
+    ) -> Result<&mut Connection, CacheUnavailable> {
+        if self.conn.is_none() {
+            // Longer than any wait the reader asks for; `read_log` bounds each read itself.
+            let patient =
+                store.timeout + Duration::from_millis(block_ms).max(Duration::from_secs(60));
+            let opening =
+                |e: redis::RedisError| CacheUnavailable(format!("opening the log reader: {e}"));
+            self.conn = Some(match &store.client {
+                Client::Single(client) => Connection::Single(
+                    client
+                        .get_connection_manager_lazy(
+                            store
+                                .manager_config
+                                .clone()
+                                .set_response_timeout(Some(patient)),
+                        )
+                        .map_err(opening)?,
+                ),
+                Client::Cluster(cluster) => {
+                    // A client of its own: the shared one's response timeout is short.
+                    let client = ClusterClient::builder(cluster.3.iter().map(String::as_str))
+                        .connection_timeout(store.timeout)
+                        .response_timeout(patient)
+                        .retries(1)
+                        .build()
+                        .map_err(opening)?;
+                    Connection::Cluster(
+                        client.get_pending_async_connection_with_config(
+                            ClusterConfig::new()
+                                .set_connection_timeout(store.timeout)
+                                .set_response_timeout(patient),
+                        ),
+                    )
+                }
+            });
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| CacheUnavailable("no log reader connection".into()))
+    }
+
+    fn reset(&mut self) {
+        self.conn = None;
+    }
 }
 
 /// Reads `keyspace_hits` / `keyspace_misses` out of the text of `INFO stats`.

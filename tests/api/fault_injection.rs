@@ -14,12 +14,12 @@ use crate::helpers::{
 };
 use crate::proxy::FaultProxy;
 
-fn upstream(addr: &str) -> SocketAddr {
+pub(crate) fn upstream(addr: &str) -> SocketAddr {
     addr.parse().expect("socket address")
 }
 
 /// `url` with the host and port of `upstream` replaced by the proxy's.
-fn through(url: &str, upstream: &str, proxy: &FaultProxy) -> String {
+pub(crate) fn through(url: &str, upstream: &str, proxy: &FaultProxy) -> String {
     assert!(url.contains(upstream), "{url} does not name {upstream}");
     url.replacen(upstream, &proxy.addr().to_string(), 1)
 }
@@ -52,6 +52,24 @@ fn price_in(path: &str, body: &str) -> u64 {
 
 /// Every page answers 200 from the database (`BYPASS`, showing "Loft") within `limit`,
 /// and `/healthz` says the cache is unavailable and the database fine.
+/// Reads `path` (always a 200) until this instance no longer answers it from memory:
+/// cut off from Redis, it may for at most its lease (`CACHE_LEASE_MS`, 2 s here).
+async fn no_longer_from_memory(app: &TestApp, path: &str) {
+    let started = Instant::now();
+    loop {
+        let res = app.get_anonymous(path).await;
+        assert_eq!(res.status(), 200, "{path}");
+        if header(&res, "x-cache") != "HIT" {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "{path} still answered from memory after the lease"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn assert_served_without_the_cache(app: &TestApp, pages: &[String], limit: Duration) {
     for path in pages {
         let started = Instant::now();
@@ -105,6 +123,7 @@ async fn with_the_redis_link_cut_every_page_is_served_and_caching_resumes_after_
     app.warm(&pages).await;
 
     redis.cut();
+    no_longer_from_memory(&app, &pages[0]).await;
 
     assert_served_without_the_cache(&app, &pages, Duration::from_secs(1)).await;
     let (status, metrics) = cache_metrics(&app).await;
@@ -135,6 +154,7 @@ async fn with_500_ms_of_redis_latency_requests_answer_well_under_a_second_and_co
     app.warm(&pages).await;
 
     redis.latency(Duration::from_millis(500));
+    no_longer_from_memory(&app, &pages[0]).await;
     let mut timings = Vec::new();
     let started = Instant::now();
     for _ in 0..5 {

@@ -136,6 +136,7 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the app with `customise` applied to fresh test settings.
 pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
+    let _ = env_logger::builder().is_test(true).try_init();
     let mut settings = test_settings();
     customise(&mut settings);
     start(settings, true).await

@@ -11,6 +11,7 @@ mod fault_injection;
 mod helpers;
 mod https;
 mod invalidation;
+mod lease;
 mod metrics;
 mod page_cache;
 mod pages;

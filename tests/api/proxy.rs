@@ -17,6 +17,10 @@ use tokio::time::Instant;
 struct State {
     refusing: bool,
     latency: Duration,
+    /// Added to replies sent to the app on every connection but one that reads the
+    /// invalidation log (`XREAD`): the app hears of an invalidation before it gets the
+    /// answers to reads sent before it.
+    reply_latency_but_log: Duration,
     /// Bumped by `cut`: connections opened under an older value are closed.
     cuts: u64,
     shutdown: bool,
@@ -66,6 +70,7 @@ impl FaultProxy {
         self.state.send_modify(|s| {
             s.refusing = false;
             s.latency = Duration::ZERO;
+            s.reply_latency_but_log = Duration::ZERO;
         });
     }
 
@@ -77,6 +82,11 @@ impl FaultProxy {
     /// New connections are accepted and closed at once; open ones keep working.
     pub fn refuse(&self) {
         self.state.send_modify(|s| s.refusing = true);
+    }
+
+    /// Delays replies by `delay` on every connection but the invalidation log's.
+    pub fn delay_replies_but_the_log(&self, delay: Duration) {
+        self.state.send_modify(|s| s.reply_latency_but_log = delay);
     }
 
     /// Closes every open connection and refuses new ones.
@@ -134,11 +144,12 @@ async fn relay(client: TcpStream, upstream: SocketAddr, rx: watch::Receiver<Stat
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
     let mut cut = rx.clone();
+    let log_reader = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     tokio::select! {
         _ = async {
             tokio::join!(
-                forward(client_read, server_write, rx.clone()),
-                forward(server_read, client_write, rx),
+                forward(client_read, server_write, rx.clone(), Direction::Requests(log_reader.clone())),
+                forward(server_read, client_write, rx, Direction::Replies(log_reader)),
             )
         } => {}
         // Returning drops both sockets: the app sees its connection die.
@@ -146,14 +157,43 @@ async fn relay(client: TcpStream, upstream: SocketAddr, rx: watch::Receiver<Stat
     }
 }
 
+/// Which way a `forward` copies, with the connection's mark: whether the app has sent an
+/// `XREAD` on it (it reads the invalidation log).
+enum Direction {
+    Requests(std::sync::Arc<std::sync::atomic::AtomicBool>),
+    Replies(std::sync::Arc<std::sync::atomic::AtomicBool>),
+}
+
 /// Copies one direction; each chunk is written `latency` after it was read, without
 /// holding up the chunks behind it (latency, not a bandwidth limit).
-async fn forward(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, rx: watch::Receiver<State>) {
+async fn forward(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    rx: watch::Receiver<State>,
+    direction: Direction,
+) {
+    use std::sync::atomic::Ordering;
     let (queue, mut chunks) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
     let read = async move {
         let mut buf = vec![0; 16 * 1024];
         while let Ok(n @ 1..) = from.read(&mut buf).await {
-            let due = Instant::now() + rx.borrow().latency;
+            let state = *rx.borrow();
+            let extra = match &direction {
+                Direction::Requests(log_reader) => {
+                    if buf[..n]
+                        .windows(5)
+                        .any(|w| w.eq_ignore_ascii_case(b"XREAD"))
+                    {
+                        log_reader.store(true, Ordering::Relaxed);
+                    }
+                    Duration::ZERO
+                }
+                Direction::Replies(log_reader) if !log_reader.load(Ordering::Relaxed) => {
+                    state.reply_latency_but_log
+                }
+                Direction::Replies(_) => Duration::ZERO,
+            };
+            let due = Instant::now() + state.latency + extra;
             if queue.send((due, buf[..n].to_vec())).is_err() {
                 break;
             }
