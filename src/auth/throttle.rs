@@ -1,63 +1,93 @@
-//! Sign-in throttling: at most `MAX_ATTEMPTS` sign-in attempts for one client address
-//! and user name are evaluated within `WINDOW`; the rest get 429 until the window ends.
-//! An attempt is reserved (counted) atomically *before* the password is checked, so
-//! simultaneous attempts cannot slip past the limit, and successful ones count too.
-//! Counters live in Redis (shared by all instances, under the prefix, with a TTL);
-//! while Redis is unreachable each process counts on its own.
+//! Sign-in throttling: at most `MAX_PER_NAME` (5) attempts per client address and user
+//! name are evaluated within a `WINDOW` of 15 minutes; the rest get 429 until the window
+//! ends.
+//!
+//! Each attempt is counted atomically *before* the password is checked, so simultaneous
+//! attempts cannot slip past the limit. The counters live in PostgreSQL
+//! (`models::sign_in_attempt`): every instance counts in the same rows, and sign-in
+//! needs PostgreSQL anyway to find the admin, so the limit holds while Redis is down;
+//! with PostgreSQL down the attempt is refused before any hashing. A counter's key is a
+//! SHA-256 digest of its scope: the table holds neither addresses nor user names in
+//! clear. Expired counters are deleted at most once a minute per instance, so the table
+//! holds about one window's attempts.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::cache::Cache;
+use diesel::PgConnection;
+use diesel::QueryResult;
+use sha2::{Digest, Sha256};
 
-pub const MAX_ATTEMPTS: u64 = 5;
+use crate::models::sign_in_attempt::{ScopeKey, SignInAttempt};
+
+pub const MAX_PER_NAME: i64 = 5;
 pub const WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Past this many per-process counters, expired ones are dropped on the next attempt.
-const LOCAL_PRUNE_AT: usize = 10_000;
+/// How often one instance deletes expired counters.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// The attempt may not be evaluated; the client may try again in `retry_after_secs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub retry_after_secs: u64,
+}
 
 #[derive(Default)]
 pub struct LoginThrottle {
-    local: Mutex<HashMap<String, (u64, Instant)>>,
+    last_prune: Mutex<Option<Instant>>,
 }
 
 impl LoginThrottle {
-    /// Counts one attempt for `client` and `username`: `Ok` when it may be evaluated,
-    /// `Err(seconds)` until the client may try again when the limit is reached.
-    pub async fn reserve(&self, cache: &Cache, client: IpAddr, username: &str) -> Result<(), u64> {
-        let key = cache.keys().login_failures(client, username);
-        // One MULTI: the count returned is this attempt's place in the window.
-        let reserved = cache
-            .store()
-            .incr_expiring(&key, WINDOW.as_millis() as u64)
-            .await;
-        let (count, ttl_ms) = match reserved {
-            Ok((count, ttl)) => (count, ttl.max(0) as u64),
-            Err(_) => self.reserve_locally(key),
-        };
-        if count <= MAX_ATTEMPTS {
-            Ok(())
-        } else {
-            Err(ttl_ms.div_ceil(1000).max(1))
+    /// Counts one attempt by `client` for `username` (any case): `Ok` when it may be
+    /// evaluated, `Refused` when the limit is reached. Runs on a pooled connection
+    /// (inside `db::run`); deletes expired counters now and then.
+    pub fn reserve(
+        &self,
+        conn: &mut PgConnection,
+        client: IpAddr,
+        username: &str,
+    ) -> QueryResult<Result<(), Refused>> {
+        let per_name = name_scope(client.to_canonical(), username);
+        let counted = SignInAttempt::reserve(conn, &[per_name], WINDOW)?;
+        let mut refused_for_ms = None;
+        for scope in &counted {
+            if scope.count > MAX_PER_NAME {
+                refused_for_ms = refused_for_ms.max(Some(scope.remaining_ms));
+            }
+        }
+        self.prune_if_due(conn);
+        Ok(match refused_for_ms {
+            None => Ok(()),
+            Some(ms) => Err(Refused {
+                retry_after_secs: u64::try_from(ms).unwrap_or(1).div_ceil(1000).max(1),
+            }),
+        })
+    }
+    fn prune_if_due(&self, conn: &mut PgConnection) {
+        {
+            let mut last = self.last_prune.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| at.elapsed() < PRUNE_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        match SignInAttempt::prune_expired(conn, WINDOW) {
+            Ok(0) => {}
+            Ok(n) => log::debug!("deleted {n} expired sign-in counters"),
+            // The attempt is counted; the next prune will catch up.
+            Err(e) => log::warn!("deleting expired sign-in counters: {e}"),
         }
     }
+}
 
-    /// The same count in this process, checked and incremented under one lock.
-    fn reserve_locally(&self, key: String) -> (u64, u64) {
-        let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if local.len() >= LOCAL_PRUNE_AT {
-            local.retain(|_, (_, since)| now.duration_since(*since) < WINDOW);
-        }
-        let entry = local.entry(key).or_insert((0, now));
-        if now.duration_since(entry.1) >= WINDOW {
-            *entry = (0, now);
-        }
-        entry.0 += 1;
-        let left = WINDOW.saturating_sub(now.duration_since(entry.1));
-        (entry.0, left.as_millis() as u64)
-    }
+/// The per-name scope: this address and this user name, lower-cased.
+fn name_scope(client: IpAddr, username: &str) -> ScopeKey {
+    let mut digest = Sha256::new();
+    digest.update(b"sign-in name\0");
+    digest.update(client.to_string().as_bytes());
+    digest.update(b"\0");
+    digest.update(username.to_lowercase().as_bytes());
+    digest.finalize().into()
 }
 
 #[cfg(test)]
@@ -65,24 +95,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_per_process_count_refuses_the_attempt_after_the_limit_from_any_thread() {
-        let throttle = std::sync::Arc::new(LoginThrottle::default());
-        let allowed: u64 = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..20)
-                .map(|_| {
-                    let throttle = throttle.clone();
-                    s.spawn(move || throttle.reserve_locally("k".into()).0 <= MAX_ATTEMPTS)
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| u64::from(h.join().unwrap()))
-                .sum()
-        });
-        assert_eq!(allowed, MAX_ATTEMPTS);
-        let (count, left_ms) = throttle.reserve_locally("k".into());
-        assert_eq!(count, 21);
-        assert!(left_ms > 0 && left_ms <= WINDOW.as_millis() as u64);
-        assert_eq!(throttle.reserve_locally("other".into()).0, 1);
+    fn scope_keys_ignore_case_and_hold_neither_address_nor_name() {
+        let net: IpAddr = "203.0.113.9".parse().unwrap();
+        let other: IpAddr = "203.0.113.10".parse().unwrap();
+        assert_eq!(name_scope(net, "Bob"), name_scope(net, "bOB"));
+        assert_ne!(name_scope(net, "bob"), name_scope(other, "bob"));
+        assert_ne!(name_scope(net, "bob"), name_scope(net, "alice"));
+        let long = name_scope(net, &"x".repeat(60_000));
+        assert_eq!(long.len(), 32);
     }
 }

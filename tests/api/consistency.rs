@@ -499,17 +499,6 @@ async fn every_key_the_app_writes_except_the_generation_is_written_with_an_expir
         .query(&mut redis.connection())
         .unwrap();
     app.get_anonymous("/properties/").await; // a fresh generation
-    app.create_admin(crate::helpers::ADMIN_USER, crate::helpers::ADMIN_PASSWORD);
-    let token = app.csrf_token("/admin/login").await;
-    app.post_form(
-        "/admin/login",
-        &[
-            ("username", crate::helpers::ADMIN_USER),
-            ("password", "not the password"),
-            ("csrf_token", &token),
-        ],
-    )
-    .await; // a sign-in throttle counter
     let _: String = redis::cmd("ECHO")
         .arg("stop-monitor")
         .query(&mut redis.connection())
@@ -564,17 +553,10 @@ async fn every_key_the_app_writes_except_the_generation_is_written_with_an_expir
         without_expiry.is_empty(),
         "written without an expiry: {without_expiry:?}"
     );
-    let expected: BTreeSet<String> = [
-        "all_properties",
-        "generation",
-        "lock",
-        "login_failures",
-        "page",
-        "tok",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect();
+    let expected: BTreeSet<String> = ["all_properties", "generation", "lock", "page", "tok"]
+        .into_iter()
+        .map(String::from)
+        .collect();
     assert!(
         expected.is_subset(&written),
         "the run exercised every kind of key: {written:?}"

@@ -1,15 +1,18 @@
 //! Sign-in and sign-out. One generic error for an unknown user, a wrong password or a
 //! user name no admin can have (an unknown user costs the same Argon2 work). Each
-//! attempt is counted before it is evaluated, so at most a few per window are.
+//! attempt is counted before it is evaluated, so at most a few per window are
+//! (`auth::throttle`).
 
 use actix_session::Session;
 use actix_web::http::StatusCode;
+use actix_web::http::header::RETRY_AFTER;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
 use super::{admin_page, see_other};
 use crate::auth::client_ip::client_address;
+use crate::auth::throttle::Refused;
 use crate::auth::{self, password};
 use crate::error::AppError;
 use crate::models::admin_user::AdminUser;
@@ -95,32 +98,32 @@ pub async fn login(
         return again(StatusCode::OK, GENERIC_ERROR.into());
     }
 
-    if let Err(wait) = state
-        .login_throttle
-        .reserve(&state.cache, client, &username)
-        .await
-    {
-        let mut res = again(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "Too many sign-in attempts. Try again in {} minute(s).",
-                wait.div_ceil(60)
-            ),
-        )?;
-        res.headers_mut()
-            .insert(actix_web::http::header::RETRY_AFTER, wait.into());
-        return Ok(res);
-    }
-
-    let lookup = {
-        let username = username.clone();
+    // One trip to PostgreSQL: count the attempt (before any hashing),
+    // then, only if it may be evaluated, look the admin up.
+    let counted = {
+        let (app, username) = (state.clone(), username.clone());
         crate::db::run(&state.db, move |conn| {
-            Ok(AdminUser::find_by_username(conn, &username)?)
+            if let Err(refused) = app.login_throttle.reserve(conn, client, &username)? {
+                return Ok(Err(refused));
+            }
+            Ok(Ok(AdminUser::find_by_username(conn, &username)?))
         })
         .await
     };
-    let user = match lookup {
-        Ok(user) => user,
+    let user = match counted {
+        Ok(Ok(user)) => user,
+        Ok(Err(Refused { retry_after_secs })) => {
+            let mut res = again(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "Too many sign-in attempts. Try again in {} minute(s).",
+                    retry_after_secs.div_ceil(60)
+                ),
+            )?;
+            res.headers_mut()
+                .insert(RETRY_AFTER, retry_after_secs.into());
+            return Ok(res);
+        }
         Err(AppError::Unavailable(_)) => {
             return again(
                 StatusCode::SERVICE_UNAVAILABLE,
