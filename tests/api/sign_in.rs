@@ -1,12 +1,14 @@
 //! Sign-in and sign-out as an attacker tries them: simultaneous guesses, huge or
-//! malformed user names, several instances with Redis down, replayed cookies, forged
-//! `X-Forwarded-For`.
+//! malformed user names, many names from one address or one IPv6 /64, several
+//! instances with Redis down, replayed cookies, forged `X-Forwarded-For`.
 
 use std::time::Duration;
 
 use diesel::prelude::*;
 use futures_util::future::join_all;
 use property_listings::auth::client_ip::parse_trusted_proxies;
+use property_listings::auth::throttle::MAX_PER_NETWORK;
+use property_listings::config::Settings;
 use property_listings::schema::sign_in_attempts;
 
 use crate::helpers::{
@@ -138,7 +140,7 @@ async fn sign_in_counters_have_a_fixed_size_and_hold_neither_name_nor_address() 
     }
 
     let counters = counters(&app);
-    assert_eq!(counters.len(), 2, "one per name");
+    assert_eq!(counters.len(), 3, "one per name, one for the address");
     for (key, _) in &counters {
         assert_eq!(key.len(), 32);
         assert!(!key.windows(3).any(|w| w == b"www"));
@@ -302,6 +304,11 @@ async fn without_trusted_proxies_forwarded_for_is_ignored_and_the_peer_shares_on
     assert_eq!(next_clients_attempt_after_five_failures(&app).await, 429);
 }
 
+/// Behind a trusted proxy on 127.0.0.1, so each test can pick its client addresses.
+fn behind_a_proxy(s: &mut Settings) {
+    s.trusted_proxies = parse_trusted_proxies("127.0.0.1").unwrap();
+}
+
 /// One wrong sign-in for `username` as the forwarded client `client`: its status.
 async fn attempt_from(app: &TestApp, client: &str, username: &str) -> reqwest::Response {
     let (cookie, token) = sign_in_page(app).await;
@@ -318,6 +325,63 @@ async fn attempt_from(app: &TestApp, client: &str, username: &str) -> reqwest::R
         &[("x-forwarded-for", client)],
     )
     .await
+}
+
+#[tokio::test]
+async fn one_address_trying_many_user_names_is_refused_after_the_per_address_limit() {
+    let app = spawn_app().await;
+    let (cookie, token) = sign_in_page(&app).await;
+
+    let mut statuses = Vec::new();
+    for _ in 0..MAX_PER_NETWORK + 3 {
+        let name = format!("guess-{}", random_suffix());
+        let form = [
+            ("username", name.as_str()),
+            ("password", WRONG),
+            ("csrf_token", token.as_str()),
+        ];
+        let res = post_as(&app, "/admin/login", &cookie, &form, &[]).await;
+        if res.status() == 429 {
+            assert!(header(&res, "retry-after").parse::<u64>().unwrap() > 0);
+        }
+        statuses.push(res.status().as_u16());
+    }
+
+    let limit = MAX_PER_NETWORK as usize;
+    assert!(statuses[..limit].iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(statuses[limit..].iter().all(|s| *s == 429), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn addresses_in_one_ipv6_64_share_the_sign_in_limit_and_another_64_does_not() {
+    let app = spawn_app_with(behind_a_proxy).await;
+    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
+    for i in 1..=5 {
+        let res = attempt_from(&app, &format!("2001:db8:1:2::{i}"), ADMIN_USER).await;
+        assert_eq!(res.status(), 200);
+    }
+
+    let same_64 = attempt_from(&app, "2001:db8:1:2:ffff:ffff:ffff:fffe", ADMIN_USER).await;
+    let next_64 = attempt_from(&app, "2001:db8:1:3::1", ADMIN_USER).await;
+
+    assert_eq!(same_64.status(), 429);
+    assert_eq!(next_64.status(), 200);
+}
+
+#[tokio::test]
+async fn addresses_in_one_ipv6_64_share_the_per_address_limit_across_names() {
+    let app = spawn_app_with(behind_a_proxy).await;
+    for i in 0..MAX_PER_NETWORK {
+        let client = format!("2001:db8:7:7:{i:x}::1");
+        let res = attempt_from(&app, &client, &format!("guess-{i}")).await;
+        assert_eq!(res.status(), 200);
+    }
+
+    let same_64 = attempt_from(&app, "2001:db8:7:7:abcd::2", "yet-another-name").await;
+    let next_64 = attempt_from(&app, "2001:db8:7:8::1", "yet-another-name").await;
+
+    assert_eq!(same_64.status(), 429);
+    assert_eq!(next_64.status(), 200);
 }
 
 #[tokio::test]

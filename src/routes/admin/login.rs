@@ -98,7 +98,7 @@ pub async fn login(
         return again(StatusCode::OK, GENERIC_ERROR.into());
     }
 
-    // One trip to PostgreSQL: count the attempt (before any hashing),
+    // One trip to PostgreSQL: count the attempt (both limits, before any hashing),
     // then, only if it may be evaluated, look the admin up.
     let counted = {
         let (app, username) = (state.clone(), username.clone());
