@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::auth::client_ip::{Cidr, parse_trusted_proxies};
+use crate::auth::password::PasswordChecks;
 
 /// Everything the application needs to start. One value, passed down; no globals.
 #[derive(Clone, Debug)]
@@ -47,6 +48,12 @@ pub struct Settings {
     /// Reverse proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`; empty:
     /// the TCP peer is the client).
     pub trusted_proxies: Vec<Cidr>,
+    /// Sign-in password checks (Argon2) that may run at once (`SIGN_IN_HASHES`;
+    /// default: one per core).
+    pub sign_in_hashes: usize,
+    /// How long a sign-in waits for a free password check before it gets 503
+    /// (`SIGN_IN_HASH_WAIT_MS`).
+    pub sign_in_hash_wait: Duration,
 }
 
 impl Settings {
@@ -92,6 +99,11 @@ impl Settings {
                 .context("LOCAL_CACHE_BYTES is too large")?,
             trusted_proxies: parse_trusted_proxies(&env_or("TRUSTED_PROXIES", ""))
                 .map_err(|e| anyhow::anyhow!("TRUSTED_PROXIES: {e}"))?,
+            sign_in_hashes: match env_u64("SIGN_IN_HASHES", 0)? {
+                0 => PasswordChecks::per_core(),
+                n => usize::try_from(n).context("SIGN_IN_HASHES is too large")?,
+            },
+            sign_in_hash_wait: Duration::from_millis(env_u64("SIGN_IN_HASH_WAIT_MS", 1000)?),
         })
     }
 
@@ -117,6 +129,8 @@ impl Settings {
             workers: Some(2),
             local_cache_bytes: 8 << 20,
             trusted_proxies: Vec::new(),
+            sign_in_hashes: PasswordChecks::per_core(),
+            sign_in_hash_wait: Duration::from_millis(1000),
         }
     }
 }

@@ -9,6 +9,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
 
+use crate::auth::password::PasswordChecks;
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::{self, password};
 use crate::body_timeout::body_timeout;
@@ -43,12 +44,14 @@ pub fn build_state(settings: Settings) -> anyhow::Result<AppState> {
             pool.clone(),
         ))],
     );
+    let password_checks = PasswordChecks::new(settings.sign_in_hashes, settings.sign_in_hash_wait);
     Ok(AppState {
         settings,
         db: pool,
         cache,
         properties,
         login_throttle: LoginThrottle::default(),
+        password_checks,
     })
 }
 

@@ -1,5 +1,6 @@
 //! The one piece of shared state every handler gets (`web::Data<AppState>`).
 
+use crate::auth::password::PasswordChecks;
 use crate::auth::throttle::LoginThrottle;
 use crate::cache::Cache;
 use crate::config::Settings;
@@ -12,4 +13,6 @@ pub struct AppState {
     pub cache: Cache,
     pub properties: PropertyRepository,
     pub login_throttle: LoginThrottle,
+    /// The bound on sign-in password checks running at once.
+    pub password_checks: PasswordChecks,
 }

@@ -8,7 +8,8 @@
 //! Why 20 per network: the per-name limit alone lets one address make every guess it
 //! likes with a fresh user name, each costing a slow password hash. 20 leaves room for
 //! four people behind one office NAT to each use up their 5 tries (successful sign-ins
-//! count too) while holding one address to 80 password hashes an hour.
+//! count too) while holding one address to 80 password hashes an hour; the hashes of
+//! many addresses together are bounded by `password::PasswordChecks`.
 //!
 //! Both scopes are counted atomically *before* the password is checked, in one
 //! statement, so simultaneous attempts cannot slip past the limit. The counters live in

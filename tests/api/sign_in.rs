@@ -1,6 +1,7 @@
 //! Sign-in and sign-out as an attacker tries them: simultaneous guesses, huge or
 //! malformed user names, many names from one address or one IPv6 /64, several
-//! instances with Redis down, replayed cookies, forged `X-Forwarded-For`.
+//! instances with Redis down, bursts that would keep every core hashing, replayed
+//! cookies, forged `X-Forwarded-For`.
 
 use std::time::Duration;
 
@@ -410,6 +411,72 @@ async fn two_instances_with_redis_down_evaluate_five_attempts_in_all() {
 }
 
 #[tokio::test]
+async fn sign_ins_get_503_with_retry_after_while_every_password_check_slot_is_busy() {
+    let app = spawn_app_with(|s| {
+        behind_a_proxy(s);
+        s.sign_in_hashes = 1;
+        s.sign_in_hash_wait = Duration::from_millis(200);
+    })
+    .await;
+    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
+    // Something else holds the only slot, as a long password check would.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let checks = app.state.clone();
+    let holder = tokio::spawn(async move { checks.password_checks.run(move || held.recv()).await });
+    while app.state.password_checks.in_flight() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let app = &app;
+    let attempts = (1..=6)
+        .map(|i| async move { attempt_from(app, &format!("203.0.113.{i}"), ADMIN_USER).await });
+    let busy = join_all(attempts).await;
+    release.send(()).unwrap();
+    holder.await.unwrap().unwrap().unwrap();
+    let after = attempt_from(app, "203.0.113.99", ADMIN_USER).await;
+
+    for res in busy {
+        assert_eq!(res.status(), 503);
+        assert!(header(&res, "retry-after").parse::<u64>().unwrap() > 0);
+        let page = res.text().await.unwrap();
+        assert!(
+            page.contains("name=\"csrf_token\""),
+            "the sign-in form again"
+        );
+    }
+    assert_eq!(after.status(), 200, "evaluated once a slot is free");
+    assert_eq!(app.state.password_checks.peak_in_flight(), 1);
+}
+
+#[tokio::test]
+async fn simultaneous_sign_ins_never_run_more_password_checks_at_once_than_allowed() {
+    let app = spawn_app_with(|s| {
+        behind_a_proxy(s);
+        s.sign_in_hashes = 1;
+    })
+    .await;
+    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
+
+    let app = &app;
+    let attempts = (1..=16).map(|i| async move {
+        let name = if i % 2 == 0 { ADMIN_USER } else { "nobody" };
+        attempt_from(app, &format!("198.51.100.{i}"), name).await
+    });
+    let statuses: Vec<u16> = join_all(attempts)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+
+    assert!(
+        statuses.iter().all(|s| matches!(s, 200 | 503)),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&200), "{statuses:?}");
+    assert_eq!(app.state.password_checks.peak_in_flight(), 1);
+}
+
+#[tokio::test]
 async fn expired_sign_in_counters_are_deleted() {
     let app = spawn_app().await;
     diesel::sql_query(
@@ -446,4 +513,5 @@ async fn a_sign_in_while_postgresql_is_down_gets_503_before_any_password_check()
 
     assert_eq!(res.status(), 503);
     assert!(res.text().await.unwrap().contains("name=\"password\""));
+    assert_eq!(app.state.password_checks.peak_in_flight(), 0);
 }

@@ -1,7 +1,8 @@
 //! Sign-in and sign-out. One generic error for an unknown user, a wrong password or a
 //! user name no admin can have (an unknown user costs the same Argon2 work). Each
 //! attempt is counted before it is evaluated, so at most a few per window are
-//! (`auth::throttle`).
+//! (`auth::throttle`), and its password check waits for one of a few slots
+//! (`password::PasswordChecks`), so a burst cannot take every core.
 
 use actix_session::Session;
 use actix_web::http::StatusCode;
@@ -12,6 +13,7 @@ use serde::Deserialize;
 
 use super::{admin_page, see_other};
 use crate::auth::client_ip::client_address;
+use crate::auth::password::CheckError;
 use crate::auth::throttle::Refused;
 use crate::auth::{self, password};
 use crate::error::AppError;
@@ -19,6 +21,8 @@ use crate::models::admin_user::AdminUser;
 use crate::state::AppState;
 
 const GENERIC_ERROR: &str = "Invalid user name or password.";
+/// When to try again after every password check slot stayed busy: a burst is over soon.
+const BUSY_RETRY_AFTER_SECS: u64 = 2;
 
 #[derive(Template)]
 #[template(path = "admin/login.html")]
@@ -133,16 +137,32 @@ pub async fn login(
         Err(e) => return Err(e),
     };
     let password = form.password;
-    let verified = web::block(move || match user {
-        Some(user) if password::verify(&password, &user.password_hash) => Some(user),
-        Some(_) => None,
-        None => {
-            password::verify_dummy(&password);
-            None
+    let checked = state
+        .password_checks
+        .run(move || match user {
+            Some(user) if password::verify(&password, &user.password_hash) => Some(user),
+            Some(_) => None,
+            None => {
+                password::verify_dummy(&password);
+                None
+            }
+        })
+        .await;
+    let verified = match checked {
+        Ok(verified) => verified,
+        Err(CheckError::Busy) => {
+            log::warn!("refused a sign-in for {username:?} from {client}: password checks busy");
+            let mut res = again(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Too many sign-ins are being checked right now. Please try again in a moment."
+                    .into(),
+            )?;
+            res.headers_mut()
+                .insert(RETRY_AFTER, BUSY_RETRY_AFTER_SECS.into());
+            return Ok(res);
         }
-    })
-    .await
-    .map_err(|e| AppError::Internal(anyhow::anyhow!("password check: {e}")))?;
+        Err(e @ CheckError::Failed(_)) => return Err(AppError::Internal(e.into())),
+    };
 
     match verified {
         Some(user) => {
