@@ -44,7 +44,8 @@ pub fn build_state(settings: Settings) -> anyhow::Result<AppState> {
             pool.clone(),
         ))],
     );
-    let password_checks = PasswordChecks::new(settings.sign_in_hashes, settings.sign_in_hash_wait);
+    let password_checks = PasswordChecks::new(settings.sign_in_hashes, settings.sign_in_hash_wait)
+        .map_err(|e| anyhow::anyhow!("starting the password-check threads: {e}"))?;
     Ok(AppState {
         settings,
         db: pool,

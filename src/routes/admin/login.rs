@@ -1,8 +1,9 @@
 //! Sign-in and sign-out. One generic error for an unknown user, a wrong password or a
 //! user name no admin can have (an unknown user costs the same Argon2 work). Each
 //! attempt is counted before it is evaluated, so at most a few per window are
-//! (`auth::throttle`), and its password check waits for one of a few slots
-//! (`password::PasswordChecks`), so a burst cannot take every core.
+//! (`auth::throttle`), and its password check waits, for a bounded time, for one of a
+//! few low-priority checking threads (`password::PasswordChecks`), so a burst cannot
+//! crowd pages out.
 
 use actix_session::Session;
 use actix_web::http::StatusCode;
