@@ -77,18 +77,8 @@ impl Keys {
         format!("{}:lock:{cache_key}", self.prefix)
     }
 
-    /// Sign-in attempt counter for one client address and user name (any case). The
-    /// name is kept as a SHA-256 digest: whatever a visitor types, the key has a fixed
-    /// size and holds nothing of it.
-    pub fn login_failures(&self, client: std::net::IpAddr, username: &str) -> String {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(username.to_lowercase().as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{}:login_failures:{client}:{hex}", self.prefix)
-    }
-
     /// `SCAN MATCH` patterns of the cache layers' own keys (prefixes cannot hold glob
-    /// characters: `config::validate_prefix`). Sign-in throttling counters are not cache
+    /// characters: `config::validate_prefix`). Other keys under the prefix are not cache
     /// and are left alone by `cache clear`.
     pub fn cache_patterns(&self) -> [String; 4] {
         [
@@ -100,8 +90,7 @@ impl Keys {
     }
 
     /// What a key of this app is, from its name: the layer it belongs to (`page`,
-    /// `lock`, `query`, `token`: the generation and dependency tokens), `login_failures`, or
-    /// `other`.
+    /// `lock`, `query`, `token`: the generation and dependency tokens), or `other`.
     pub fn kind(&self, key: &str) -> &'static str {
         let Some(rest) = key
             .strip_prefix(self.prefix.as_str())
@@ -114,7 +103,6 @@ impl Keys {
             "lock" => "lock",
             "query" => "query",
             "generation" | "tok" => "token",
-            "login_failures" => "login_failures",
             _ => "other",
         }
     }
@@ -136,22 +124,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_sign_in_counter_key_has_a_fixed_size_and_does_not_hold_the_name() {
-        let keys = Keys::new("app");
-        let client = "2001:db8::1".parse().unwrap();
-        let short = keys.login_failures(client, "Bob");
-        let long = keys.login_failures(client, &"x".repeat(60_000));
-        assert_eq!(
-            short,
-            keys.login_failures(client, "bOB"),
-            "case does not matter"
-        );
-        assert_eq!(short.len(), long.len());
-        assert!(!short.contains("Bob") && !short.contains("bob"));
-        assert!(short.starts_with("app:login_failures:2001:db8::1:"));
-    }
-
-    #[test]
     fn keys_are_named_after_their_cache_layer() {
         assert_eq!(
             Keys::new("app").kind("app:page:/properties/?page=2"),
@@ -167,10 +139,6 @@ mod tests {
         );
         assert_eq!(Keys::new("app").kind("app:generation"), "token");
         assert_eq!(Keys::new("app").kind("app:tok:{listing:7}"), "token");
-        assert_eq!(
-            Keys::new("app").kind("app:login_failures:1.2.3.4:bob"),
-            "login_failures"
-        );
         assert_eq!(Keys::new("app").kind("app:something_new"), "other");
         assert_eq!(Keys::new("app").kind("apple:page:/"), "other");
     }

@@ -554,23 +554,6 @@ impl RedisStore {
         self.query(redis::cmd("UNLINK").arg(keys)).await
     }
 
-    /// `INCR key` and, if it has none yet, an expiry of `ms`, atomically: the new count
-    /// and the milliseconds left. One key, so one slot: a `MULTI` also in a cluster.
-    pub async fn incr_expiring(&self, key: &str, ms: u64) -> Result<(u64, i64), CacheUnavailable> {
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("INCR")
-            .arg(key)
-            .cmd("PEXPIRE")
-            .arg(key)
-            .arg(ms)
-            .arg("NX")
-            .ignore()
-            .cmd("PTTL")
-            .arg(key);
-        self.pipe(&pipe).await
-    }
-
     /// The keys matching `pattern` (deduplicated and sorted) on every master — one
     /// `SCAN` cursor per master, since each holds its own slots — and whether every match
     /// is among them (`false` when `limit` cut the walk short). `None`: walk everything.
