@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::metrics::{AppCounters, ratio};
 use super::store::{self, NodeStats};
-use super::{Cache, CacheUnavailable, generation};
+use super::{Cache, CacheUnavailable, request};
 
 /// What `get_redis_cache_metrics()` returns and `/api/cache/metrics` shows.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -106,7 +106,7 @@ impl Cache {
     /// `UNLINK` of the page entries and refresh locks under this prefix. Never
     /// `FLUSHALL`/`FLUSHDB`.
     pub async fn clear(&self) -> Result<u64, CacheUnavailable> {
-        generation::forget();
+        request::forget();
         let mut names = vec![self.keys().generation().to_string()];
         names.extend(self.named_entries().iter().cloned());
         let mut deleted = self.store().unlink(&names).await?;

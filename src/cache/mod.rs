@@ -97,16 +97,17 @@
 //! current — the race tests caught exactly that when the generation was read twice).
 
 pub mod admin;
+pub mod batch;
 pub mod config;
 pub mod entry;
 pub mod flight;
-pub mod generation;
 pub mod keys;
 pub mod local;
 pub mod metrics;
 pub mod page;
 pub mod query;
 pub mod refresh;
+pub mod request;
 pub mod store;
 pub mod version;
 
@@ -296,7 +297,7 @@ impl Cache {
     /// `generation.rs`). The entry is accepted only if it was built under exactly the
     /// values read. A missing token is started with a fresh value (never matched).
     ///
-    /// A read-only request (`generation::request_scope`) reads each token once: its
+    /// A read-only request (`request::request_scope`) reads each token once: its
     /// later lookups use the value it read first, and read only tokens it has not read
     /// yet ("Within one request" in the module docs).
     pub async fn lookup(&self, slot: &Slot<'_>) -> Result<Lookup, CacheUnavailable> {
@@ -304,7 +305,7 @@ impl Cache {
         self.ensure_no_pending_invalidation().await?;
         let id = self.inner.store.id();
         let mut tokens = self.token_keys(deps);
-        let mut known = generation::recall(id, &tokens);
+        let mut known = request::recall(id, &tokens);
         if let Some(local) = self.inner.local.get(key) {
             let all_known = known.iter().all(Option::is_some);
             let none_known = known.iter().all(Option::is_none);
@@ -320,9 +321,9 @@ impl Cache {
                 let read = move |keys: Vec<String>| {
                     async move { cache.track(cache.store().mget(&keys).await) }.boxed_local()
                 };
-                let (values, positions) = generation::read_batched(id, &unknown, read).await?;
+                let (values, positions) = batch::read_batched(id, &unknown, read).await?;
                 fill(&mut known, &values, positions.iter().copied());
-                generation::remember(id, unknown, values, positions);
+                request::remember(id, unknown, values, positions);
             }
             if local.version.matches(values_of(&known)) {
                 return Ok(Lookup::Found(local));
@@ -341,9 +342,9 @@ impl Cache {
         let mut values = self.track(self.store().mget(&keys).await)?;
         let raw = values.pop().flatten();
         keys.pop();
-        let values: generation::Values = Rc::new(values);
+        let values: request::Values = Rc::new(values);
         fill(&mut known, &values, 0..keys.len());
-        generation::remember(id, keys, values, Vec::new());
+        request::remember(id, keys, values, Vec::new());
         let version = self.version(&tokens, values_of(&known)).await?;
         match raw.and_then(Entry::decode).filter(|e| e.version == version) {
             Some(entry) => {
@@ -478,7 +479,7 @@ impl Cache {
     /// replaced, which covers these tokens and more) and the cache is bypassed meanwhile.
     pub async fn invalidate(&self, tokens: &[String]) -> bool {
         // Whatever happens, this request reads the generation afresh from now on.
-        generation::forget();
+        request::forget();
         if self.invalidation_pending() {
             return self.ensure_no_pending_invalidation().await.is_ok();
         }
@@ -555,7 +556,7 @@ impl Cache {
     async fn replace_generation(&self) -> bool {
         let pairs = [(self.keys().generation().to_string(), new_token())];
         // Whatever happens, this request reads the token afresh from now on.
-        generation::forget();
+        request::forget();
         let replaced = match self
             .store()
             .set_all_and_delete(&pairs, None, &self.inner.named_entries)
@@ -593,7 +594,7 @@ impl Cache {
             self.inner
                 .invalidation_pending
                 .store(true, Ordering::SeqCst);
-            generation::forget();
+            request::forget();
         }
         result
     }
@@ -626,7 +627,7 @@ impl Cache {
 }
 
 /// The keys of the tokens whose value is not known yet.
-fn unknown_keys(tokens: &[String], known: &[generation::Known]) -> Vec<String> {
+fn unknown_keys(tokens: &[String], known: &[request::Known]) -> Vec<String> {
     tokens
         .iter()
         .zip(known)
@@ -637,8 +638,8 @@ fn unknown_keys(tokens: &[String], known: &[generation::Known]) -> Vec<String> {
 
 /// Fills in the values not known yet, in order, from a read: `values` at `positions`.
 fn fill(
-    known: &mut [generation::Known],
-    values: &generation::Values,
+    known: &mut [request::Known],
+    values: &request::Values,
     mut positions: impl Iterator<Item = usize>,
 ) {
     for k in known.iter_mut().filter(|k| k.is_none()) {
@@ -647,7 +648,7 @@ fn fill(
 }
 
 /// The values of tokens, as `recall`ed or read.
-fn values_of(known: &[generation::Known]) -> impl Iterator<Item = Option<&[u8]>> {
+fn values_of(known: &[request::Known]) -> impl Iterator<Item = Option<&[u8]>> {
     known
         .iter()
         .map(|k| k.as_ref().and_then(|(values, at)| values[*at].as_deref()))

@@ -28,9 +28,9 @@ use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::entry::{Coding, Entry, now_ms};
-use super::generation;
 use super::metrics::{Layer, Outcome};
 use super::refresh::{self, Built, Fetched, Spec};
+use super::request;
 use super::{Cache, Slot, Version};
 
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -68,7 +68,7 @@ pub async fn serve<B: MessageBody + 'static>(
     next: Next<B>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
-    let (mut res, outcome) = generation::request_scope(read_only, async {
+    let (mut res, outcome) = request::request_scope(read_only, async {
         match cacheable {
             Cacheable::Page { url, deps, ttl } if read_only => {
                 cached(req, next, cache, &url, &deps, ttl).await
