@@ -22,8 +22,9 @@ impl Keys {
         &self.prefix
     }
 
-    /// The current cache generation: a random token, replaced after every write.
-    /// Every cached entry carries the token it was built under (see the `cache` module docs).
+    /// The generation: a token every entry depends on, replaced only when an instance
+    /// cannot tell which tokens a write it could not report replaced (see "Faults" in the
+    /// module docs of `cache`).
     pub fn generation(&self) -> &str {
         &self.generation
     }

@@ -21,7 +21,8 @@
 //! accepts the entry only if the two versions are equal.
 //! **Rule 3 (cover).** A write that may change what an entry shows replaces, after its
 //! commit and before it is acknowledged, at least one token of that entry's version
-//! (one `MULTI` with the `DEL` of `PREFIX:all_properties`). Query-cache entries depend
+//! (one `MULTI` that also deletes the app's named entries, e.g. `PREFIX:all_properties`).
+//! Query-cache entries depend
 //! on `rows`, which every write replaces; which pages a write may change is declared
 //! beside what pages depend on (`routes/cacheable/rules.rs`).
 //!
@@ -73,28 +74,26 @@
 //! under the old `rows` — rows from before the commit, now tagged as current. So they
 //! are sent one after another, each once the one before has landed, inputs first (the
 //! caller's order); then rule 1's argument holds with `b` the replacement of the
-//! page's token, since every input token was replaced before it. The race test over
-//! the cluster caught this: six stale reads in one run of eight when all were sent at
-//! once. Replication is asynchronous, so a replacement could
-//! die with its master and the promoted replica would accept old entries again: after
+//! page's token, since every input token was replaced before it. Replication is
+//! asynchronous, so a replacement could die with its master and the promoted replica would accept old entries again: after
 //! replacing tokens the cache waits (`WAIT`) for a replica of each written slot's
 //! master; an unconfirmed replacement is a failed one (the fault rule above).
 //!
 //! **In-process tier.** An entry this process holds (`local.rs`) is the entry Redis
 //! holds, version included; using it is a lookup that reads only the tokens, with the
 //! same rule 2. The tokens may come from a read shared by several requests
-//! (`generation.rs`), but only from one *sent after the request arrived*: its values
+//! (`batch.rs`), but only from one *sent after the request arrived*: its values
 //! include every replacement acknowledged before the request began, which is all the
 //! argument above asks of a lookup. A request never takes a read already on the wire.
 //!
 //! **Within one request.** A read-only request reads each token at most once and uses
-//! that value for all its lookups (`generation.rs`); a token it found missing is read
+//! that value for all its lookups (`request.rs`); a token it found missing is read
 //! again. Every value was read after the request arrived, so the request is answered as
 //! of those reads. And a tag is never newer than what it is built from: a page's tokens
 //! are read by its lookup, before the lookups of its inputs, and an input is accepted
 //! only under the values first read, never a newer one (a page tagged with a newer
-//! generation than the `all_properties` it was built from would pass old rows off as
-//! current — the race tests caught exactly that when the generation was read twice).
+//! token than the `all_properties` it was built from would pass old rows off as
+//! current).
 
 pub mod admin;
 pub mod batch;
@@ -472,7 +471,7 @@ impl Cache {
     }
 
     /// The invalidation after a committed write: a new value for each dependency token
-    /// named in `tokens` and no `all_properties`, in one `MULTI` (in a cluster, one
+    /// named in `tokens` and none of the app's named entries, in one `MULTI` (in a cluster, one
     /// token after another in the order given: list the tokens of entries that others
     /// are built from first; see the module docs). Returns whether it
     /// reached Redis; if not, an invalidation is pending (the generation will be
