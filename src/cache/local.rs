@@ -1,7 +1,7 @@
 //! The in-process first tier: recently used entries kept in this process's memory, so a
 //! hit does not ship the body from Redis again. It never decides validity on its own:
 //! every use reads the entry's tokens from Redis (a few bytes, one batched round trip:
-//! `generation.rs`) and an entry is used only if it was built under exactly those
+//! `batch.rs`) and an entry is used only if it was built under exactly those
 //! values — the same rule as for entries in Redis (see the module docs of `cache`), so
 //! every instance still sees every invalidation at once. Bounded in bytes; when full it
 //! is emptied and refills.

@@ -293,7 +293,7 @@ impl Cache {
     /// Reads the tokens `key` depends on — the generation, then the dependency tokens
     /// named in `deps` — and `key` itself in one round trip (`MGET`); when this process
     /// still holds the entry (`local.rs`), only the tokens are read (batched:
-    /// `generation.rs`). The entry is accepted only if it was built under exactly the
+    /// `batch.rs`). The entry is accepted only if it was built under exactly the
     /// values read. A missing token is started with a fresh value (never matched).
     ///
     /// A read-only request (`request::request_scope`) reads each token once: its
