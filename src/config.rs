@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::auth::client_ip::{Cidr, parse_trusted_proxies};
+use crate::auth::password::PasswordChecks;
 
 /// Everything the application needs to start. One value, passed down; no globals.
 #[derive(Clone, Debug)]
@@ -58,6 +59,12 @@ pub struct Settings {
     /// Show the dashboard's details — Redis node addresses, the key list, recent writes —
     /// to everyone, not only to signed-in admins (`PUBLIC_DASHBOARD`; for demos).
     pub public_dashboard: bool,
+    /// Sign-in password checks (Argon2) that may run at once (`SIGN_IN_HASHES`;
+    /// default: one per core).
+    pub sign_in_hashes: usize,
+    /// How long a sign-in waits for a free password check before it gets 503
+    /// (`SIGN_IN_HASH_WAIT_MS`).
+    pub sign_in_hash_wait: Duration,
 }
 
 impl Settings {
@@ -110,6 +117,11 @@ impl Settings {
             static_dir: non_empty(std::env::var("STATIC_DIR").ok())
                 .map_or_else(default_static_dir, PathBuf::from),
             public_dashboard: env_bool("PUBLIC_DASHBOARD")?,
+            sign_in_hashes: match env_u64("SIGN_IN_HASHES", 0)? {
+                0 => PasswordChecks::per_core(),
+                n => usize::try_from(n).context("SIGN_IN_HASHES is too large")?,
+            },
+            sign_in_hash_wait: Duration::from_millis(env_u64("SIGN_IN_HASH_WAIT_MS", 1000)?),
         })
     }
 
@@ -138,6 +150,8 @@ impl Settings {
             trusted_proxies: Vec::new(),
             static_dir: default_static_dir(),
             public_dashboard: false,
+            sign_in_hashes: PasswordChecks::per_core(),
+            sign_in_hash_wait: Duration::from_millis(1000),
         }
     }
 }

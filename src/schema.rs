@@ -24,4 +24,12 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(admin_users, properties,);
+diesel::table! {
+    sign_in_attempts (scope_key) {
+        scope_key -> Bytea,
+        count -> Int8,
+        window_start -> Timestamptz,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(admin_users, properties, sign_in_attempts,);

@@ -9,6 +9,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
 
+use crate::auth::password::PasswordChecks;
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::{self, password};
 use crate::body_timeout::body_timeout;
@@ -47,6 +48,8 @@ pub fn build_state(settings: Settings, serving: bool) -> anyhow::Result<AppState
     );
     let request_latency =
         crate::telemetry::latency::RequestLatency::new(cache.metrics().registry());
+    let password_checks = PasswordChecks::new(settings.sign_in_hashes, settings.sign_in_hash_wait)
+        .map_err(|e| anyhow::anyhow!("starting the password-check threads: {e}"))?;
     Ok(AppState {
         settings,
         db: pool,
@@ -54,6 +57,7 @@ pub fn build_state(settings: Settings, serving: bool) -> anyhow::Result<AppState
         properties,
         login_throttle: LoginThrottle::default(),
         request_latency,
+        password_checks,
     })
 }
 

@@ -1,5 +1,6 @@
 //! The one piece of shared state every handler gets (`web::Data<AppState>`).
 
+use crate::auth::password::PasswordChecks;
 use crate::auth::throttle::LoginThrottle;
 use crate::cache::Cache;
 use crate::config::Settings;
@@ -14,4 +15,6 @@ pub struct AppState {
     pub properties: PropertyRepository,
     pub login_throttle: LoginThrottle,
     pub request_latency: RequestLatency,
+    /// The bound on sign-in password checks running at once.
+    pub password_checks: PasswordChecks,
 }

@@ -1,6 +1,6 @@
 //! The byte layout of one cached entry (a page body or a query result), with the body
 //! stored pre-compressed too, so a hit never compresses:
-//! `v2\n<generation>\n<stored_at_ms>\n<etag>\n<content_type>\n<n> <g> <b>\n` followed by
+//! `v2\n<version>\n<stored_at_ms>\n<etag>\n<content_type>\n<n> <g> <b>\n` followed by
 //! the identity body (n bytes), its gzip form (g bytes, 0 = none) and its brotli form.
 //! The header is tiny and parsed without copying the bodies.
 

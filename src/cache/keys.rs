@@ -10,13 +10,19 @@ pub struct Keys {
     log: String,
 }
 
+/// The hash tag of the keys that must share one slot of a Redis Cluster: the tokens, the
+/// instances' leases and the invalidation log (`PREFIX:{sync}:…`), so that a write's
+/// replacements and its log entry are one atomic script, and a read of tokens sees them
+/// as of one point of the log (see the module docs of `cache`).
+const SYNC: &str = "{sync}";
+
 impl Keys {
     pub fn new(prefix: impl Into<String>) -> Self {
         let prefix = prefix.into();
         Self {
-            generation: format!("{prefix}:generation"),
-            sync: format!("{prefix}:{{sync}}"),
-            log: format!("{prefix}:{{sync}}:log"),
+            generation: format!("{prefix}:{SYNC}:generation"),
+            sync: format!("{prefix}:{SYNC}"),
+            log: format!("{prefix}:{SYNC}:log"),
             prefix,
         }
     }
@@ -25,14 +31,15 @@ impl Keys {
         &self.prefix
     }
 
-    /// The generation: a token every entry depends on, replaced when an instance cannot
-    /// tell what it missed (see the module docs of `cache`).
+    /// The generation: a token every entry depends on, replaced only when an instance
+    /// cannot tell which tokens a write it could not report replaced (see "Faults" in the
+    /// module docs of `cache`).
     pub fn generation(&self) -> &str {
         &self.generation
     }
 
-    /// The hash of the instances' leases and acknowledgments (`lease.rs`). Its hash tag
-    /// puts it and the log in one slot of a cluster.
+    /// The hash of the instances' leases and acknowledgments and the log's numbering
+    /// (`lease.rs`).
     pub fn sync(&self) -> &str {
         &self.sync
     }
@@ -43,21 +50,15 @@ impl Keys {
     }
 
     /// A dependency token (see the module docs of `cache`): a random value, replaced by
-    /// every write that may change what the entries depending on it show.
-    /// In a Redis Cluster the name is the key's hash tag (`PREFIX:tok:{NAME}`), so
-    /// tokens spread over the masters and each stays in one slot with its counter.
+    /// every write that may change what the entries depending on it show. In the slot of
+    /// `sync`.
     pub fn token(&self, name: &str) -> String {
-        let mut key = String::with_capacity(self.prefix.len() + 7 + name.len());
-        key.push_str(&self.prefix);
-        key.push_str(":tok:{");
-        key.push_str(name);
-        key.push('}');
-        key
+        format!("{}:{SYNC}:tok:{name}", self.prefix)
     }
 
     /// How many entries were stored under a token's current value (see `Cache::put`).
     pub fn token_count(&self, name: &str) -> String {
-        format!("{}:tok:{{{name}}}:stored", self.prefix)
+        format!("{}:{SYNC}:tok:{name}:stored", self.prefix)
     }
 
     /// An entry the app keeps under a name of its own (`CacheConfig::named_entries`).
@@ -91,31 +92,21 @@ impl Keys {
         format!("{}:lock:{cache_key}", self.prefix)
     }
 
-    /// Sign-in attempt counter for one client address and user name (any case). The
-    /// name is kept as a SHA-256 digest: whatever a visitor types, the key has a fixed
-    /// size and holds nothing of it.
-    pub fn login_failures(&self, client: std::net::IpAddr, username: &str) -> String {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(username.to_lowercase().as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{}:login_failures:{client}:{hex}", self.prefix)
-    }
-
     /// `SCAN MATCH` patterns of the cache layers' own keys (prefixes cannot hold glob
-    /// characters: `config::validate_prefix`). Sign-in throttling counters are not cache
+    /// characters: `config::validate_prefix`). Other keys under the prefix are not cache
     /// and are left alone by `cache clear`.
     pub fn cache_patterns(&self) -> [String; 4] {
         [
             format!("{}:page:*", self.prefix),
             format!("{}:query:*", self.prefix),
             format!("{}:lock:*", self.prefix),
-            format!("{}:tok:*", self.prefix),
+            format!("{}:{SYNC}:tok:*", self.prefix),
         ]
     }
 
     /// What a key of this app is, from its name: the layer it belongs to (`page`,
-    /// `lock`, `query`, `token`: the generation and dependency tokens), `login_failures`, or
-    /// `other`.
+    /// `lock`, `query`, `token`: the generation and dependency tokens, `lease`: the
+    /// leases' hash and the log), or `other`.
     pub fn kind(&self, key: &str) -> &'static str {
         let Some(rest) = key
             .strip_prefix(self.prefix.as_str())
@@ -123,13 +114,13 @@ impl Keys {
         else {
             return "other";
         };
-        match rest.split(':').next().unwrap_or_default() {
-            "page" => "page",
-            "lock" => "lock",
-            "query" => "query",
-            "generation" | "tok" => "token",
-            "{sync}" => "lease",
-            "login_failures" => "login_failures",
+        let mut segments = rest.split(':');
+        match (segments.next().unwrap_or_default(), segments.next()) {
+            ("page", _) => "page",
+            ("lock", _) => "lock",
+            ("query", _) => "query",
+            (SYNC, Some("generation" | "tok")) => "token",
+            (SYNC, None | Some("log")) => "lease",
             _ => "other",
         }
     }
@@ -151,22 +142,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_sign_in_counter_key_has_a_fixed_size_and_does_not_hold_the_name() {
-        let keys = Keys::new("app");
-        let client = "2001:db8::1".parse().unwrap();
-        let short = keys.login_failures(client, "Bob");
-        let long = keys.login_failures(client, &"x".repeat(60_000));
-        assert_eq!(
-            short,
-            keys.login_failures(client, "bOB"),
-            "case does not matter"
-        );
-        assert_eq!(short.len(), long.len());
-        assert!(!short.contains("Bob") && !short.contains("bob"));
-        assert!(short.starts_with("app:login_failures:2001:db8::1:"));
-    }
-
-    #[test]
     fn keys_are_named_after_their_cache_layer() {
         assert_eq!(
             Keys::new("app").kind("app:page:/properties/?page=2"),
@@ -180,12 +155,11 @@ mod tests {
             Keys::new("app").kind("app:query:sort=price_asc&page=1"),
             "query"
         );
-        assert_eq!(Keys::new("app").kind("app:generation"), "token");
-        assert_eq!(Keys::new("app").kind("app:tok:{listing:7}"), "token");
-        assert_eq!(
-            Keys::new("app").kind("app:login_failures:1.2.3.4:bob"),
-            "login_failures"
-        );
+        let keys = Keys::new("app");
+        assert_eq!(keys.kind(keys.generation()), "token");
+        assert_eq!(keys.kind(&keys.token("listing:7")), "token");
+        assert_eq!(keys.kind(keys.sync()), "lease");
+        assert_eq!(keys.kind(keys.log()), "lease");
         assert_eq!(Keys::new("app").kind("app:something_new"), "other");
         assert_eq!(Keys::new("app").kind("apple:page:/"), "other");
     }

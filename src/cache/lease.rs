@@ -32,8 +32,9 @@ pub struct Lease {
     /// Nanoseconds after `base` when this instance must stop answering from memory
     /// (0: it must not).
     deadline_ns: AtomicU64,
-    /// The last invalidation applied.
+    /// The last invalidation applied, and when the hash that numbered it was born.
     applied: AtomicU64,
+    born: std::sync::atomic::AtomicI64,
 }
 
 impl Lease {
@@ -51,6 +52,7 @@ impl Lease {
             base: Instant::now(),
             deadline_ns: AtomicU64::new(0),
             applied: AtomicU64::new(0),
+            born: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -68,6 +70,11 @@ impl Lease {
 
     pub fn applied(&self) -> u64 {
         self.applied.load(Ordering::Acquire)
+    }
+
+    /// The point of the log this instance has applied: (born, number).
+    pub fn position(&self) -> (i64, u64) {
+        (self.born.load(Ordering::Acquire), self.applied())
     }
 
     /// A renewal sent at `sent` extended the lease: Redis ends it `length` after it
@@ -205,11 +212,12 @@ impl Cache {
                     .register(sync, log, &lease.id, lease_ms, keep_ms)
                     .await;
                 match self.track(registered) {
-                    Ok((seq, at)) => {
+                    Ok((position, at)) => {
                         // Nothing learned before this point counts: reads from now on
-                        // see every invalidation up to `seq`.
+                        // see every invalidation up to it.
                         self.inner.local.forget_all();
-                        lease.applied.store(seq, Ordering::Release);
+                        lease.born.store(position.born, Ordering::Release);
+                        lease.applied.store(position.seq, Ordering::Release);
                         lease.extend(sent);
                         self.inner.metrics.lease_renewal("registered");
                         cursor = Some(at);

@@ -334,7 +334,11 @@ impl Cache {
         let mut values: Vec<Option<Arc<str>>> =
             names.iter().map(|name| request::recall(id, name)).collect();
         let recalled: Vec<bool> = values.iter().map(Option::is_some).collect();
-        let holds = self.inner.lease.as_ref().is_some_and(|l| l.holds());
+        // Known values only while the lease holds, and not once this request has read
+        // Redis (a value read there may be newer than what this instance knows, and a
+        // tag must never be newer than what it is built from).
+        let holds =
+            self.inner.lease.as_ref().is_some_and(|l| l.holds()) && !request::has_read_redis();
         let probe = self.inner.local.probe(slot.key, &names, &mut values, holds);
         for ((name, value), recalled) in names.iter().zip(&values).zip(&recalled) {
             if let (Some(value), false) = (value, recalled) {
@@ -356,23 +360,27 @@ impl Cache {
             return Ok(self.found_or_missing(slot, raw, version));
         }
         // The tokens not known yet, and the entry unless it is held, in one read.
-        let mut keys: Vec<String> = unknown.iter().map(|&i| self.token_key(names[i])).collect();
-        if probe.entry.is_none() {
-            keys.push(slot.key.to_string());
-        }
-        let mut read = self.track(self.store().mget(&keys).await)?;
-        let raw = if probe.entry.is_none() {
-            read.pop().flatten()
-        } else {
-            None
-        };
-        for (&i, value) in unknown.iter().zip(read) {
+        let keys: Vec<String> = unknown.iter().map(|&i| self.token_key(names[i])).collect();
+        let entry_key = probe.entry.is_none().then_some(slot.key);
+        let read = self
+            .store()
+            .read_tokens(self.keys().sync(), &keys, entry_key)
+            .await;
+        let read = self.track(read)?;
+        request::read_redis();
+        for (&i, value) in unknown.iter().zip(read.values) {
             values[i] = value.and_then(|v| String::from_utf8(v).ok()).map(Arc::from);
             if let Some(value) = &values[i] {
                 request::remember(id, names[i], value);
             }
         }
-        if self.inner.lease.as_ref().is_some_and(|l| l.holds()) {
+        // Learned only as of the very point of the log this instance has applied: no
+        // write it has not applied had replaced any of them (see "The in-process tier"
+        // in the module docs).
+        if let Some(lease) = &self.inner.lease
+            && lease.holds()
+            && read.at == Some(lease.position())
+        {
             self.inner.local.learn(
                 probe.epoch,
                 unknown
@@ -380,6 +388,7 @@ impl Cache {
                     .filter_map(|&i| Some((names[i], values[i].clone()?))),
             );
         }
+        let raw = read.entry;
         let version = self.version(&names, &values).await?;
         match probe.entry {
             Some(held) if held.version == version => Ok(Lookup::Found(held, false)),
@@ -570,31 +579,28 @@ impl Cache {
             .map(|name| (self.token_key(name), new_token()))
             .collect();
         let counters: Vec<String> = names.iter().map(|n| self.keys().token_count(n)).collect();
-        let joined = names.join(" ");
-        let append = store::Append {
-            sync: self.keys().sync(),
-            log: self.keys().log(),
-            tokens: &joined,
-            max_len: LOG_LENGTH,
-            keep_ms: self.token_lifetime_ms(),
-        };
         let since = std::time::Instant::now();
         let replaced = self
             .store()
-            .replace_tokens(
+            .invalidate(
+                self.keys().sync(),
+                self.keys().log(),
                 &pairs,
-                self.token_lifetime_ms(),
-                &self.inner.named_entries,
                 &counters,
-                &append,
+                &names.join(" "),
+                self.token_lifetime_ms(),
+                LOG_LENGTH,
+                self.token_lifetime_ms(),
             )
             .await;
         let (counts, appended) = self.track(replaced)?;
-        let mut written: Vec<String> = pairs.into_iter().map(|(key, _)| key).collect();
-        written.push(self.keys().sync().to_string());
+        if !self.inner.named_entries.is_empty() {
+            let deleted = self.store().unlink(&self.inner.named_entries).await;
+            self.track(deleted)?;
+        }
         let replicated = self
             .store()
-            .wait_for_replicas(&written, self.inner.wait_replicas)
+            .wait_for_replicas(&[self.keys().sync().to_string()], self.inner.wait_replicas)
             .await;
         self.track(replicated)?;
         self.inner.local.forget(names);

@@ -1,6 +1,6 @@
 //! The page cache — the seed's `cache_page(60 * 15)` as actix middleware, in the two
 //! halves of Django's cache middleware: before the handler, look the page's canonical URL
-//! up (one `MGET` of generation + entry) and answer a hit without running the handler;
+//! up (its tokens and the entry, `Cache::lookup`) and answer a hit without running the handler;
 //! after it, store a 200 response that sets no cookie and is not `private`/`no-store`.
 //! Which requests may be cached (anonymous GETs of the listing routes) is the web
 //! layer's decision, passed in as `Cacheable`; this module knows nothing of routes or
@@ -59,8 +59,8 @@ pub enum Cacheable {
 }
 
 /// The page cache for one request. Every response gets `X-Cache`. A read-only request
-/// runs in a generation scope: all its lookups, the query cache's included, use the first
-/// token it reads (see `generation`).
+/// runs in a request scope: all its lookups, the query cache's included, use the first
+/// value they read of each token (see `request`).
 pub async fn serve<B: MessageBody + 'static>(
     cache: &Cache,
     cacheable: Cacheable,

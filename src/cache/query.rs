@@ -1,6 +1,6 @@
 //! The query cache — the seed's low-level cache (`get_all_properties()`), generic: any
 //! serialisable value under a key, loaded by the caller's `load` on a miss. Entries are
-//! JSON, kept for `QUERY_CACHE_TTL` plus grace and tagged with the generation read before
+//! JSON, kept for `QUERY_CACHE_TTL` plus grace and tagged with the version (its tokens' values) read before
 //! the load (see the module docs of `cache`), through the same refresh machine as pages
 //! (`refresh.rs`). What is cached, and how it is loaded, is the caller's business.
 
@@ -15,7 +15,7 @@ use super::metrics::{Layer, Outcome};
 use super::refresh::{self, Built, Fetched, Spec};
 use super::{Cache, Slot};
 
-/// Whether the value is fresh, or an expired entry of the current generation (served
+/// Whether the value is fresh, or an expired entry of the current version (served
 /// while another request refreshes it, or because the source is down).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Served {

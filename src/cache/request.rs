@@ -17,6 +17,8 @@ tokio::task_local! {
 
 struct Remembered {
     enabled: bool,
+    /// Whether a lookup of this request read tokens from Redis.
+    read_redis: bool,
     /// Each value used: the cache's store id (tests run several caches in one process),
     /// the token's name and its value.
     values: Vec<(u64, String, Arc<str>)>,
@@ -27,6 +29,7 @@ struct Remembered {
 pub fn request_scope<F: Future>(read_only: bool, fut: F) -> impl Future<Output = F::Output> {
     let remembered = Remembered {
         enabled: read_only,
+        read_redis: false,
         values: Vec::new(),
     };
     REQUEST.scope(RefCell::new(remembered), fut)
@@ -60,6 +63,17 @@ pub fn remember(cache_id: u64, name: &str, value: &Arc<str>) {
             r.values.push((cache_id, name.to_string(), value.clone()));
         }
     });
+}
+
+/// This request has read tokens from Redis: its later lookups take no value from what
+/// the instance knows (`local.rs`), which may be older.
+pub fn read_redis() {
+    let _ = REQUEST.try_with(|r| r.borrow_mut().read_redis = true);
+}
+
+/// Whether this request has read tokens from Redis.
+pub fn has_read_redis() -> bool {
+    REQUEST.try_with(|r| r.borrow().read_redis).unwrap_or(false)
 }
 
 /// Forgets every value used: the request invalidated, or saw Redis fail.

@@ -402,63 +402,107 @@ impl RedisStore {
             .all(|r| !matches!(r, Value::Nil)))
     }
 
-    /// Sets each key of `pairs` to its new value (expiring after `px` ms), deletes
-    /// `delete`, takes each counter's value (`GETDEL`: the counts), and appends the
-    /// invalidation to the log (`append`): one `MULTI` on a single Redis, so the log
-    /// never shows a replacement that is not done. In a cluster, where no `MULTI` spans
-    /// slots, the tokens are set one after another, in the order given, each once the
-    /// one before has landed (see "Redis Cluster" in the module docs of `cache`), then
-    /// the rest all at once, and the log last. Returns the counts and where the
-    /// invalidation stands in the log.
-    pub async fn replace_tokens(
+    /// A write's invalidation, as one script on the slot of the tokens (so atomic also
+    /// in a cluster): each token of `pairs` set to its new value (expiring after `px`
+    /// ms), each counter taken (`GETDEL`: how many entries were stored under the value
+    /// replaced), and the invalidation appended to the log under the next number
+    /// (`Keys::sync`, `Keys::log`; the log keeps about `max_len` entries; both keys live
+    /// `keep_ms` without use). Returns the counts and where it stands in the log.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn invalidate(
         &self,
+        sync: &str,
+        log: &str,
         pairs: &[(String, String)],
-        px: u64,
-        delete: &[String],
         counters: &[String],
-        append: &Append<'_>,
+        names: &str,
+        px: u64,
+        max_len: u64,
+        keep_ms: u64,
     ) -> Result<(Vec<u64>, Appended), CacheUnavailable> {
-        let set = |key: &str, value: &str| {
-            let mut set = redis::cmd("SET");
-            set.arg(key).arg(value).arg("PX").arg(px.max(1));
-            set
-        };
+        const SCRIPT: &str = r"
+            local n = tonumber(ARGV[1])
+            for i = 1, n do
+                redis.call('SET', KEYS[2 + i], ARGV[5 + i], 'PX', ARGV[2])
+            end
+            local counts = {}
+            for i = 1, n do
+                counts[i] = redis.call('GETDEL', KEYS[2 + n + i]) or '0'
+            end
+            local t = redis.call('TIME')
+            local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+            if redis.call('EXISTS', KEYS[1]) == 0 then
+                redis.call('HSET', KEYS[1], 'born', now, 'seq', 0)
+            end
+            local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+            redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'seq', seq,
+                'tokens', ARGV[3])
+            redis.call('PEXPIRE', KEYS[1], ARGV[5])
+            redis.call('PEXPIRE', KEYS[2], ARGV[5])
+            return {seq, redis.call('HGET', KEYS[1], 'born'), counts}";
+        let mut keys: Vec<&str> = vec![sync, log];
+        keys.extend(pairs.iter().map(|(key, _)| key.as_str()));
+        keys.extend(counters.iter().map(String::as_str));
+        let mut cmd = script(SCRIPT, &keys);
+        cmd.arg(pairs.len())
+            .arg(px.max(1))
+            .arg(names)
+            .arg(max_len)
+            .arg(keep_ms);
+        for (_, value) in pairs {
+            cmd.arg(value);
+        }
+        let (seq, born, counts): (u64, i64, Vec<String>) = self.query(&cmd).await?;
+        Ok((
+            counts.iter().map(|c| c.parse().unwrap_or(0)).collect(),
+            Appended { seq, born },
+        ))
+    }
+
+    /// The values of `tokens` and where the log stands, read at one instant (one script
+    /// on their slot); on a single Redis also `entry`'s value (in a cluster it lives in
+    /// another slot: read beside it, at the same time).
+    pub async fn read_tokens(
+        &self,
+        sync: &str,
+        tokens: &[String],
+        entry: Option<&str>,
+    ) -> Result<TokenRead, CacheUnavailable> {
+        const SCRIPT: &str = r"
+            local seq = redis.call('HGET', KEYS[1], 'seq')
+            local born = redis.call('HGET', KEYS[1], 'born')
+            local n = tonumber(ARGV[1])
+            local values = {}
+            if n > 0 then values = redis.call('MGET', unpack(KEYS, 2, n + 1)) end
+            local entry = false
+            if #KEYS > n + 1 then entry = redis.call('GET', KEYS[n + 2]) end
+            return {seq or false, born or false, values, entry}";
         let cluster = self.is_cluster();
-        let mut ops: Vec<(&str, Cmd)> = Vec::new();
-        if cluster {
-            for (key, value) in pairs {
-                self.query::<Value>(&set(key, value)).await?;
-            }
-        } else {
-            ops.extend(
-                pairs
-                    .iter()
-                    .map(|(key, value)| (key.as_str(), set(key, value))),
-            );
+        let mut keys: Vec<&str> = vec![sync];
+        keys.extend(tokens.iter().map(String::as_str));
+        if let (Some(entry), false) = (entry, cluster) {
+            keys.push(entry);
         }
-        for key in delete {
-            ops.push((key, redis::cmd("DEL").arg(key).to_owned()));
-        }
-        let counted_from = ops.len();
-        for counter in counters {
-            ops.push((counter, redis::cmd("GETDEL").arg(counter).to_owned()));
-        }
-        if !cluster {
-            ops.push((append.sync, append.command()));
-        }
-        let replies = self.per_slot(ops, true).await?;
-        let appended = if cluster {
-            self.query::<Value>(&append.command()).await?
-        } else {
-            replies.last().cloned().unwrap_or(Value::Nil)
+        let mut cmd = script(SCRIPT, &keys);
+        cmd.arg(tokens.len());
+        let read = async {
+            let (seq, born, values, entry): (
+                Option<u64>,
+                Option<i64>,
+                Vec<Option<Vec<u8>>>,
+                Option<Vec<u8>>,
+            ) = self.query(&cmd).await?;
+            Ok::<_, CacheUnavailable>((seq, born, values, entry))
         };
-        let (seq, born) = <(u64, i64)>::from_redis_value(appended)
-            .map_err(|e| self.on_failure(format!("appending to the invalidation log: {e}")))?;
-        let counts = replies[counted_from..counted_from + counters.len()]
-            .iter()
-            .map(|v| u64::from_redis_value(v.clone()).unwrap_or_default())
-            .collect();
-        Ok((counts, Appended { seq, born }))
+        let ((seq, born, values, entry_value), entry) = match (entry, cluster) {
+            (Some(entry), true) => tokio::try_join!(read, self.get(entry))?,
+            _ => (read.await?, None),
+        };
+        Ok(TokenRead {
+            at: born.map(|born| (born, seq.unwrap_or(0))),
+            values,
+            entry: entry.or(entry_value),
+        })
     }
 
     /// Runs `ops` (each with the key that places it) as one pipeline — `MULTI` when
@@ -564,8 +608,8 @@ impl RedisStore {
     // are compared.
 
     /// Registers instance `id` with a lease of `lease_ms`: its lease, its acknowledgment
-    /// and its `rseq` at the current `seq`. Returns that `seq` and the log's last entry
-    /// id (where the instance starts reading).
+    /// and its `rseq` at the current `seq`. Returns where the log stands (`born`, `seq`)
+    /// and its last entry's id (where the instance starts reading).
     pub async fn register(
         &self,
         sync: &str,
@@ -573,7 +617,7 @@ impl RedisStore {
         id: &str,
         lease_ms: u64,
         keep_ms: u64,
-    ) -> Result<(u64, String), CacheUnavailable> {
+    ) -> Result<(Appended, String), CacheUnavailable> {
         const SCRIPT: &str = r"
             local t = redis.call('TIME')
             local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -587,11 +631,11 @@ impl RedisStore {
             local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
             local cursor = '0-0'
             if last[1] then cursor = last[1][1] end
-            return {seq, cursor}";
+            return {seq, redis.call('HGET', KEYS[1], 'born'), cursor}";
         let mut cmd = script(SCRIPT, &[sync, log]);
         cmd.arg(id).arg(lease_ms).arg(keep_ms);
-        let (seq, cursor): (String, String) = self.query(&cmd).await?;
-        Ok((seq.parse().unwrap_or(0), cursor))
+        let (seq, born, cursor): (u64, i64, String) = self.query(&cmd).await?;
+        Ok((Appended { seq, born }, cursor))
     }
 
     /// Extends instance `id`'s lease by `lease_ms` from now, if it still holds one that
@@ -712,23 +756,6 @@ impl RedisStore {
     /// `UNLINK` per slot and sums the replies.
     pub async fn unlink(&self, keys: &[String]) -> Result<u64, CacheUnavailable> {
         self.query(redis::cmd("UNLINK").arg(keys)).await
-    }
-
-    /// `INCR key` and, if it has none yet, an expiry of `ms`, atomically: the new count
-    /// and the milliseconds left. One key, so one slot: a `MULTI` also in a cluster.
-    pub async fn incr_expiring(&self, key: &str, ms: u64) -> Result<(u64, i64), CacheUnavailable> {
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("INCR")
-            .arg(key)
-            .cmd("PEXPIRE")
-            .arg(key)
-            .arg(ms)
-            .arg("NX")
-            .ignore()
-            .cmd("PTTL")
-            .arg(key);
-        self.pipe(&pipe).await
     }
 
     /// The keys matching `pattern` (deduplicated and sorted) on every master — one
@@ -1040,43 +1067,20 @@ fn script(source: &str, keys: &[&str]) -> Cmd {
     cmd
 }
 
-/// The invalidation a write appends to the log (`RedisStore::replace_tokens`): the hash
-/// and the stream (`Keys::sync`, `Keys::log`), the replaced tokens' names, how many
-/// entries the stream keeps (about), and how long both keys live without use.
-pub struct Append<'a> {
-    pub sync: &'a str,
-    pub log: &'a str,
-    pub tokens: &'a str,
-    pub max_len: u64,
-    pub keep_ms: u64,
-}
-
-impl Append<'_> {
-    fn command(&self) -> Cmd {
-        const SCRIPT: &str = r"
-            local t = redis.call('TIME')
-            local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-            if redis.call('EXISTS', KEYS[1]) == 0 then
-                redis.call('HSET', KEYS[1], 'born', now, 'seq', 0)
-            end
-            local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-            redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'seq', seq,
-                'tokens', ARGV[1])
-            redis.call('PEXPIRE', KEYS[1], ARGV[3])
-            redis.call('PEXPIRE', KEYS[2], ARGV[3])
-            return {seq, redis.call('HGET', KEYS[1], 'born')}";
-        let mut cmd = script(SCRIPT, &[self.sync, self.log]);
-        cmd.arg(self.tokens).arg(self.max_len).arg(self.keep_ms);
-        cmd
-    }
-}
-
 /// Where an invalidation stands in the log: its number, and when the hash that
 /// numbered it was created (numbers start again in a new one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Appended {
     pub seq: u64,
     pub born: i64,
+}
+
+/// What `RedisStore::read_tokens` read: where the log stood (when the hash was born,
+/// and its last number; `None`: no hash), the tokens' values, and the entry's.
+pub struct TokenRead {
+    pub at: Option<(i64, u64)>,
+    pub values: Vec<Option<Vec<u8>>>,
+    pub entry: Option<Vec<u8>>,
 }
 
 /// What a lease renewal did (`RedisStore::renew`).

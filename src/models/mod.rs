@@ -5,3 +5,4 @@ pub mod admin_user;
 pub mod hooks;
 pub mod property;
 pub mod repository;
+pub mod sign_in_attempt;

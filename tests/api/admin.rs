@@ -164,14 +164,11 @@ async fn repeated_failed_sign_ins_are_refused_for_a_while() {
     let blocked = app.post_login(ADMIN_USER, ADMIN_PASSWORD, &token).await;
 
     assert_eq!(blocked.status(), 429);
-    assert!(header(&blocked, "retry-after").parse::<u64>().unwrap() > 0);
-    let counter = format!("{}:login_failures:127.0.0.1:", app.prefix);
-    let keys = app.keys();
-    let (_, ttl) = keys
-        .iter()
-        .find(|(k, _)| k.starts_with(&counter))
-        .expect("a counter for this client");
-    assert!(*ttl > 0, "the throttle counter expires");
+    let retry_after: u64 = header(&blocked, "retry-after").parse().unwrap();
+    assert!(
+        (1..=15 * 60).contains(&retry_after),
+        "until the 15-minute window ends: {retry_after}"
+    );
 }
 
 #[tokio::test]

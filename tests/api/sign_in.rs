@@ -1,13 +1,20 @@
 //! Sign-in and sign-out as an attacker tries them: simultaneous guesses, huge or
-//! malformed user names, replayed cookies, forged `X-Forwarded-For`.
+//! malformed user names, many names from one address or one IPv6 /64, several
+//! instances with Redis down, bursts that would keep every core hashing, replayed
+//! cookies, forged `X-Forwarded-For`.
 
 use std::time::Duration;
 
+use diesel::prelude::*;
 use futures_util::future::join_all;
+use property_listings::auth::client_ip::parse_trusted_proxies;
+use property_listings::auth::throttle::MAX_PER_NETWORK;
+use property_listings::config::Settings;
+use property_listings::schema::sign_in_attempts;
 
 use crate::helpers::{
-    ADMIN_PASSWORD, ADMIN_USER, TestApp, csrf_token_in, free_port, header, session_cookie_in,
-    spawn_app, spawn_app_with,
+    ADMIN_PASSWORD, ADMIN_USER, TestApp, csrf_token_in, free_port, header, random_suffix,
+    session_cookie_in, spawn_app, spawn_app_with, spawn_instance_with,
 };
 
 const WRONG: &str = "not the password";
@@ -109,31 +116,37 @@ async fn a_user_name_no_admin_can_have_is_refused_and_stores_nothing() {
         );
     }
 
-    let keys = app.keys();
     assert!(
-        !keys.keys().any(|k| k.contains(":login_failures:")),
-        "nothing counted for impossible names: {keys:?}"
+        counters(&app).is_empty(),
+        "nothing counted for impossible names"
     );
 }
 
+/// The sign-in counters in the app's database: (scope key, count).
+fn counters(app: &TestApp) -> Vec<(Vec<u8>, i64)> {
+    sign_in_attempts::table
+        .select((sign_in_attempts::scope_key, sign_in_attempts::count))
+        .load(&mut app.db())
+        .expect("sign-in counters")
+}
+
 #[tokio::test]
-async fn sign_in_counters_have_a_fixed_size_and_do_not_hold_the_name() {
+async fn sign_in_counters_have_a_fixed_size_and_hold_neither_name_nor_address() {
     let app = spawn_app().await;
     let token = app.csrf_token("/admin/login").await;
-    let longest = format!("{}{}", "w".repeat(138), crate::helpers::random_suffix());
+    let longest = format!("{}{}", "w".repeat(138), random_suffix());
 
     for name in ["a", longest.as_str()] {
         app.post_login(name, WRONG, &token).await;
     }
 
-    let counters: Vec<String> = app
-        .keys()
-        .into_keys()
-        .filter(|k| k.contains(":login_failures:"))
-        .collect();
-    assert_eq!(counters.len(), 2, "{counters:?}");
-    assert_eq!(counters[0].len(), counters[1].len(), "{counters:?}");
-    assert!(counters.iter().all(|k| !k.contains("www")), "{counters:?}");
+    let counters = counters(&app);
+    assert_eq!(counters.len(), 3, "one per name, one for the address");
+    for (key, _) in &counters {
+        assert_eq!(key.len(), 32);
+        assert!(!key.windows(3).any(|w| w == b"www"));
+        assert!(!key.windows(9).any(|w| w == b"127.0.0.1"));
+    }
 }
 
 #[tokio::test]
@@ -279,19 +292,10 @@ async fn next_clients_attempt_after_five_failures(app: &TestApp) -> u16 {
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
-    let app = spawn_app_with(|s| {
-        s.trusted_proxies =
-            property_listings::auth::client_ip::parse_trusted_proxies("127.0.0.1").unwrap()
-    })
-    .await;
+    let app =
+        spawn_app_with(|s| s.trusted_proxies = parse_trusted_proxies("127.0.0.1").unwrap()).await;
 
     assert_eq!(next_clients_attempt_after_five_failures(&app).await, 200);
-    assert!(
-        app.keys()
-            .keys()
-            .any(|k| k.contains(":login_failures:203.0.113.1:")),
-        "counted per forwarded client"
-    );
 }
 
 #[tokio::test]
@@ -299,4 +303,215 @@ async fn without_trusted_proxies_forwarded_for_is_ignored_and_the_peer_shares_on
     let app = spawn_app().await;
 
     assert_eq!(next_clients_attempt_after_five_failures(&app).await, 429);
+}
+
+/// Behind a trusted proxy on 127.0.0.1, so each test can pick its client addresses.
+fn behind_a_proxy(s: &mut Settings) {
+    s.trusted_proxies = parse_trusted_proxies("127.0.0.1").unwrap();
+}
+
+/// One wrong sign-in for `username` as the forwarded client `client`: its status.
+async fn attempt_from(app: &TestApp, client: &str, username: &str) -> reqwest::Response {
+    let (cookie, token) = sign_in_page(app).await;
+    let form = [
+        ("username", username),
+        ("password", WRONG),
+        ("csrf_token", token.as_str()),
+    ];
+    post_as(
+        app,
+        "/admin/login",
+        &cookie,
+        &form,
+        &[("x-forwarded-for", client)],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn one_address_trying_many_user_names_is_refused_after_the_per_address_limit() {
+    let app = spawn_app().await;
+    let (cookie, token) = sign_in_page(&app).await;
+
+    let mut statuses = Vec::new();
+    for _ in 0..MAX_PER_NETWORK + 3 {
+        let name = format!("guess-{}", random_suffix());
+        let form = [
+            ("username", name.as_str()),
+            ("password", WRONG),
+            ("csrf_token", token.as_str()),
+        ];
+        let res = post_as(&app, "/admin/login", &cookie, &form, &[]).await;
+        if res.status() == 429 {
+            assert!(header(&res, "retry-after").parse::<u64>().unwrap() > 0);
+        }
+        statuses.push(res.status().as_u16());
+    }
+
+    let limit = MAX_PER_NETWORK as usize;
+    assert!(statuses[..limit].iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(statuses[limit..].iter().all(|s| *s == 429), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn addresses_in_one_ipv6_64_share_the_sign_in_limit_and_another_64_does_not() {
+    let app = spawn_app_with(behind_a_proxy).await;
+    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
+    for i in 1..=5 {
+        let res = attempt_from(&app, &format!("2001:db8:1:2::{i}"), ADMIN_USER).await;
+        assert_eq!(res.status(), 200);
+    }
+
+    let same_64 = attempt_from(&app, "2001:db8:1:2:ffff:ffff:ffff:fffe", ADMIN_USER).await;
+    let next_64 = attempt_from(&app, "2001:db8:1:3::1", ADMIN_USER).await;
+
+    assert_eq!(same_64.status(), 429);
+    assert_eq!(next_64.status(), 200);
+}
+
+#[tokio::test]
+async fn addresses_in_one_ipv6_64_share_the_per_address_limit_across_names() {
+    let app = spawn_app_with(behind_a_proxy).await;
+    for i in 0..MAX_PER_NETWORK {
+        let client = format!("2001:db8:7:7:{i:x}::1");
+        let res = attempt_from(&app, &client, &format!("guess-{i}")).await;
+        assert_eq!(res.status(), 200);
+    }
+
+    let same_64 = attempt_from(&app, "2001:db8:7:7:abcd::2", "yet-another-name").await;
+    let next_64 = attempt_from(&app, "2001:db8:7:8::1", "yet-another-name").await;
+
+    assert_eq!(same_64.status(), 429);
+    assert_eq!(next_64.status(), 200);
+}
+
+#[tokio::test]
+async fn two_instances_with_redis_down_evaluate_five_attempts_in_all() {
+    let dead_redis = format!("redis://127.0.0.1:{}/0", free_port());
+    let app = spawn_app_with(|s| s.redis_url = dead_redis).await;
+    let other = spawn_instance_with(&app, |_| {}).await;
+    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
+    let (cookie, token) = sign_in_page(&app).await;
+    let form = [
+        ("username", ADMIN_USER),
+        ("password", WRONG),
+        ("csrf_token", token.as_str()),
+    ];
+
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let instance = if i % 2 == 0 { &app } else { &other };
+        let url = instance.url("/admin/login");
+        let res = post_as(&app, &url, &cookie, &form, &[]).await;
+        statuses.push(res.status().as_u16());
+    }
+
+    assert_eq!(statuses[..5], [200; 5], "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn sign_ins_get_503_with_retry_after_while_every_password_check_slot_is_busy() {
+    let app = spawn_app_with(|s| {
+        behind_a_proxy(s);
+        s.sign_in_hashes = 1;
+        s.sign_in_hash_wait = Duration::from_millis(200);
+    })
+    .await;
+    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
+    // Something else holds the only slot, as a long password check would.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let checks = app.state.clone();
+    let holder = tokio::spawn(async move { checks.password_checks.run(move || held.recv()).await });
+    while app.state.password_checks.in_flight() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let app = &app;
+    let attempts = (1..=6)
+        .map(|i| async move { attempt_from(app, &format!("203.0.113.{i}"), ADMIN_USER).await });
+    let busy = join_all(attempts).await;
+    release.send(()).unwrap();
+    holder.await.unwrap().unwrap().unwrap();
+    let after = attempt_from(app, "203.0.113.99", ADMIN_USER).await;
+
+    for res in busy {
+        assert_eq!(res.status(), 503);
+        assert!(header(&res, "retry-after").parse::<u64>().unwrap() > 0);
+        let page = res.text().await.unwrap();
+        assert!(
+            page.contains("name=\"csrf_token\""),
+            "the sign-in form again"
+        );
+    }
+    assert_eq!(after.status(), 200, "evaluated once a slot is free");
+    assert_eq!(app.state.password_checks.peak_in_flight(), 1);
+}
+
+#[tokio::test]
+async fn simultaneous_sign_ins_never_run_more_password_checks_at_once_than_allowed() {
+    let app = spawn_app_with(|s| {
+        behind_a_proxy(s);
+        s.sign_in_hashes = 1;
+    })
+    .await;
+    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
+
+    let app = &app;
+    let attempts = (1..=16).map(|i| async move {
+        let name = if i % 2 == 0 { ADMIN_USER } else { "nobody" };
+        attempt_from(app, &format!("198.51.100.{i}"), name).await
+    });
+    let statuses: Vec<u16> = join_all(attempts)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+
+    assert!(
+        statuses.iter().all(|s| matches!(s, 200 | 503)),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&200), "{statuses:?}");
+    assert_eq!(app.state.password_checks.peak_in_flight(), 1);
+}
+
+#[tokio::test]
+async fn expired_sign_in_counters_are_deleted() {
+    let app = spawn_app().await;
+    diesel::sql_query(
+        "INSERT INTO sign_in_attempts (scope_key, count, window_start) \
+         VALUES (sha256('expired'), 3, now() - interval '16 minutes')",
+    )
+    .execute(&mut app.db())
+    .unwrap();
+
+    let res = attempt_from(&app, "203.0.113.1", "someone").await;
+
+    assert_eq!(res.status(), 200);
+    let left = counters(&app);
+    assert!(!left.is_empty());
+    assert!(
+        left.iter().all(|(_, count)| *count == 1),
+        "only this attempt's counters: {left:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_sign_in_while_postgresql_is_down_gets_503_before_any_password_check() {
+    let app = spawn_app_with(|s| s.db_timeout = Duration::from_millis(500)).await;
+    app.create_admin(ADMIN_USER, ADMIN_PASSWORD);
+    let (cookie, token) = sign_in_page(&app).await;
+    app.drop_database();
+
+    let form = [
+        ("username", ADMIN_USER),
+        ("password", ADMIN_PASSWORD),
+        ("csrf_token", token.as_str()),
+    ];
+    let res = post_as(&app, "/admin/login", &cookie, &form, &[]).await;
+
+    assert_eq!(res.status(), 503);
+    assert!(res.text().await.unwrap().contains("name=\"password\""));
+    assert_eq!(app.state.password_checks.peak_in_flight(), 0);
 }

@@ -1,21 +1,29 @@
 //! Sign-in and sign-out. One generic error for an unknown user, a wrong password or a
 //! user name no admin can have (an unknown user costs the same Argon2 work). Each
-//! attempt is counted before it is evaluated, so at most a few per window are.
+//! attempt is counted before it is evaluated, so at most a few per window are
+//! (`auth::throttle`), and its password check waits, for a bounded time, for one of a
+//! few low-priority checking threads (`password::PasswordChecks`), so a burst cannot
+//! crowd pages out.
 
 use actix_session::Session;
 use actix_web::http::StatusCode;
+use actix_web::http::header::RETRY_AFTER;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
 use super::{admin_page, see_other};
 use crate::auth::client_ip::client_address;
+use crate::auth::password::CheckError;
+use crate::auth::throttle::Refused;
 use crate::auth::{self, password};
 use crate::error::AppError;
 use crate::models::admin_user::AdminUser;
 use crate::state::AppState;
 
 const GENERIC_ERROR: &str = "Invalid user name or password.";
+/// When to try again after every password check slot stayed busy: a burst is over soon.
+const BUSY_RETRY_AFTER_SECS: u64 = 2;
 
 #[derive(Template)]
 #[template(path = "admin/login.html")]
@@ -95,32 +103,32 @@ pub async fn login(
         return again(StatusCode::OK, GENERIC_ERROR.into());
     }
 
-    if let Err(wait) = state
-        .login_throttle
-        .reserve(&state.cache, client, &username)
-        .await
-    {
-        let mut res = again(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "Too many sign-in attempts. Try again in {} minute(s).",
-                wait.div_ceil(60)
-            ),
-        )?;
-        res.headers_mut()
-            .insert(actix_web::http::header::RETRY_AFTER, wait.into());
-        return Ok(res);
-    }
-
-    let lookup = {
-        let username = username.clone();
+    // One trip to PostgreSQL: count the attempt (both limits, before any hashing),
+    // then, only if it may be evaluated, look the admin up.
+    let counted = {
+        let (app, username) = (state.clone(), username.clone());
         crate::db::run(&state.db, move |conn| {
-            Ok(AdminUser::find_by_username(conn, &username)?)
+            if let Err(refused) = app.login_throttle.reserve(conn, client, &username)? {
+                return Ok(Err(refused));
+            }
+            Ok(Ok(AdminUser::find_by_username(conn, &username)?))
         })
         .await
     };
-    let user = match lookup {
-        Ok(user) => user,
+    let user = match counted {
+        Ok(Ok(user)) => user,
+        Ok(Err(Refused { retry_after_secs })) => {
+            let mut res = again(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "Too many sign-in attempts. Try again in {} minute(s).",
+                    retry_after_secs.div_ceil(60)
+                ),
+            )?;
+            res.headers_mut()
+                .insert(RETRY_AFTER, retry_after_secs.into());
+            return Ok(res);
+        }
         Err(AppError::Unavailable(_)) => {
             return again(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -130,16 +138,32 @@ pub async fn login(
         Err(e) => return Err(e),
     };
     let password = form.password;
-    let verified = web::block(move || match user {
-        Some(user) if password::verify(&password, &user.password_hash) => Some(user),
-        Some(_) => None,
-        None => {
-            password::verify_dummy(&password);
-            None
+    let checked = state
+        .password_checks
+        .run(move || match user {
+            Some(user) if password::verify(&password, &user.password_hash) => Some(user),
+            Some(_) => None,
+            None => {
+                password::verify_dummy(&password);
+                None
+            }
+        })
+        .await;
+    let verified = match checked {
+        Ok(verified) => verified,
+        Err(CheckError::Busy) => {
+            log::warn!("refused a sign-in for {username:?} from {client}: password checks busy");
+            let mut res = again(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Too many sign-ins are being checked right now. Please try again in a moment."
+                    .into(),
+            )?;
+            res.headers_mut()
+                .insert(RETRY_AFTER, BUSY_RETRY_AFTER_SECS.into());
+            return Ok(res);
         }
-    })
-    .await
-    .map_err(|e| AppError::Internal(anyhow::anyhow!("password check: {e}")))?;
+        Err(e @ CheckError::Failed(_)) => return Err(AppError::Internal(e.into())),
+    };
 
     match verified {
         Some(user) => {
