@@ -486,13 +486,8 @@ impl RedisStore {
         let mut cmd = script(SCRIPT, &keys);
         cmd.arg(tokens.len());
         let read = async {
-            let (seq, born, values, entry): (
-                Option<u64>,
-                Option<i64>,
-                Vec<Option<Vec<u8>>>,
-                Option<Vec<u8>>,
-            ) = self.query(&cmd).await?;
-            Ok::<_, CacheUnavailable>((seq, born, values, entry))
+            let reply: ScriptedRead = self.query(&cmd).await?;
+            Ok::<_, CacheUnavailable>(reply)
         };
         let ((seq, born, values, entry_value), entry) = match (entry, cluster) {
             (Some(entry), true) => tokio::try_join!(read, self.get(entry))?,
@@ -1066,6 +1061,14 @@ fn script(source: &str, keys: &[&str]) -> Cmd {
     cmd.arg(source).arg(keys.len()).arg(keys);
     cmd
 }
+
+/// The reply of `read_tokens`' script: `seq`, `born`, the tokens' values, the entry's.
+type ScriptedRead = (
+    Option<u64>,
+    Option<i64>,
+    Vec<Option<Vec<u8>>>,
+    Option<Vec<u8>>,
+);
 
 /// Where an invalidation stands in the log: its number, and when the hash that
 /// numbered it was created (numbers start again in a new one).
