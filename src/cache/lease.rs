@@ -138,20 +138,47 @@ impl Cache {
     pub(super) async fn wait_for_acknowledgments(&self, appended: Appended, since: Instant) {
         let started = Instant::now();
         let length = self.inner.lease_length;
-        let bound = since + self.lease_bound();
+        // By then every instance has acknowledged or stopped renewing — unless its
+        // renewals ran late (a starved process): those lagging are revoked, and the wait
+        // goes on until their leases have ended in Redis.
+        let revoke_at = since + self.lease_bound();
+        // Redis cannot be read at all: the most any lease can run after a revocation.
+        let give_up_at = revoke_at + self.lease_bound() + length;
         let acks = &self.inner.acks;
         let mut state = acks.state.subscribe();
+        let mut revoked = false;
         acks.waiting.fetch_add(1, Ordering::AcqRel);
         let done = loop {
-            if state
-                .borrow_and_update()
+            let latest = state.borrow_and_update().clone();
+            if latest
                 .as_ref()
                 .is_some_and(|s| acknowledged(s, appended, length))
             {
                 break true;
             }
-            if Instant::now() >= bound {
+            let now = Instant::now();
+            if now >= give_up_at {
                 break false;
+            }
+            if !revoked
+                && now >= revoke_at
+                && let Some(latest) = latest
+            {
+                let lagging: Vec<String> = latest
+                    .instances
+                    .iter()
+                    .filter(|(_, ends, ack)| *ends > latest.now && *ack < appended.seq)
+                    .map(|(id, _, _)| id.clone())
+                    .collect();
+                let revoking = self.store().revoke(self.keys().sync(), &lagging).await;
+                revoked = revoking.is_ok();
+                if revoked {
+                    log::warn!(
+                        "invalidation {} not acknowledged in time by {}: their leases are revoked",
+                        appended.seq,
+                        lagging.join(", ")
+                    );
+                }
             }
             // One poller at a time; the others wait for what it publishes.
             match acks.polling.try_lock() {
@@ -218,7 +245,13 @@ impl Cache {
                         self.inner.local.forget_all();
                         lease.born.store(position.born, Ordering::Release);
                         lease.applied.store(position.seq, Ordering::Release);
-                        lease.extend(sent);
+                        let replicated = self
+                            .store()
+                            .wait_for_replicas(&[sync.to_string()], self.inner.wait_replicas)
+                            .await;
+                        if self.track(replicated).is_ok() {
+                            lease.extend(sent);
+                        }
                         self.inner.metrics.lease_renewal("registered");
                         cursor = Some(at);
                         next_renewal = sent + lease.renew_every();
@@ -240,8 +273,18 @@ impl Cache {
                 next_renewal = sent + lease.renew_every();
                 match self.track(renewed) {
                     Ok(Renewal::Extended) => {
-                        lease.extend(sent);
-                        self.inner.metrics.lease_renewal("extended");
+                        // Only once a replica has it: a failover must not lose it (see
+                        // "Redis Cluster" in the module docs of `cache`).
+                        let replicated = self
+                            .store()
+                            .wait_for_replicas(&[sync.to_string()], self.inner.wait_replicas)
+                            .await;
+                        if self.track(replicated).is_ok() {
+                            lease.extend(sent);
+                            self.inner.metrics.lease_renewal("extended");
+                        } else {
+                            self.inner.metrics.lease_renewal("unreplicated");
+                        }
                     }
                     Ok(Renewal::Behind) => self.inner.metrics.lease_renewal("behind"),
                     Ok(Renewal::Lost) => {

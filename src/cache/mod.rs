@@ -1,8 +1,10 @@
-//! The multi-level Redis cache, as a library the web layer calls: the page cache
-//! (`page.rs`, the seed's `cache_page`), the query cache (`query.rs`, the low-level
-//! cache behind the seed's `get_all_properties()`), both through one refresh machine
-//! (`refresh.rs`), invalidation by tokens (`Cache::invalidate`, called by the web
-//! layer's model hook: the seed's signals) and metrics (`metrics.rs`). It knows keys,
+//! The multi-level Redis cache, as a library the web layer calls and configures
+//! (`CacheConfig`): the page cache (`page.rs`, the seed's `cache_page`), the query cache
+//! (`query.rs`, the low-level cache behind the seed's `get_all_properties()`), both
+//! through one refresh machine (`refresh.rs`) over an in-process tier (`local.rs`,
+//! `lease.rs`), invalidation by tokens (`Cache::invalidate`, called by the web layer's
+//! model hook: the seed's signals), admin operations (`admin.rs`) and metrics
+//! (`metrics.rs`); every Redis command is built in `store.rs`. It knows keys,
 //! tokens, Redis, refresh and metrics — nothing of the app state, sessions, routes or
 //! request logging: which requests may be cached, what each entry depends on, which
 //! tokens a write replaces and what a query loads, the web layer decides
@@ -10,91 +12,98 @@
 //!
 //! # Why no reader can serve data older than an acknowledged write
 //!
-//! **Tokens.** Redis holds the *generation* (`PREFIX:generation`) and *dependency
-//! tokens* (`PREFIX:tok:NAME`): random 128-bit values, never reused. Every entry has a
-//! fixed list of dependency tokens `D(e)` (from its key alone); its *version* is the
-//! values of the generation and of `D(e)`.
+//! **Tokens.** Redis holds the *generation* and *dependency tokens*
+//! (`PREFIX:{sync}:generation`, `PREFIX:{sync}:tok:NAME`): random 128-bit values, never
+//! reused. Every entry has a fixed list of dependency tokens `D(e)` (from its key alone);
+//! its *version* is the values of the generation and of `D(e)` (`version.rs`).
 //!
 //! **Rule 1 (read before).** An entry is stored with the version its builder read
 //! *before* any read of its inputs (PostgreSQL, or another entry).
-//! **Rule 2 (match all).** A lookup reads the version and the entry in one `MGET` and
-//! accepts the entry only if the two versions are equal.
+//! **Rule 2 (match all).** A lookup accepts an entry only if its version equals the
+//! tokens' current values (how a lookup knows them: rules 4–6).
 //! **Rule 3 (cover).** A write that may change what an entry shows replaces, after its
-//! commit and before it is acknowledged, at least one token of that entry's version
-//! (one `MULTI` with the `DEL` of `PREFIX:all_properties`). Query-cache entries depend
-//! on `rows`, which every write replaces; which pages a write may change is declared
-//! beside what pages depend on (`routes/cacheable/rules.rs`).
+//! commit and before it is acknowledged, at least one token of that entry's version —
+//! one script that also appends the invalidation to the log (`store::invalidate`). Which
+//! tokens each write replaces is declared beside what each entry depends on
+//! (`routes/cacheable/rules.rs`); every write replaces `rows`, which every query-cache
+//! entry depends on.
 //!
 //! Take an entry `e`, a write that commits at `c`, replaces token `t ∈ D(e)` at `b > c`
 //! and is acknowledged after `b`. If `e`'s builder read an input before `c`, it read its
 //! version before that (rule 1), so before `b`: `e` carries the old value of `t` and no
-//! lookup after `b` accepts it (rule 2) — even if it is stored long after `b`. If every
-//! input was read after `c`, `e` shows the write. An input that is itself an entry was
-//! accepted against its own version when read (rule 2), so it holds every write whose
-//! replacement came before that read; a write whose replacement came after it also
-//! comes after `e`'s version was read, and `e` dies with it. So from `b` on no lookup, in
-//! any instance, accepts data that misses the write (rule 3 makes `t` exist for every
-//! entry the write may change).
+//! lookup that knows `t`'s value after `b` accepts it (rule 2) — even if `e` is stored
+//! long after `b`. If every input was read after `c`, `e` shows the write. An input that
+//! is itself an entry was accepted against its own version when read, so it holds every
+//! write replaced before that read; a write replaced after it also comes after `e`'s
+//! version was read, and `e` dies with it.
 //!
-//! **Lost tokens.** A token is random, never a counter, so a value once replaced never
-//! comes back. A missing dependency token (expired, evicted, Redis restarted, `cache
-//! clear`) is not recreated by a lookup: the lookup's version holds a fresh random
-//! marker in its place, which no stored entry carries; the entry built under it is
-//! stored only if `SET NX` can make the token that marker (a write that set it first
-//! wins, and the entry is dropped). A missing generation is started with `SET NX`.
-//! Tokens expire after twice the longest entry lifetime; entries never outlive them.
+//! **Rule 4 (values current at the request).** A lookup answering a request uses, for
+//! each token, a value that includes every replacement acknowledged before the request
+//! arrived: read from Redis after it arrived, or known in memory under rule 5.
 //!
-//! **Eviction.** Redis may run with `maxmemory` and evict any key at any time (every
-//! Redis the project starts does). Each kind is covered: an evicted *entry* is a miss; an
-//! evicted *token* or *generation* is a lost token (above: never recreated with an old
-//! value, so no entry stored under the old one is accepted again); an evicted *refresh
-//! lock* lets a second build run, whose entry obeys rules 1–3 like any other; an evicted
-//! `:stored` counter only makes the dashboard's count low. Nothing else the cache keeps
-//! in Redis decides what a reader sees. An eviction during a write's `MULTI` cannot undo
-//! it: a replaced token that is then evicted is lost, not restored.
+//! **Rule 5 (the in-process tier: leases and the log).** An instance answers a hit held
+//! in memory (`local.rs`) without Redis only while it holds its lease (`lease.rs`):
+//! renewed in Redis every quarter lease, and used only until the time the last
+//! successful renewal was *sent* plus the lease minus a margin, on its monotonic clock
+//! — before Redis (on its own clock) ends it. Each write, after `b`, waits until every
+//! instance whose lease has not ended in Redis has acknowledged its log entry. An
+//! instance applies each entry, in order, by forgetting the tokens it replaced, then
+//! acknowledges. So at any time an instance holding its lease has applied every write
+//! acknowledged so far (or it would have stopped: a write waited for it), and what it
+//! knows of a token is current for those writes. What it knows comes only from a read
+//! of Redis *at the very point of the log it has applied*: the tokens and the log's
+//! number are read by one script, and learned only if that number is the one applied,
+//! no entry was applied since the read was sent, and the lease holds — so no value
+//! known is from a write not yet applied, and every value known is a snapshot of one
+//! point of the log. A lease extension is refused to an instance behind what was
+//! logged before its previous extension, and to one a write revoked after waiting a
+//! lease and a renewal for it (its renewals ran late); an instance whose lease ended in
+//! Redis forgets everything and registers again. So a write waits about a lease and a
+//! renewal at most for an instance that is paused, cut off or not reading (a lease more
+//! when revoking), and such an instance never answers from memory afterwards without
+//! having caught up.
 //!
-//! **Faults.** When the replacement fails (Redis unreachable), the write is still
-//! committed and acknowledged, so this instance marks an invalidation *pending*: it
-//! serves nothing from Redis until a retry (inline, and in the background every 250 ms)
-//! has replaced the *generation*, which is in every version and so covers every token a
-//! lost write would have replaced. Any Redis failure marks it pending too, so an
-//! instance that saw an outage starts from a fresh generation afterwards (another
-//! instance may have written during that outage); so does every process at start.
+//! **Rule 6 (within one request).** A read-only request uses the first value it got of
+//! each token for all its lookups (`request.rs`). Once it has read a token from Redis,
+//! it takes nothing more from memory: a value read there may be newer than what the
+//! instance knows, and a tag must never be newer than what it is built from (a page
+//! tagged with a newer token than the `all_properties` it was built from would pass old
+//! rows off as current). A page's tokens are read before its inputs' tokens, so an input
+//! is never read under older values than its page's.
 //!
-//! **Redis Cluster.** Tokens carry their name as hash tag, so they spread over the
-//! masters; an entry and its tokens may live in different slots. A lookup then reads
-//! them with one `MGET` per slot, not atomically, and a write replaces its tokens with
-//! one command each, all before it is acknowledged. A lookup that sees a token before
-//! its replacement and the entry after (or the reverse) was concurrent with the write,
-//! whose acknowledgment had not happened, so answering with the older data is allowed.
-//! But the replacements must land *in order*, the tokens of entries that others are
-//! built from (query results: `rows`) before the tokens of pages: were a page's token
-//! replaced first, a build could read the page's new token, then accept a query result
-//! under the old `rows` — rows from before the commit, now tagged as current. So they
-//! are sent one after another, each once the one before has landed, inputs first (the
-//! caller's order); then rule 1's argument holds with `b` the replacement of the
-//! page's token, since every input token was replaced before it. The race test over
-//! the cluster caught this: six stale reads in one run of eight when all were sent at
-//! once. Replication is asynchronous, so a replacement could
-//! die with its master and the promoted replica would accept old entries again: after
-//! replacing tokens the cache waits (`WAIT`) for a replica of each written slot's
-//! master; an unconfirmed replacement is a failed one (the fault rule above).
+//! **Lost keys: eviction, `cache clear`, restarts.** Any key may vanish (every Redis the
+//! project starts evicts). An *entry* lost is a miss. A *token* or the *generation* is
+//! never recreated with an old value: a lookup's version holds a fresh marker in its
+//! place, which no stored entry carries; the entry built under it is stored only if
+//! `SET NX` can make the token that marker; a missing generation is started with `SET
+//! NX`. A lost *refresh lock* lets a second build run, checked like any other; a lost
+//! `:stored` counter only makes the dashboard's count low. The *leases' hash* holds when
+//! it was born: a writer that finds it younger than a lease waits until it is a lease
+//! old (instances of the lost hash may still answer until then; they cannot renew
+//! there, and forget everything when they register again); the log is numbered in the
+//! hash, so a lost or trimmed *log* shows as a gap, and the reader forgets everything.
+//! A broken connection to the log, or a renumbered log, does the same.
 //!
-//! **In-process tier.** An entry this process holds (`local.rs`) is the entry Redis
-//! holds, version included; using it is a lookup that reads only the tokens, with the
-//! same rule 2. The tokens may come from a read shared by several requests
-//! (`generation.rs`), but only from one *sent after the request arrived*: its values
-//! include every replacement acknowledged before the request began, which is all the
-//! argument above asks of a lookup. A request never takes a read already on the wire.
+//! **Faults.** When an invalidation cannot be written (Redis unreachable), the write is
+//! still committed; it is acknowledged a lease and a renewal after it started, when
+//! every instance that cannot reach Redis either has stopped answering from memory.
+//! This instance marks an invalidation *pending*: it serves nothing from Redis until a
+//! retry (inline, and in the background every 250 ms) has replaced the *generation*,
+//! which is in every version and so covers every token a lost write would have replaced.
+//! Any Redis failure marks it pending too, so an instance that saw an outage starts from
+//! a fresh generation afterwards (another instance may have written during it); so does
+//! every process at start. Instances that still reach Redis while the writer cannot are
+//! the one case not covered (README, "What is not promised").
 //!
-//! **Within one request.** A read-only request reads each token at most once and uses
-//! that value for all its lookups (`generation.rs`); a token it found missing is read
-//! again. Every value was read after the request arrived, so the request is answered as
-//! of those reads. And a tag is never newer than what it is built from: a page's tokens
-//! are read by its lookup, before the lookups of its inputs, and an input is accepted
-//! only under the values first read, never a newer one (a page tagged with a newer
-//! generation than the `all_properties` it was built from would pass old rows off as
-//! current — the race tests caught exactly that when the generation was read twice).
+//! **Redis Cluster.** The tokens, the generation, the leases' hash and the log share one
+//! hash tag, so a write's replacements and its log entry are one atomic script, and so
+//! is a read of tokens with the log's number. Entries spread over the other slots: a
+//! lookup reads an entry beside its tokens, not atomically with them, which is
+//! concurrent with any write whose acknowledgment had not happened. Replication is
+//! asynchronous: after a write, and after every lease renewal, the cache waits (`WAIT`)
+//! for a replica of that slot's master; an unconfirmed write is a failed one (the fault
+//! rule above), an unconfirmed renewal extends nothing. A failover of that master breaks
+//! the log reader's connection, and every instance forgets what it knew.
 
 pub mod admin;
 pub mod config;

@@ -622,6 +622,7 @@ impl RedisStore {
             local seq = redis.call('HGET', KEYS[1], 'seq') or '0'
             redis.call('HSET', KEYS[1], 'lease:' .. ARGV[1], now + tonumber(ARGV[2]),
                 'ack:' .. ARGV[1], seq, 'rseq:' .. ARGV[1], seq)
+            redis.call('HDEL', KEYS[1], 'revoked:' .. ARGV[1])
             redis.call('PEXPIRE', KEYS[1], ARGV[3])
             local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
             local cursor = '0-0'
@@ -651,6 +652,7 @@ impl RedisStore {
             local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
             local ends = redis.call('HGET', KEYS[1], 'lease:' .. ARGV[1])
             if not ends or tonumber(ends) <= now then return 0 end
+            if redis.call('HEXISTS', KEYS[1], 'revoked:' .. ARGV[1]) == 1 then return 0 end
             local ack = tonumber(redis.call('HGET', KEYS[1], 'ack:' .. ARGV[1]) or '0')
             if tonumber(ARGV[3]) > ack then
                 redis.call('HSET', KEYS[1], 'ack:' .. ARGV[1], ARGV[3])
@@ -691,6 +693,22 @@ impl RedisStore {
             return 1";
         let mut cmd = script(SCRIPT, &[sync]);
         cmd.arg(id).arg(seq).arg(keep_ms);
+        self.query::<i64>(&cmd).await.map(drop)
+    }
+
+    /// Refuses every further extension of these instances' leases (each then runs out,
+    /// and the instance registers again, forgetting what it knew): for a write that an
+    /// instance has not acknowledged in time.
+    pub async fn revoke(&self, sync: &str, ids: &[String]) -> Result<(), CacheUnavailable> {
+        const SCRIPT: &str = r"
+            for i = 1, #ARGV do
+                if redis.call('HEXISTS', KEYS[1], 'lease:' .. ARGV[i]) == 1 then
+                    redis.call('HSET', KEYS[1], 'revoked:' .. ARGV[i], 1)
+                end
+            end
+            return 1";
+        let mut cmd = script(SCRIPT, &[sync]);
+        cmd.arg(ids);
         self.query::<i64>(&cmd).await.map(drop)
     }
 

@@ -163,17 +163,6 @@ impl PrivateCluster {
             .collect()
     }
 
-    /// The port of the master that holds `key`'s slot.
-    pub fn master_of(&self, key: &str) -> u16 {
-        let (lines, master) = nodes_and_master_of(self, key);
-        port_of(
-            lines
-                .iter()
-                .find(|f| f[0] == master)
-                .expect("the master's line"),
-        )
-    }
-
     /// The port of a replica of the master that holds `key`'s slot. The node asked may
     /// learn of a replication (by gossip) after the cluster said `cluster_state:ok`, so
     /// it is asked until it knows one.
