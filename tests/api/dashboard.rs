@@ -447,7 +447,7 @@ async fn the_dashboard_asks_anonymous_visitors_to_sign_in_for_the_details() {
     let demo = public.get_anonymous("/cache/").await.text().await.unwrap();
 
     assert!(anonymous.contains("href=\"/admin/login?next=/cache/\""));
-    for hidden in ["Redis servers", "last writes", "keys"] {
+    for hidden in ["Redis servers", "instances", "last writes", "keys"] {
         assert!(
             anonymous.contains(&format!("to see the {hidden}")),
             "{hidden}"
