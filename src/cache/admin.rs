@@ -81,11 +81,10 @@ pub async fn get_redis_cache_metrics(
     cache: &Cache,
 ) -> Result<CacheMetrics, (CacheUnavailable, AppCounters)> {
     let app = cache.metrics().snapshot();
-    let (nodes, sync) = tokio::join!(
-        cache.store().node_stats(),
-        cache.store().sync_state(cache.keys().sync())
-    );
-    match nodes {
+    // Read before the node stats, not beside them: its reads move Redis' keyspace
+    // counters, which the node stats then include.
+    let sync = cache.store().sync_state(cache.keys().sync()).await;
+    match cache.store().node_stats().await {
         Ok(nodes) => {
             let sync = sync
                 .inspect_err(|e| log::warn!("cache metrics: lease hash unreadable ({e})"))
