@@ -146,12 +146,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     // it answers on BIND, else report Redis' numbers alone.
                     if let Some(mut json) = server_metrics(&settings.bind) {
                         // An anonymous caller gets no details: this command reaches
-                        // Redis itself, so it adds the node list; the recent writes
-                        // stay the server's.
+                        // Redis itself, so it adds the node list and the instances;
+                        // the recent writes stay the server's.
                         if json["details"] == false
                             && let Ok(own) = get_redis_cache_metrics(&cache).await
                         {
                             json["redis_nodes"] = serde_json::to_value(own.redis_nodes)?;
+                            if let Some(instances) = own.instances {
+                                json["instances"] = serde_json::to_value(instances)?;
+                            }
                             eprintln!(
                                 "note: the server shows its recent writes to signed-in admins only (or with PUBLIC_DASHBOARD=1)"
                             );

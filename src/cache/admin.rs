@@ -1,13 +1,13 @@
 //! The cache's admin operations, for the dashboard and the command line: the seed's
 //! `get_redis_cache_metrics()` (Redis' own keyspace numbers with the app's counters),
-//! the bounded key listing, and `clear`.
+//! the instances holding a lease, the bounded key listing, and `clear`.
 
 use std::time::Duration;
 
 use serde::Serialize;
 
 use super::metrics::{AppCounters, ratio};
-use super::store::{self, NodeStats};
+use super::store::{self, NodeStats, SyncState};
 use super::{Cache, CacheUnavailable, request};
 
 /// What `get_redis_cache_metrics()` returns and `/api/cache/metrics` shows.
@@ -25,15 +25,47 @@ pub struct CacheMetrics {
     /// `None` once `without_details` left them out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_nodes: Option<Vec<NodeStats>>,
+    /// The last number of the invalidation log; `None` when the lease hash could not be
+    /// read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalidation_seq: Option<u64>,
+    /// Every instance in the lease hash (their ids name their hosts); `None` when it
+    /// could not be read, or once `without_details` left them out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instances: Option<Vec<InstanceInfo>>,
     pub app: AppCounters,
 }
 
+/// One instance of the lease hash, as the dashboard lists it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct InstanceInfo {
+    pub id: String,
+    /// Until its lease ends, by Redis' clock; 0 once it has ended.
+    pub lease_ms_left: u64,
+    /// The last invalidation it applied.
+    pub applied: u64,
+}
+
+/// The instances of the lease hash as read at Redis time `state.now`.
+fn instances_of(state: &SyncState) -> Vec<InstanceInfo> {
+    state
+        .instances
+        .iter()
+        .map(|(id, ends, applied)| InstanceInfo {
+            id: id.clone(),
+            lease_ms_left: u64::try_from(ends - state.now).unwrap_or(0),
+            applied: *applied,
+        })
+        .collect()
+}
+
 impl CacheMetrics {
-    /// The numbers alone, for callers who may not see the details: Redis node addresses
-    /// and the recent writes are left out (the web layer decides who may).
+    /// The numbers alone, for callers who may not see the details: Redis node addresses,
+    /// the instances and the recent writes are left out (the web layer decides who may).
     pub fn without_details(self) -> Self {
         Self {
             redis_nodes: None,
+            instances: None,
             app: self.app.without_details(),
             ..self
         }
@@ -42,14 +74,21 @@ impl CacheMetrics {
 
 /// The seed's `get_redis_cache_metrics()`: Redis' own `keyspace_hits`/`keyspace_misses`
 /// (server-wide: every client of that Redis moves them; in a cluster, summed over the
-/// masters), their ratio, the per-node list, and this app's per-layer counters. Logged at
-/// info level each time it is read.
+/// masters), their ratio, the per-node list, the instances of the lease hash (left out
+/// when that read fails: the rest still stands), and this app's per-layer counters.
+/// Logged at info level each time it is read.
 pub async fn get_redis_cache_metrics(
     cache: &Cache,
 ) -> Result<CacheMetrics, (CacheUnavailable, AppCounters)> {
     let app = cache.metrics().snapshot();
+    // Read before the node stats, not beside them: its reads move Redis' keyspace
+    // counters, which the node stats then include.
+    let sync = cache.store().sync_state(cache.keys().sync()).await;
     match cache.store().node_stats().await {
         Ok(nodes) => {
+            let sync = sync
+                .inspect_err(|e| log::warn!("cache metrics: lease hash unreadable ({e})"))
+                .ok();
             let (hits, misses) = sum_over_masters(&nodes);
             let metrics = CacheMetrics {
                 keyspace_hits: hits,
@@ -62,6 +101,8 @@ pub async fn get_redis_cache_metrics(
                     "single"
                 },
                 redis_nodes: Some(nodes),
+                invalidation_seq: sync.as_ref().map(|s| s.seq),
+                instances: sync.as_ref().map(instances_of),
                 app,
             };
             log::info!(
@@ -235,5 +276,21 @@ mod tests {
             node("replica", true, Some(100)),
         ];
         assert_eq!(sum_over_masters(&nodes), (14, 7));
+    }
+
+    #[test]
+    fn an_ended_lease_has_no_time_left() {
+        let state = SyncState {
+            now: 10_000,
+            born: Some(0),
+            seq: 7,
+            instances: vec![("a".into(), 10_400, 7), ("b".into(), 9_000, 5)],
+        };
+
+        let instances = instances_of(&state);
+
+        assert_eq!(instances[0].lease_ms_left, 400);
+        assert_eq!(instances[1].lease_ms_left, 0);
+        assert_eq!(instances[1].applied, 5);
     }
 }

@@ -236,6 +236,8 @@ impl Metrics {
             page: self.layer(Layer::Page),
             query: self.layer(Layer::Query),
             invalidations: self.invalidations.get(),
+            memory_hits: self.memory_hits.with_label_values(&["page"]).get()
+                + self.memory_hits.with_label_values(&["query"]).get(),
             db_loads: self.db_loads.with_label_values(&["page"]).get()
                 + self.db_loads.with_label_values(&["query"]).get(),
             redis_errors: self.redis_errors.get(),
@@ -312,6 +314,8 @@ pub struct AppCounters {
     pub page: LayerCounters,
     pub query: LayerCounters,
     pub invalidations: u64,
+    /// Hits of both layers answered from this process's memory (also counted in `hits`).
+    pub memory_hits: u64,
     pub db_loads: u64,
     pub redis_errors: u64,
     pub circuit_open: bool,
@@ -365,10 +369,12 @@ mod tests {
     fn counters_show_in_the_prometheus_text() {
         let m = Metrics::new();
         m.lookup(Layer::Page, Outcome::Hit);
+        m.memory_hit(Layer::Page);
         m.invalidation();
         let text = m.render_prometheus();
         assert!(text.contains(r#"cache_lookups_total{layer="page",outcome="hit"} 1"#));
         assert!(text.contains("cache_invalidations_total 1"));
         assert_eq!(m.snapshot().page.hits, 1);
+        assert_eq!(m.snapshot().memory_hits, 1);
     }
 }

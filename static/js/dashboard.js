@@ -1,7 +1,8 @@
-/* Live cache dashboard: polls /api/cache/metrics, fills the page (with the last writes
-   and what each invalidated), draws a chart, lists this app's cache entries
-   (/api/cache/keys) and runs the "See it work" demos. The Redis servers, the last
-   writes and the key list are details only signed-in admins get (unless
+/* Live cache dashboard: polls /api/cache/metrics, fills the page (with the instances and
+   their leases, the last writes and what each invalidated), draws a chart, lists this
+   app's cache entries (/api/cache/keys) and runs the "See it work" demos. The Redis
+   servers, the instances, the last writes and the key list are details only signed-in
+   admins get (unless
    PUBLIC_DASHBOARD is set): without them (`details: false`, a 403 for the keys) those
    tables ask to sign in and the counters still update.
    No dependencies; loaded with defer. */
@@ -74,6 +75,7 @@
     setText("page-bypasses", fmtInt(page.bypasses));
     setText("query-hits", fmtInt(query.hits));
     setText("query-misses", fmtInt(query.misses));
+    setText("memory-hits", fmtInt(app.memory_hits));
     setText("invalidations", fmtInt(app.invalidations));
     setText("db-loads", fmtInt(app.db_loads));
     setText("redis-errors", fmtInt(app.redis_errors));
@@ -177,6 +179,57 @@
     }
     nodesBody.textContent = "";
     nodesBody.appendChild(frag);
+  }
+
+  /* ---------- instances and their leases ---------- */
+
+  var instancesBody = $("instances-body");
+  var instancesShown = false; // whether rows (or a message) replaced the page's own row
+
+  function instancesMessage(text) {
+    instancesShown = true;
+    placeholderRow(instancesBody, 3, text);
+  }
+
+  // One row per instance of the lease hash: its id, the lease left (seconds, by Redis'
+  // clock when the metrics were read) and the last invalidation it applied. The lease
+  // changes on every poll, so the rows are rebuilt each time.
+  function renderInstances(data) {
+    setText("invalidation-seq", typeof data.invalidation_seq === "number" ? fmtInt(data.invalidation_seq) : "—");
+    if (!instancesBody) return;
+    if (data.details === false) {
+      // Keep the page's own sign-in row; replace rows left from a signed-in poll.
+      if (instancesShown) placeholderRow(instancesBody, 3, SIGN_IN + "instances.");
+      instancesShown = false;
+      return;
+    }
+    if (data.redis_available === false) {
+      instancesMessage("Redis is unavailable: the leases cannot be read.");
+      return;
+    }
+    var instances = data.instances;
+    if (!Array.isArray(instances)) {
+      instancesMessage("The leases could not be read.");
+      return;
+    }
+    if (!instances.length) {
+      instancesMessage("No instance holds a lease.");
+      return;
+    }
+    var frag = document.createDocumentFragment();
+    for (var i = 0; i < instances.length; i++) {
+      var inst = instances[i] || {};
+      var tr = document.createElement("tr");
+      tr.setAttribute("data-instance", String(inst.id));
+      tr.appendChild(cell(String(inst.id), "key-name"));
+      var left = num(inst.lease_ms_left);
+      tr.appendChild(cell(left > 0 ? (left / 1000).toFixed(1) + " s" : "ended", "num"));
+      tr.appendChild(cell(fmtInt(inst.applied), "num"));
+      frag.appendChild(tr);
+    }
+    instancesShown = true;
+    instancesBody.textContent = "";
+    instancesBody.appendChild(frag);
   }
 
   /* ---------- last writes ---------- */
@@ -295,6 +348,7 @@
         var now = Date.now();
         renderRedis(data);
         renderNodes(data);
+        renderInstances(data);
         var app = renderApp(data.app);
         renderWrites(data.app && data.app.recent_invalidations, data.details === false);
         recordSample(now, app);

@@ -1,13 +1,17 @@
 //! The cache dashboard's server side: the counters for everyone, the details (Redis
-//! nodes, recent writes, the list of this app's cache entries) for signed-in admins or
+//! nodes, the instances and their leases, recent writes, the list of this app's cache
+//! entries) for signed-in admins or
 //! with `PUBLIC_DASHBOARD`, and the clear-cache button (signed-in admins only,
 //! CSRF-protected).
+
+use std::time::{Duration, Instant};
 
 use property_listings::cache::{KEY_LISTING_REUSE, Keys};
 use property_listings::routes::listing::ALL_PROPERTIES;
 
 use crate::helpers::{
     PrivateRedis, TestApp, csrf_token_in, free_port, header, redis_addr, spawn_app, spawn_app_with,
+    spawn_instance_with,
 };
 
 /// An app whose dashboard details are public (`PUBLIC_DASHBOARD=1`).
@@ -443,7 +447,7 @@ async fn the_dashboard_asks_anonymous_visitors_to_sign_in_for_the_details() {
     let demo = public.get_anonymous("/cache/").await.text().await.unwrap();
 
     assert!(anonymous.contains("href=\"/admin/login?next=/cache/\""));
-    for hidden in ["Redis servers", "last writes", "keys"] {
+    for hidden in ["Redis servers", "instances", "last writes", "keys"] {
         assert!(
             anonymous.contains(&format!("to see the {hidden}")),
             "{hidden}"
@@ -454,4 +458,58 @@ async fn the_dashboard_asks_anonymous_visitors_to_sign_in_for_the_details() {
         assert!(shown.contains("data-keys-url=\"/api/cache/keys\""));
         assert!(!shown.contains("to see the Redis servers"));
     }
+}
+
+/// The metrics JSON once `count` instances hold a lease (as its `instances` show).
+async fn metrics_with_leases(app: &TestApp, count: usize) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let json = app.get_json("/api/cache/metrics").await;
+        let leased = json["instances"].as_array().map_or(0, |instances| {
+            instances
+                .iter()
+                .filter(|i| i["lease_ms_left"].as_u64() > Some(0))
+                .count()
+        });
+        if leased == count {
+            return json;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never {count} leases: {json}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_metrics_list_every_instance_with_its_lease_and_the_last_invalidation_it_applied() {
+    let app = public_dashboard_app().await;
+    let _other = spawn_instance_with(&app, |_| {}).await;
+    metrics_with_leases(&app, 2).await;
+
+    app.insert("Loft", "1200", "Leeds").await; // returns once every lease acknowledged it
+    let json = app.get_json("/api/cache/metrics").await;
+
+    let seq = json["invalidation_seq"].as_u64().expect("a number");
+    assert!(seq > 0, "{json}");
+    let instances = json["instances"].as_array().expect("a list");
+    assert_eq!(instances.len(), 2, "{json}");
+    for instance in instances {
+        assert!(!instance["id"].as_str().unwrap().is_empty(), "{json}");
+        assert!(instance["lease_ms_left"].as_u64().unwrap() > 0, "{json}");
+        assert_eq!(instance["applied"].as_u64(), Some(seq), "{json}");
+    }
+}
+
+#[tokio::test]
+async fn anonymous_visitors_get_the_invalidation_number_but_not_the_instances() {
+    let app = spawn_app().await;
+    app.insert("Loft", "1200", "Leeds").await;
+
+    let json = app.get_json("/api/cache/metrics").await;
+
+    assert_eq!(json["details"], false);
+    assert!(json.get("instances").is_none(), "{json}");
+    assert!(json["invalidation_seq"].as_u64() > Some(0), "{json}");
 }

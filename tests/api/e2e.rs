@@ -361,13 +361,18 @@ async fn open_a_listing_from_its_card(app: &TestApp, c: &Client) {
 }
 
 /// The dashboard before signing in: the counters, and a request to sign in for the
-/// details (Redis servers, last writes, keys).
+/// details (Redis servers, instances, last writes, keys).
 async fn see_the_dashboard_ask_a_visitor_to_sign_in(app: &TestApp, c: &Client) {
     c.goto(&app.url("/cache/"))
         .await
         .expect("open the dashboard");
     wait_for_number(c, "#page-hits", |_| true).await;
-    for details in ["#nodes-body", "#writes-body", "#keys-body"] {
+    for details in [
+        "#nodes-body",
+        "#instances-body",
+        "#writes-body",
+        "#keys-body",
+    ] {
         assert!(
             text(c, details)
                 .await
@@ -454,8 +459,8 @@ async fn see_it_first_on_the_list(app: &TestApp, c: &Client) {
     assert!(public.contains("Sunlit loft above the market"));
 }
 
-/// The dashboard's numbers move while another client loads pages, and the key list
-/// shows the list page's entry with its TTL.
+/// The dashboard's numbers move while another client loads pages, the instances show
+/// this one's lease, and the key list shows the list page's entry with its TTL.
 async fn watch_the_dashboard_numbers_move(app: &TestApp, c: &Client) {
     c.goto(&app.url("/cache/"))
         .await
@@ -473,6 +478,7 @@ async fn watch_the_dashboard_numbers_move(app: &TestApp, c: &Client) {
     );
     assert_ne!(text(c, "#ratio-page").await, "—");
     assert_ne!(text(c, "#db-loads").await, "—");
+    wait_for(c, "#instances-body tr[data-instance]").await;
     let page_row = list_page_row(app);
     wait_for(c, &page_row).await;
     let ttl_ms: i64 = find(c, &format!("{page_row} td[data-ttl-ms]"))
