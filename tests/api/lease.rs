@@ -131,6 +131,13 @@ async fn readers_on_three_instances_racing_300_writes_never_see_old_data() {
     let last = race(&a, &[&a, &b, &c], p.id, 300).await;
 
     assert_everyone_agrees(&[&a, &b, &c], p.id, last).await;
+    // How long the writes waited for the three instances (for the record).
+    let metrics = a.state.cache.metrics().render_prometheus();
+    let waits: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("cache_invalidation_wait_seconds_bucket"))
+        .collect();
+    println!("acknowledgment waits: {waits:?}");
 }
 
 /// A server of the same data in a process of its own (the binary), so that it can be
