@@ -220,6 +220,21 @@ impl Cache {
         Some(tokio::spawn(async move { cache.keep_lease().await }))
     }
 
+    /// Extends the lease from a renewal (or registration) sent at `sent`, only once a
+    /// replica has it: a failover must not lose it (see "Redis Cluster" in the module
+    /// docs of `cache`). Whether it did.
+    async fn extend_once_replicated(&self, lease: &Lease, sent: Instant) -> bool {
+        let replicated = self
+            .store()
+            .wait_for_replicas(&[self.keys().sync().to_string()], self.inner.wait_replicas)
+            .await;
+        let extended = self.track(replicated).is_ok();
+        if extended {
+            lease.extend(sent);
+        }
+        extended
+    }
+
     async fn keep_lease(&self) {
         let Some(lease) = self.inner.lease.as_ref() else {
             return;
@@ -245,13 +260,7 @@ impl Cache {
                         self.inner.local.forget_all();
                         lease.born.store(position.born, Ordering::Release);
                         lease.applied.store(position.seq, Ordering::Release);
-                        let replicated = self
-                            .store()
-                            .wait_for_replicas(&[sync.to_string()], self.inner.wait_replicas)
-                            .await;
-                        if self.track(replicated).is_ok() {
-                            lease.extend(sent);
-                        }
+                        self.extend_once_replicated(lease, sent).await;
                         self.inner.metrics.lease_renewal("registered");
                         cursor = Some(at);
                         next_renewal = sent + lease.renew_every();
@@ -273,18 +282,11 @@ impl Cache {
                 next_renewal = sent + lease.renew_every();
                 match self.track(renewed) {
                     Ok(Renewal::Extended) => {
-                        // Only once a replica has it: a failover must not lose it (see
-                        // "Redis Cluster" in the module docs of `cache`).
-                        let replicated = self
-                            .store()
-                            .wait_for_replicas(&[sync.to_string()], self.inner.wait_replicas)
-                            .await;
-                        if self.track(replicated).is_ok() {
-                            lease.extend(sent);
-                            self.inner.metrics.lease_renewal("extended");
-                        } else {
-                            self.inner.metrics.lease_renewal("unreplicated");
-                        }
+                        let result = match self.extend_once_replicated(lease, sent).await {
+                            true => "extended",
+                            false => "unreplicated",
+                        };
+                        self.inner.metrics.lease_renewal(result);
                     }
                     Ok(Renewal::Behind) => self.inner.metrics.lease_renewal("behind"),
                     Ok(Renewal::Lost) => {
