@@ -116,11 +116,6 @@ impl LocalTier {
         inner.known.clear();
     }
 
-    /// How many token values are known.
-    pub fn known_tokens(&self) -> usize {
-        self.lock().known.len()
-    }
-
     /// Keeps `entry` until `keep_until_ms` at the latest. With `decoded_too` (a
     /// query-cache entry, kept decoded as well: `Entry::decoded`), its body is counted
     /// twice: decoded rows take about as much room as their JSON.

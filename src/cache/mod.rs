@@ -356,15 +356,19 @@ impl Cache {
         }
         let unknown: Vec<usize> = (0..names.len()).filter(|&i| values[i].is_none()).collect();
         if unknown.is_empty() {
-            let version = Version::of(values.iter().map(|v| Ok(v.as_deref().unwrap_or(""))));
             if let Some(held) = probe.entry {
-                if held.version == version {
+                // Compared in place: a hit from memory builds nothing.
+                if held
+                    .version
+                    .matches(values.iter().map(|v| v.as_deref().map(str::as_bytes)))
+                {
                     self.inner.metrics.memory_hit(slot.layer);
                     return Ok(Lookup::Found(held, true));
                 }
                 // Built under older tokens than the current ones: never used again.
                 self.inner.local.remove(slot.key);
             }
+            let version = Version::of(values.iter().map(|v| Ok(v.as_deref().unwrap_or(""))));
             let raw = self.track(self.store().get(slot.key).await)?;
             return Ok(self.found_or_missing(slot, raw, version));
         }

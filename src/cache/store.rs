@@ -41,6 +41,27 @@ use redis::{
 use super::entry::now_ms;
 use super::metrics::Metrics;
 
+/// Lua: `now`, Redis's clock in ms — the one clock leases and the hash's age are
+/// judged by, so no two machines' clocks are ever compared.
+macro_rules! lua_now {
+    () => {
+        "local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        "
+    };
+}
+
+/// Lua: the leases' hash (`KEYS[1]`) created with its birth time and numbering when it
+/// does not exist (first use, eviction, a restart of Redis).
+macro_rules! lua_create_sync {
+    () => {
+        "if redis.call('EXISTS', KEYS[1]) == 0 then
+            redis.call('HSET', KEYS[1], 'born', now, 'seq', 0)
+        end
+        "
+    };
+}
+
 /// Redis could not be used for this call (down, slow, breaker open, bad reply).
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("cache unavailable: {0}")]
@@ -279,52 +300,9 @@ impl RedisStore {
 
     // ---- The commands ------------------------------------------------------------
 
-    /// `MGET keys…`; in a cluster, one `MGET` per slot, all at once (the client's own
-    /// split of a cross-slot `MGET` mismatched its replies during a failover).
-    pub async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheUnavailable> {
-        if !self.is_cluster() {
-            return self.query(redis::cmd("MGET").arg(keys)).await;
-        }
-        let mut groups: Vec<(Slot, Vec<usize>)> = Vec::new();
-        for (i, key) in keys.iter().enumerate() {
-            let slot = Slot::for_key(key);
-            match groups.iter_mut().find(|(s, _)| *s == slot) {
-                Some((_, members)) => members.push(i),
-                None => groups.push((slot, vec![i])),
-            }
-        }
-        let replies = try_join_all(groups.iter().map(|(_, members)| {
-            let mut mget = redis::cmd("MGET");
-            for &i in members {
-                mget.arg(&keys[i]);
-            }
-            async move { self.query::<Vec<Option<Vec<u8>>>>(&mget).await }
-        }))
-        .await?;
-        let mut values = vec![None; keys.len()];
-        for ((_, members), group) in groups.iter().zip(replies) {
-            for (&i, value) in members.iter().zip(group) {
-                values[i] = value;
-            }
-        }
-        Ok(values)
-    }
-
     /// `GET key`.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheUnavailable> {
         self.query(redis::cmd("GET").arg(key)).await
-    }
-
-    /// `SET key value PX ms`.
-    pub async fn set_px(&self, key: &str, value: &[u8], ms: u64) -> Result<(), CacheUnavailable> {
-        self.query(
-            redis::cmd("SET")
-                .arg(key)
-                .arg(value)
-                .arg("PX")
-                .arg(ms.max(1)),
-        )
-        .await
     }
 
     /// `SET key 1 NX PX ms`: whether this caller set it (a lock taken).
@@ -420,7 +398,10 @@ impl RedisStore {
         max_len: u64,
         keep_ms: u64,
     ) -> Result<(Vec<u64>, Appended), CacheUnavailable> {
-        const SCRIPT: &str = r"
+        const SCRIPT: &str = concat!(
+            lua_now!(),
+            lua_create_sync!(),
+            r"
             local n = tonumber(ARGV[1])
             for i = 1, n do
                 redis.call('SET', KEYS[2 + i], ARGV[5 + i], 'PX', ARGV[2])
@@ -429,17 +410,13 @@ impl RedisStore {
             for i = 1, n do
                 counts[i] = redis.call('GETDEL', KEYS[2 + n + i]) or '0'
             end
-            local t = redis.call('TIME')
-            local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-            if redis.call('EXISTS', KEYS[1]) == 0 then
-                redis.call('HSET', KEYS[1], 'born', now, 'seq', 0)
-            end
             local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
             redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'seq', seq,
                 'tokens', ARGV[3])
             redis.call('PEXPIRE', KEYS[1], ARGV[5])
             redis.call('PEXPIRE', KEYS[2], ARGV[5])
-            return {seq, redis.call('HGET', KEYS[1], 'born'), counts}";
+            return {seq, redis.call('HGET', KEYS[1], 'born'), counts}"
+        );
         let mut keys: Vec<&str> = vec![sync, log];
         keys.extend(pairs.iter().map(|(key, _)| key.as_str()));
         keys.extend(counters.iter().map(String::as_str));
@@ -613,12 +590,10 @@ impl RedisStore {
         lease_ms: u64,
         keep_ms: u64,
     ) -> Result<(Appended, String), CacheUnavailable> {
-        const SCRIPT: &str = r"
-            local t = redis.call('TIME')
-            local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-            if redis.call('EXISTS', KEYS[1]) == 0 then
-                redis.call('HSET', KEYS[1], 'born', now, 'seq', 0)
-            end
+        const SCRIPT: &str = concat!(
+            lua_now!(),
+            lua_create_sync!(),
+            r"
             local seq = redis.call('HGET', KEYS[1], 'seq') or '0'
             redis.call('HSET', KEYS[1], 'lease:' .. ARGV[1], now + tonumber(ARGV[2]),
                 'ack:' .. ARGV[1], seq, 'rseq:' .. ARGV[1], seq)
@@ -627,7 +602,8 @@ impl RedisStore {
             local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
             local cursor = '0-0'
             if last[1] then cursor = last[1][1] end
-            return {seq, redis.call('HGET', KEYS[1], 'born'), cursor}";
+            return {seq, redis.call('HGET', KEYS[1], 'born'), cursor}"
+        );
         let mut cmd = script(SCRIPT, &[sync, log]);
         cmd.arg(id).arg(lease_ms).arg(keep_ms);
         let (seq, born, cursor): (u64, i64, String) = self.query(&cmd).await?;
@@ -647,9 +623,9 @@ impl RedisStore {
         applied: u64,
         keep_ms: u64,
     ) -> Result<Renewal, CacheUnavailable> {
-        const SCRIPT: &str = r"
-            local t = redis.call('TIME')
-            local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        const SCRIPT: &str = concat!(
+            lua_now!(),
+            r"
             local ends = redis.call('HGET', KEYS[1], 'lease:' .. ARGV[1])
             if not ends or tonumber(ends) <= now then return 0 end
             if redis.call('HEXISTS', KEYS[1], 'revoked:' .. ARGV[1]) == 1 then return 0 end
@@ -664,7 +640,8 @@ impl RedisStore {
             redis.call('HSET', KEYS[1], 'lease:' .. ARGV[1], now + tonumber(ARGV[2]),
                 'rseq:' .. ARGV[1], seq)
             redis.call('PEXPIRE', KEYS[1], ARGV[4])
-            return 2";
+            return 2"
+        );
         let mut cmd = script(SCRIPT, &[sync]);
         cmd.arg(id).arg(lease_ms).arg(applied).arg(keep_ms);
         Ok(match self.query::<i64>(&cmd).await? {
@@ -714,10 +691,11 @@ impl RedisStore {
 
     /// What writers wait on: Redis's clock now (ms) and every field of the hash.
     pub async fn sync_state(&self, sync: &str) -> Result<SyncState, CacheUnavailable> {
-        const SCRIPT: &str = r"
-            local t = redis.call('TIME')
-            local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-            return {now, redis.call('HGETALL', KEYS[1])}";
+        const SCRIPT: &str = concat!(
+            lua_now!(),
+            r"
+            return {now, redis.call('HGETALL', KEYS[1])}"
+        );
         let (now, fields): (i64, Vec<(String, String)>) =
             self.query(&script(SCRIPT, &[sync])).await?;
         Ok(SyncState::from_fields(now, fields))
