@@ -13,6 +13,9 @@ use crate::auth::password::PasswordChecks;
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub database_url: String,
+    /// Streaming replicas of `database_url` that cache refills may read
+    /// (`DATABASE_REPLICA_URLS`, comma separated; empty: every read goes to the primary).
+    pub database_replica_urls: Vec<String>,
     pub redis_url: String,
     /// Seed nodes of a Redis Cluster (`REDIS_CLUSTER_URLS`, `redis://host:port`, comma
     /// separated). Non-empty: cluster mode, and `redis_url` is not used.
@@ -79,6 +82,7 @@ impl Settings {
         validate_prefix(&prefix)?;
         Ok(Self {
             database_url: env_or("DATABASE_URL", Self::DEFAULT_DATABASE_URL),
+            database_replica_urls: parse_replica_urls(&env_or("DATABASE_REPLICA_URLS", ""))?,
             redis_url: env_or("REDIS_URL", Self::DEFAULT_REDIS_URL),
             redis_cluster_urls: parse_cluster_urls(&env_or("REDIS_CLUSTER_URLS", ""))?,
             redis_wait_replicas: match std::env::var("REDIS_WAIT_REPLICAS") {
@@ -129,6 +133,7 @@ impl Settings {
     pub fn local_defaults() -> Self {
         Self {
             database_url: Self::DEFAULT_DATABASE_URL.into(),
+            database_replica_urls: Vec::new(),
             redis_url: Self::DEFAULT_REDIS_URL.into(),
             redis_cluster_urls: Vec::new(),
             redis_wait_replicas: None,
@@ -254,6 +259,22 @@ pub fn parse_cluster_urls(value: &str) -> anyhow::Result<Vec<String>> {
         .collect()
 }
 
+/// `DATABASE_REPLICA_URLS`: comma-separated `postgres://` URLs of streaming replicas of
+/// `DATABASE_URL` (an empty value: none).
+pub fn parse_replica_urls(value: &str) -> anyhow::Result<Vec<String>> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                bail!("DATABASE_REPLICA_URLS: {url:?} is not a postgres:// URL");
+            }
+            Ok(url.to_string())
+        })
+        .collect()
+}
+
 /// A prefix becomes the first segment of every Redis key: keep it to characters that
 /// cannot collide with our `:` separator or with glob patterns used by `cache clear`.
 pub fn validate_prefix(prefix: &str) -> anyhow::Result<()> {
@@ -269,7 +290,7 @@ pub fn validate_prefix(prefix: &str) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{CookieSecure, parse_cluster_urls, validate_prefix};
+    use super::{CookieSecure, parse_cluster_urls, parse_replica_urls, validate_prefix};
 
     #[test]
     fn cookie_secure_is_if_https_unless_set_to_always_or_never() {
@@ -283,6 +304,17 @@ mod tests {
             assert_eq!(parse(Some(off)).unwrap(), CookieSecure::Never, "{off}");
         }
         assert!(parse(Some("auto")).is_err());
+    }
+
+    #[test]
+    fn replica_urls_are_split_and_must_be_postgres_urls() {
+        assert_eq!(
+            parse_replica_urls(" postgres://a:5433/db , postgresql://b/db").unwrap(),
+            ["postgres://a:5433/db", "postgresql://b/db"]
+        );
+        assert!(parse_replica_urls("").unwrap().is_empty());
+        assert!(parse_replica_urls("redis://a:6379").is_err());
+        assert!(parse_replica_urls("127.0.0.1:5433").is_err());
     }
 
     #[test]
