@@ -39,8 +39,17 @@ pub fn build_state(settings: Settings, serving: bool) -> anyhow::Result<AppState
     let cache = Cache::new(cache_config(&settings, serving), metrics, |spent| {
         crate::timing::record(crate::timing::Kind::Cache, spent)
     })?;
+    let replicas = Arc::new(db::Replicas::new(
+        &settings.database_replica_urls,
+        settings.db_pool_size,
+    ));
+    if !replicas.is_empty() {
+        // Tokens created without a write then carry the primary's position too.
+        cache.use_source_position(db::position_source(pool.clone()));
+    }
     let properties = PropertyRepository::new(
         pool.clone(),
+        replicas.clone(),
         vec![Arc::new(CacheInvalidation::new(
             cache.clone(),
             pool.clone(),
@@ -53,6 +62,7 @@ pub fn build_state(settings: Settings, serving: bool) -> anyhow::Result<AppState
     Ok(AppState {
         settings,
         db: pool,
+        replicas,
         cache,
         properties,
         login_throttle: LoginThrottle::default(),
@@ -168,6 +178,7 @@ impl Application {
         ensure_configured_admin(&state)?;
         state.cache.spawn_invalidation_retrier();
         state.cache.spawn_lease();
+        state.replicas.spawn_poller(state.db.clone());
         spawn_metrics_logger(state.cache.clone());
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {

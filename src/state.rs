@@ -4,13 +4,17 @@ use crate::auth::password::PasswordChecks;
 use crate::auth::throttle::LoginThrottle;
 use crate::cache::Cache;
 use crate::config::Settings;
-use crate::db::PgPool;
+use std::sync::Arc;
+
+use crate::db::{PgPool, Replicas};
 use crate::models::repository::PropertyRepository;
 use crate::telemetry::latency::RequestLatency;
 
 pub struct AppState {
     pub settings: Settings,
     pub db: PgPool,
+    /// Streaming replicas cache refills may read (`db::replicas`; possibly none).
+    pub replicas: Arc<Replicas>,
     pub cache: Cache,
     pub properties: PropertyRepository,
     pub login_throttle: LoginThrottle,

@@ -149,7 +149,7 @@ impl Cache {
     /// hash and the log stay: they are not cache. Never `FLUSHALL`/`FLUSHDB`.
     pub async fn clear(&self) -> Result<u64, CacheUnavailable> {
         request::forget();
-        self.replace(&[super::GENERATION.to_string()]).await?;
+        self.replace(&[super::GENERATION.to_string()], None).await?;
         let mut names = vec![self.keys().generation().to_string()];
         names.extend(self.named_entries().iter().cloned());
         let mut deleted = self.store().unlink(&names).await?;

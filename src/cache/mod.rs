@@ -117,6 +117,7 @@ pub mod page;
 pub mod query;
 pub mod refresh;
 pub mod request;
+pub mod source;
 pub mod store;
 pub mod version;
 
@@ -177,6 +178,9 @@ struct Inner {
     acks: lease::Acks,
     /// Builds under way in this instance, by generation and key (`refresh.rs`).
     flights: SingleFlight<Option<Arc<Entry>>>,
+    /// Where the source's write log stands now, when builds may read replicas
+    /// (`Cache::use_source_position`).
+    source_position: std::sync::OnceLock<source::PositionSource>,
     /// The last key listing (when, for which limit, what): see `list_keys`.
     key_listing: tokio::sync::Mutex<Option<(std::time::Instant, usize, KeyListing)>>,
 }
@@ -277,6 +281,7 @@ impl Cache {
                 lease_length: config.lease,
                 acks: lease::Acks::default(),
                 flights: SingleFlight::default(),
+                source_position: std::sync::OnceLock::new(),
                 key_listing: tokio::sync::Mutex::default(),
             }),
         })
@@ -284,6 +289,21 @@ impl Cache {
 
     pub fn keys(&self) -> &Keys {
         &self.inner.keys
+    }
+
+    /// Builds may read replicas of the source: tokens created without a write (a missing
+    /// token's marker, a new generation) carry the position `current` reads then (see
+    /// "Read replicas" in the module docs). Set once, at start.
+    pub fn use_source_position(&self, current: source::PositionSource) {
+        let _ = self.inner.source_position.set(current);
+    }
+
+    /// The source's position now, if builds may read replicas and it can be read.
+    async fn source_position(&self) -> Option<u64> {
+        match self.inner.source_position.get() {
+            Some(current) => current().await,
+            None => None,
+        }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -494,7 +514,11 @@ impl Cache {
         content_type: &str,
         body: Bytes,
     ) -> (Arc<Entry>, Result<(), CacheUnavailable>) {
-        let (version, missing) = version.settle();
+        let position = match version.has_markers() {
+            true => self.source_position().await,
+            false => None,
+        };
+        let (version, missing) = version.settle(position);
         let compress = matches!(slot.layer, metrics::Layer::Page);
         let entry = Arc::new(Entry::build(&version, content_type, body, compress));
         let lifetime = self.token_lifetime_ms();
@@ -554,15 +578,22 @@ impl Cache {
     /// app's named entries deleted, the invalidation logged, and a wait until every
     /// instance has applied it (or its lease has ended). Returns whether it reached
     /// Redis; if not, an invalidation is pending (the generation will be replaced, which
-    /// covers these tokens and more) and the cache is bypassed meanwhile.
-    pub async fn invalidate(&self, tokens: &[String]) -> bool {
+    /// covers these tokens and more) and the cache is bypassed meanwhile. `position`:
+    /// where the write committed in the source's log, when it is known (see "Read
+    /// replicas" in the module docs); else the source's position now is used, if it can
+    /// be read.
+    pub async fn invalidate(&self, tokens: &[String], position: Option<u64>) -> bool {
         // Whatever happens, this request reads every token afresh from now on.
         request::forget();
         if self.invalidation_pending() {
             return self.ensure_no_pending_invalidation().await.is_ok();
         }
         let since = std::time::Instant::now();
-        match self.replace(tokens).await {
+        let position = match position {
+            Some(position) => Some(position),
+            None => self.source_position().await,
+        };
+        match self.replace(tokens, position).await {
             Ok(stored) => {
                 self.inner.metrics.invalidation();
                 self.inner
@@ -586,7 +617,11 @@ impl Cache {
     /// configured replicas to have it (`WAIT`: a replacement a failover could lose counts
     /// as failed), then for every instance to have applied it. How many stored entries
     /// each replaced token made unreachable.
-    async fn replace(&self, names: &[String]) -> Result<Vec<u64>, CacheUnavailable> {
+    async fn replace(
+        &self,
+        names: &[String],
+        position: Option<u64>,
+    ) -> Result<Vec<u64>, CacheUnavailable> {
         let pairs: Vec<(String, String)> = names
             .iter()
             .map(|name| (self.token_key(name), new_token()))
@@ -601,6 +636,7 @@ impl Cache {
                 &pairs,
                 &counters,
                 &names.join(" "),
+                position,
                 self.token_lifetime_ms(),
                 LOG_LENGTH,
                 self.token_lifetime_ms(),
@@ -659,7 +695,14 @@ impl Cache {
     async fn replace_generation(&self) -> bool {
         // Whatever happens, this request reads every token afresh from now on.
         request::forget();
-        if self.replace(&[GENERATION.to_string()]).await.is_err() {
+        // Read after the write that could not be reported had committed: the new
+        // generation carries a position past it.
+        let position = self.source_position().await;
+        if self
+            .replace(&[GENERATION.to_string()], position)
+            .await
+            .is_err()
+        {
             return false;
         }
         self.inner
@@ -671,7 +714,7 @@ impl Cache {
     /// A missing generation (evicted, Redis restarted, cache cleared) gets a fresh,
     /// never-used token; when several instances race, `SET NX GET` makes them agree.
     async fn start_generation(&self) -> Result<String, CacheUnavailable> {
-        let token = new_token();
+        let token = version::with_position(&new_token(), self.source_position().await);
         let existing = self
             .store()
             .set_nx_get(self.keys().generation(), &token, self.token_lifetime_ms())

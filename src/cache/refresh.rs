@@ -133,7 +133,7 @@ where
             settle(
                 cache,
                 spec.slot.layer,
-                build(Some(version)).await,
+                run_build(build, version).await,
                 Some(stale),
             )
         }
@@ -174,7 +174,7 @@ where
                 Ok((None, newer)) => newer,
                 Err(_) => version.clone(),
             };
-            let built = build(Some(version)).await;
+            let built = run_build(build, version).await;
             let entry = built.entry();
             leader = Some(settle(cache, spec.slot.layer, built, None));
             entry
@@ -190,9 +190,25 @@ where
     }
     match build {
         // Its build was not for the cache (an error, say): build for this caller.
-        Some(build) => settle(cache, spec.slot.layer, build(Some(version)).await, None),
+        Some(build) => settle(
+            cache,
+            spec.slot.layer,
+            run_build(build, version).await,
+            None,
+        ),
         None => unreachable!("a caller that did not lead still holds its build"),
     }
+}
+
+/// Runs a build under `version`, inside the source scope its tokens require
+/// (`source.rs`): its database reads go to a server that has replayed every write
+/// those tokens carry.
+fn run_build<O, B, Fut>(build: B, version: Version) -> impl Future<Output = Built<O>>
+where
+    B: FnOnce(Option<Version>) -> Fut,
+    Fut: Future<Output = Built<O>>,
+{
+    super::source::scope(version.position(), build(Some(version)))
 }
 
 /// Looks the key up once more: the value of its fresh, readable entry if one was stored

@@ -382,7 +382,9 @@ impl RedisStore {
 
     /// A write's invalidation, as one script on the slot of the tokens (so atomic also
     /// in a cluster): each token of `pairs` set to its new value (expiring after `px`
-    /// ms), each counter taken (`GETDEL`: how many entries were stored under the value
+    /// ms) — with `position` known, the value carries the higher of it and the position
+    /// the value replaced carried (`VALUE@POSITION`: positions only grow; see "Read
+    /// replicas" in the module docs of `cache`) — each counter taken (`GETDEL`: how many entries were stored under the value
     /// replaced), and the invalidation appended to the log under the next number
     /// (`Keys::sync`, `Keys::log`; the log keeps about `max_len` entries; both keys live
     /// `keep_ms` without use). Returns the counts and where it stands in the log.
@@ -394,6 +396,7 @@ impl RedisStore {
         pairs: &[(String, String)],
         counters: &[String],
         names: &str,
+        position: Option<u64>,
         px: u64,
         max_len: u64,
         keep_ms: u64,
@@ -403,8 +406,20 @@ impl RedisStore {
             lua_create_sync!(),
             r"
             local n = tonumber(ARGV[1])
+            local position = ARGV[6]
             for i = 1, n do
-                redis.call('SET', KEYS[2 + i], ARGV[5 + i], 'PX', ARGV[2])
+                local value = ARGV[6 + i]
+                if position ~= '' then
+                    local highest = position
+                    local old = redis.call('GET', KEYS[2 + i])
+                    local was = old and string.match(old, '@(%d+)$')
+                    -- Decimal numbers without leading zeros: the longer is the larger.
+                    if was and (#was > #highest or (#was == #highest and was > highest)) then
+                        highest = was
+                    end
+                    value = value .. '@' .. highest
+                end
+                redis.call('SET', KEYS[2 + i], value, 'PX', ARGV[2])
             end
             local counts = {}
             for i = 1, n do
@@ -425,7 +440,8 @@ impl RedisStore {
             .arg(px.max(1))
             .arg(names)
             .arg(max_len)
-            .arg(keep_ms);
+            .arg(keep_ms)
+            .arg(position.map(|p| p.to_string()).unwrap_or_default());
         for (_, value) in pairs {
             cmd.arg(value);
         }

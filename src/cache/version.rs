@@ -9,6 +9,12 @@
 //! version into the one an entry is stored under — the markers as the tokens' values —
 //! and the tokens to create with them (`SET NX`, with the entry).
 //!
+//! A token's value may carry a *position* in the source's write log (PostgreSQL: an LSN)
+//! after `@`: every write that replaced it committed at or before that position (see
+//! "Read replicas" in the module docs of `cache`). `position` is the least position a
+//! replica must have replayed for a build under this version to read it; `None` when a
+//! value carries none (or is a marker): then only the primary will do.
+//!
 //! Stored form: the values, space-separated (a marker as `~KEY=MARKER` before settling).
 
 use std::fmt;
@@ -60,22 +66,38 @@ impl Version {
         parts.next().is_none()
     }
 
+    /// Whether a token was found missing (its place holds a marker).
+    pub fn has_markers(&self) -> bool {
+        self.0.contains('~')
+    }
+
+    /// The least position of the source a build under this version must read at: the
+    /// highest position among the values, or `None` if any value carries none.
+    pub fn position(&self) -> Option<u64> {
+        self.0.split(' ').try_fold(0, |highest, part| {
+            let position = part.rsplit_once('@')?.1.parse::<u64>().ok()?;
+            Some(position.max(highest))
+        })
+    }
+
     /// The version an entry built under this one is stored under (each marker as its
-    /// token's value), and the tokens that must be created with their markers.
-    pub fn settle(&self) -> (Version, Vec<(String, String)>) {
-        if !self.0.contains('~') {
+    /// token's value, carrying `position` if given), and the tokens that must be created
+    /// with those values.
+    pub fn settle(&self, position: Option<u64>) -> (Version, Vec<(String, String)>) {
+        if !self.has_markers() {
             return (self.clone(), Vec::new());
         }
         let mut missing = Vec::new();
-        let settled: Vec<&str> = self
+        let settled: Vec<String> = self
             .0
             .split(' ')
             .map(|part| match marker(part) {
                 Some((key, marker)) => {
-                    missing.push((key.to_string(), marker.to_string()));
-                    marker
+                    let value = with_position(marker, position);
+                    missing.push((key.to_string(), value.clone()));
+                    value
                 }
-                None => part,
+                None => part.to_string(),
             })
             .collect();
         (Self(settled.join(" ")), missing)
@@ -98,6 +120,14 @@ impl Version {
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// A token value: `random`, carrying `position` (`random@position`) if given.
+pub fn with_position(random: &str, position: Option<u64>) -> String {
+    match position {
+        Some(position) => format!("{random}@{position}"),
+        None => random.to_string(),
     }
 }
 
@@ -130,10 +160,38 @@ mod tests {
     fn a_marker_matches_nothing_until_settled() {
         let v = Version::of([Ok("g1"), Err(("app:tok:{x}", "m1".to_string()))]);
         assert!(!v.matches(bytes(&[Some("g1"), Some("m1")])));
-        let (stored, create) = v.settle();
+        let (stored, create) = v.settle(None);
         assert_eq!(stored, Version::of([Ok("g1"), Ok("m1")]));
         assert_eq!(create, [("app:tok:{x}".to_string(), "m1".to_string())]);
         assert!(stored.matches(bytes(&[Some("g1"), Some("m1")])));
+    }
+
+    #[test]
+    fn the_position_is_the_highest_carried_and_none_if_any_value_carries_none() {
+        assert_eq!(
+            Version::of([Ok("g@7"), Ok("t@12"), Ok("u@9")]).position(),
+            Some(12)
+        );
+        // Numbers, not strings: "9" > "12" as text.
+        assert_eq!(Version::of([Ok("g@12"), Ok("t@9")]).position(), Some(12));
+        assert_eq!(Version::of([Ok("g@7"), Ok("t")]).position(), None);
+        assert_eq!(Version::of([Ok("g@7"), Ok("t@x")]).position(), None);
+        let marked = Version::of([Ok("g@7"), Err(("k", "m1".to_string()))]);
+        assert!(marked.has_markers());
+        assert_eq!(marked.position(), None, "a missing token means the primary");
+        let (stored, create) = marked.settle(Some(30));
+        assert_eq!(stored, Version::of([Ok("g@7"), Ok("m1@30")]));
+        assert_eq!(create, [("k".to_string(), "m1@30".to_string())]);
+        assert_eq!(stored.position(), Some(30));
+        assert_eq!(
+            Version::of([Ok(u64::MAX.to_string().as_str())]).position(),
+            None,
+            "a value without @ carries no position"
+        );
+        assert_eq!(
+            Version::of([Ok(format!("r@{}", u64::MAX).as_str())]).position(),
+            Some(u64::MAX)
+        );
     }
 
     #[test]

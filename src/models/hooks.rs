@@ -23,6 +23,8 @@ pub enum Change<'a> {
 }
 
 pub trait ModelHooks: Send + Sync {
-    /// Called once per committed write (a batch insert is one write).
-    fn after_commit<'a>(&'a self, change: Change<'a>) -> BoxFuture<'a, ()>;
+    /// Called once per committed write (a batch insert is one write). `position`: where
+    /// the write's commit ends in PostgreSQL's log (`pg_current_wal_insert_lsn()` read on
+    /// its connection after `COMMIT`, as a number), if that could be read.
+    fn after_commit<'a>(&'a self, change: Change<'a>, position: Option<u64>) -> BoxFuture<'a, ()>;
 }

@@ -6,19 +6,22 @@ use std::sync::Arc;
 
 use super::hooks::{Change, ModelHooks};
 use super::property::{Property, PropertyData, PropertyFilter, Sort};
-use crate::db::{self, PgPool};
+use crate::db::{self, PgPool, Replicas, write_position};
 use crate::error::AppError;
 
 #[derive(Clone)]
 pub struct PropertyRepository {
     pool: PgPool,
+    /// Where cache refills may read (`db::replicas`); everything else reads `pool`.
+    replicas: Arc<Replicas>,
     hooks: Arc<Vec<Arc<dyn ModelHooks>>>,
 }
 
 impl PropertyRepository {
-    pub fn new(pool: PgPool, hooks: Vec<Arc<dyn ModelHooks>>) -> Self {
+    pub fn new(pool: PgPool, replicas: Arc<Replicas>, hooks: Vec<Arc<dyn ModelHooks>>) -> Self {
         Self {
             pool,
+            replicas,
             hooks: Arc::new(hooks),
         }
     }
@@ -28,7 +31,9 @@ impl PropertyRepository {
     }
 
     pub async fn get(&self, id: i64) -> Result<Option<Property>, AppError> {
-        db::run(&self.pool, move |conn| Ok(Property::find(conn, id)?)).await
+        self.replicas
+            .read(&self.pool, move |conn| Ok(Property::find(conn, id)?))
+            .await
     }
 
     pub async fn list(
@@ -38,60 +43,75 @@ impl PropertyRepository {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<Property>, i64), AppError> {
-        db::run(&self.pool, move |conn| {
-            Ok(Property::search(conn, &filter, sort, limit, offset)?)
-        })
-        .await
+        self.replicas
+            .read(&self.pool, move |conn| {
+                Ok(Property::search(conn, &filter, sort, limit, offset)?)
+            })
+            .await
     }
 
     pub async fn insert(&self, data: PropertyData) -> Result<Property, AppError> {
-        let property = db::run(&self.pool, move |conn| Ok(Property::insert(conn, &data)?)).await?;
-        self.committed(Change::Inserted(std::slice::from_ref(&property)))
+        let (property, position) = db::run(&self.pool, move |conn| {
+            let row = Property::insert(conn, &data)?;
+            Ok((row, write_position(conn)))
+        })
+        .await?;
+        self.committed(Change::Inserted(std::slice::from_ref(&property)), position)
             .await;
         Ok(property)
     }
 
     /// Inserts all rows in one statement, then runs the hooks once for the whole batch.
     pub async fn insert_many(&self, data: Vec<PropertyData>) -> Result<Vec<Property>, AppError> {
-        let rows = db::run(&self.pool, move |conn| {
-            Ok(Property::insert_many(conn, &data)?)
+        let (rows, position) = db::run(&self.pool, move |conn| {
+            let rows = Property::insert_many(conn, &data)?;
+            Ok((rows, write_position(conn)))
         })
         .await?;
-        self.committed(Change::Inserted(&rows)).await;
+        self.committed(Change::Inserted(&rows), position).await;
         Ok(rows)
     }
 
     /// The updated row; `Ok(None)` when no property has that id (nothing written, no
     /// hook run).
     pub async fn update(&self, id: i64, data: PropertyData) -> Result<Option<Property>, AppError> {
-        let updated = db::run(&self.pool, move |conn| {
-            Ok(Property::update(conn, id, &data)?)
+        let (updated, position) = db::run(&self.pool, move |conn| {
+            let updated = Property::update(conn, id, &data)?;
+            Ok((updated, write_position(conn)))
         })
         .await?;
         let Some((before, after)) = updated else {
             return Ok(None);
         };
-        self.committed(Change::Updated {
-            before: &before,
-            after: &after,
-        })
+        self.committed(
+            Change::Updated {
+                before: &before,
+                after: &after,
+            },
+            position,
+        )
         .await;
         Ok(Some(after))
     }
 
     /// The deleted row; `Ok(None)` when no property has that id.
     pub async fn delete(&self, id: i64) -> Result<Option<Property>, AppError> {
-        let deleted = db::run(&self.pool, move |conn| Ok(Property::delete(conn, id)?)).await?;
+        let (deleted, position) = db::run(&self.pool, move |conn| {
+            let deleted = Property::delete(conn, id)?;
+            Ok((deleted, write_position(conn)))
+        })
+        .await?;
         if let Some(property) = &deleted {
-            self.committed(Change::Deleted(property)).await;
+            self.committed(Change::Deleted(property), position).await;
         }
         Ok(deleted)
     }
 
-    /// Runs every hook, in order, for a write that has committed.
-    async fn committed(&self, change: Change<'_>) {
+    /// Runs every hook, in order, for a write that has committed at `position` (its
+    /// commit LSN, read on its connection after the commit; `None` if that failed).
+    async fn committed(&self, change: Change<'_>, position: Option<u64>) {
         for hook in self.hooks.iter() {
-            hook.after_commit(change).await;
+            hook.after_commit(change, position).await;
         }
     }
 }

@@ -80,10 +80,12 @@ pub async fn get_all_properties(
     let key = state.cache.keys().named(ALL_PROPERTIES);
     let ttl = state.settings.query_cache_ttl;
     get_or_fill(&state.cache, &key, QUERY_ENTRY_TOKENS, ttl, || async {
-        let rows = crate::db::run(&state.db, |conn| {
-            Ok(Property::newest_first(conn, ALL_PROPERTIES_MAX as i64 + 1)?)
-        })
-        .await?;
+        let rows = state
+            .replicas
+            .read(&state.db, |conn| {
+                Ok(Property::newest_first(conn, ALL_PROPERTIES_MAX as i64 + 1)?)
+            })
+            .await?;
         Ok(if rows.len() > ALL_PROPERTIES_MAX {
             AllProperties::TooMany
         } else {

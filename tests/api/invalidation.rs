@@ -110,16 +110,22 @@ enum Seen {
 
 /// A hook that records every change it is given.
 #[derive(Default)]
-struct Recorder(Mutex<Vec<Seen>>);
+struct Recorder(Mutex<Vec<Seen>>, Mutex<Vec<Option<u64>>>);
 
 impl Recorder {
     fn take(&self) -> Vec<Seen> {
         std::mem::take(&mut self.0.lock().unwrap())
     }
+
+    /// The commit positions the hooks were given, in order.
+    fn positions(&self) -> Vec<Option<u64>> {
+        self.1.lock().unwrap().clone()
+    }
 }
 
 impl ModelHooks for Recorder {
-    fn after_commit<'a>(&'a self, change: Change<'a>) -> BoxFuture<'a, ()> {
+    fn after_commit<'a>(&'a self, change: Change<'a>, position: Option<u64>) -> BoxFuture<'a, ()> {
+        self.1.lock().unwrap().push(position);
         let seen = match change {
             Change::Inserted(rows) => Seen::Inserted(rows.to_vec()),
             Change::Updated { before, after } => Seen::Updated {
@@ -136,8 +142,55 @@ impl ModelHooks for Recorder {
 /// A repository on `app`'s database whose only hook is a `Recorder`.
 fn recorded_repository(app: &TestApp) -> (PropertyRepository, Arc<Recorder>) {
     let recorder = Arc::new(Recorder::default());
-    let repository = PropertyRepository::new(app.state.db.clone(), vec![recorder.clone()]);
+    let repository = PropertyRepository::new(
+        app.state.db.clone(),
+        app.state.replicas.clone(),
+        vec![recorder.clone()],
+    );
     (repository, recorder)
+}
+
+/// The position of PostgreSQL's write log now, as a number.
+fn log_position(app: &TestApp) -> u64 {
+    #[derive(diesel::QueryableByName)]
+    struct Position {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        position: String,
+    }
+    let read: Position = diesel::RunQueryDsl::get_result(
+        diesel::sql_query("SELECT (pg_current_wal_insert_lsn() - '0/0')::text AS position"),
+        &mut app.db(),
+    )
+    .unwrap();
+    read.position.parse().unwrap()
+}
+
+#[tokio::test]
+async fn every_write_hands_its_hooks_the_position_its_commit_ends_at() {
+    let app = spawn_app().await;
+    let (repository, recorder) = recorded_repository(&app);
+    let before = log_position(&app);
+    let row = repository
+        .insert(property_data("Pos", "100000.00", "Here", ""))
+        .await
+        .unwrap();
+    repository
+        .update(row.id, property_data("Pos", "110000.00", "Here", ""))
+        .await
+        .unwrap();
+    repository.delete(row.id).await.unwrap();
+    let after = log_position(&app);
+    let positions: Vec<u64> = recorder
+        .positions()
+        .into_iter()
+        .map(|p| p.expect("a write's position is read after its commit"))
+        .collect();
+    assert_eq!(positions.len(), 3);
+    // Each commit adds to the log: every position is past the one before, and within
+    // what the log held before and after the three writes.
+    assert!(before < positions[0], "{before} < {positions:?}");
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    assert!(positions[2] <= after, "{positions:?} <= {after}");
 }
 
 #[tokio::test]
@@ -339,7 +392,7 @@ async fn a_token_missing_at_lookup_and_set_by_a_write_before_the_store_refuses_t
         "a lookup creates no token"
     );
     // A write replaces the token meanwhile (as an update of listing 424242 would).
-    assert!(cache.invalidate(&["listing:424242".into()]).await);
+    assert!(cache.invalidate(&["listing:424242".into()], None).await);
 
     assert!(
         store(cache, &key, reader.version(), "old rows")
@@ -390,4 +443,37 @@ async fn losing_any_token_revives_no_old_entry() {
         assert!(after.entry().is_none(), "{lost} lost");
         assert_ne!(after.version(), old.version(), "{lost} lost");
     }
+}
+
+#[tokio::test]
+async fn a_token_carries_the_highest_position_of_the_writes_that_replaced_it() {
+    let app = spawn_app().await;
+    let cache = &app.state.cache;
+    let key = cache.keys().token("listing:515151");
+    let value = |app: &TestApp| -> String {
+        redis::cmd("GET")
+            .arg(&key)
+            .query::<String>(&mut app.redis())
+            .unwrap()
+    };
+    let position = |v: &str| v.rsplit_once('@').map(|(_, p)| p.to_string());
+    let name = ["listing:515151".to_string()];
+    // (A new process first starts a fresh generation.)
+    cache.ensure_no_pending_invalidation().await.unwrap();
+
+    assert!(cache.invalidate(&name, Some(900)).await);
+    assert_eq!(position(&value(&app)).as_deref(), Some("900"));
+    // Two writes can reach Redis in the other order than they committed: the value
+    // keeps the higher position (compared as numbers: "1000" is past "900").
+    assert!(cache.invalidate(&name, Some(120)).await);
+    let first = value(&app);
+    assert_eq!(position(&first).as_deref(), Some("900"));
+    assert!(cache.invalidate(&name, Some(1000)).await);
+    let second = value(&app);
+    assert_eq!(position(&second).as_deref(), Some("1000"));
+    assert_ne!(first, second, "every replacement is a new value");
+    // A write whose position is unknown (and no source to ask: this app has no
+    // replicas) leaves a value without one: refills of its pages read the primary.
+    assert!(cache.invalidate(&name, None).await);
+    assert_eq!(position(&value(&app)), None);
 }

@@ -44,7 +44,7 @@ impl CacheInvalidation {
             ),
             None => (vec![token::listing(id)], false),
         };
-        self.cache.invalidate(&tokens).await;
+        self.cache.invalidate(&tokens, None).await;
         Ok(found.then_some(tokens))
     }
 
@@ -58,17 +58,17 @@ impl CacheInvalidation {
         let narrowest = deps.last()?.clone();
         self.cache.forget(&self.cache.keys().page(&canonical)).await;
         self.cache
-            .invalidate(std::slice::from_ref(&narrowest))
+            .invalidate(std::slice::from_ref(&narrowest), None)
             .await;
         Some((canonical, narrowest))
     }
 }
 
 impl ModelHooks for CacheInvalidation {
-    fn after_commit<'a>(&'a self, change: Change<'a>) -> BoxFuture<'a, ()> {
+    fn after_commit<'a>(&'a self, change: Change<'a>, position: Option<u64>) -> BoxFuture<'a, ()> {
         async move {
             let tokens = tokens_replaced_by(&self.db, change).await;
-            if self.cache.invalidate(&tokens).await {
+            if self.cache.invalidate(&tokens, position).await {
                 log::debug!("cache invalidated: {}", tokens.join(", "));
             }
         }

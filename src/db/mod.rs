@@ -2,6 +2,7 @@
 //! when it is missing, and `run`, the one way handlers reach Diesel (on the blocking
 //! thread pool, never on an async worker).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::pg::PgConnection;
@@ -10,6 +11,10 @@ use diesel::r2d2::{ConnectionManager, Pool, PooledConnection, R2D2Connection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::error::AppError;
+
+pub mod replicas;
+
+pub use replicas::{Replicas, write_position};
 
 pub type PgPool = Pool<ConnectionManager<PgConnection>>;
 pub type PgConn = PooledConnection<ConnectionManager<PgConnection>>;
@@ -54,6 +59,19 @@ where
     .await;
     crate::timing::record(crate::timing::Kind::Db, started.elapsed());
     result.map_err(|e| AppError::Internal(anyhow::anyhow!("blocking task failed: {e}")))?
+}
+
+/// The cache's `PositionSource` (see `cache::source`): the primary's write position now.
+pub fn position_source(pool: PgPool) -> crate::cache::source::PositionSource {
+    Arc::new(move || {
+        let pool = pool.clone();
+        Box::pin(async move {
+            run(&pool, |conn| Ok(write_position(conn)))
+                .await
+                .ok()
+                .flatten()
+        })
+    })
 }
 
 /// Applies every pending embedded migration.
