@@ -42,6 +42,7 @@ pub fn build_state(settings: Settings, serving: bool) -> anyhow::Result<AppState
     let replicas = Arc::new(db::Replicas::new(
         &settings.database_replica_urls,
         settings.db_pool_size,
+        cache.metrics().registry(),
     ));
     if !replicas.is_empty() {
         // Tokens created without a write then carry the primary's position too.

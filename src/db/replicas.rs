@@ -16,6 +16,7 @@ use std::time::Duration;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
 use diesel::sql_types::{Bool, Nullable, Text};
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use super::{PgConn, PgPool, run};
 use crate::cache::source::{self, Required};
@@ -33,8 +34,10 @@ pub struct Replicas {
     servers: Vec<Replica>,
     /// Where the next read starts looking (reads spread over the replicas).
     next: AtomicUsize,
-    reads_primary: AtomicU64,
-    reads_replica: AtomicU64,
+    /// `db_reads_total{server}`: refill reads, by where they went.
+    reads: IntCounterVec,
+    /// `db_replica_lag_bytes{replica}`: how far each replica's replay was behind.
+    lag: IntGaugeVec,
 }
 
 struct Replica {
@@ -72,12 +75,36 @@ pub struct ReplicaStatus {
 }
 
 impl Replicas {
-    pub fn none() -> Self {
-        Self::new(&[], 1)
-    }
-
-    /// A pool per replica (connecting lazily: a replica down at start is only skipped).
-    pub fn new(urls: &[String], pool_size: u32) -> Self {
+    /// A pool per replica (connecting lazily: a replica down at start is only skipped);
+    /// its metrics registered in `registry`.
+    pub fn new(urls: &[String], pool_size: u32, registry: &Registry) -> Self {
+        let reads = IntCounterVec::new(
+            Opts::new(
+                "db_reads_total",
+                "Database reads of cache refills, by the server that answered",
+            ),
+            &["server"],
+        )
+        .expect("valid metric");
+        let lag = IntGaugeVec::new(
+            Opts::new(
+                "db_replica_lag_bytes",
+                "How far each replica's replay was behind the primary's log when last measured",
+            ),
+            &["replica"],
+        )
+        .expect("valid metric");
+        for server in ["primary", "replica"] {
+            reads.with_label_values(&[server]);
+        }
+        for collector in [
+            Box::new(reads.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(lag.clone()),
+        ] {
+            if let Err(e) = registry.register(collector) {
+                log::error!("registering the replica metrics: {e}");
+            }
+        }
         Self {
             servers: urls
                 .iter()
@@ -98,8 +125,8 @@ impl Replicas {
                 })
                 .collect(),
             next: AtomicUsize::new(0),
-            reads_primary: AtomicU64::new(0),
-            reads_replica: AtomicU64::new(0),
+            reads,
+            lag,
         }
     }
 
@@ -109,10 +136,8 @@ impl Replicas {
 
     /// Refill reads so far: (primary, replica).
     pub fn reads(&self) -> (u64, u64) {
-        (
-            self.reads_primary.load(Ordering::Relaxed),
-            self.reads_replica.load(Ordering::Relaxed),
-        )
+        let count = |server: &str| self.reads.with_label_values(&[server]).get();
+        (count("primary"), count("replica"))
     }
 
     pub fn status(&self) -> Vec<ReplicaStatus> {
@@ -152,7 +177,7 @@ impl Replicas {
             let read = actix_web::web::block(move || replicas.read_replica(position, &f).ok_or(f));
             match read.await {
                 Ok(Ok(value)) => {
-                    self.reads_replica.fetch_add(1, Ordering::Relaxed);
+                    self.reads.with_label_values(&["replica"]).inc();
                     return Ok(value);
                 }
                 Ok(Err(f)) => return self.read_primary(primary, f).await,
@@ -171,7 +196,7 @@ impl Replicas {
         F: Fn(&mut PgConn) -> Result<T, AppError> + Send + 'static,
         T: Send + 'static,
     {
-        self.reads_primary.fetch_add(1, Ordering::Relaxed);
+        self.reads.with_label_values(&["primary"]).inc();
         run(primary, f).await
     }
 
@@ -200,6 +225,10 @@ impl Replicas {
         let _ = actix_web::web::block(move || {
             for r in &replicas.servers {
                 r.poll(head);
+                replicas
+                    .lag
+                    .with_label_values(&[r.name.as_str()])
+                    .set(i64::try_from(r.lag_bytes.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
             }
         })
         .await;

@@ -33,13 +33,41 @@ fn details_shown(state: &AppState, admin: Option<&auth::Admin>) -> bool {
 struct MetricsJson {
     #[serde(flatten)]
     metrics: CacheMetrics,
+    database: DatabaseJson,
     details: bool,
+}
+
+/// Where cache refills read (`db_reads_total`), and each replica's state and lag; a
+/// replica's address is a detail (else it is "replica N").
+#[derive(Serialize)]
+struct DatabaseJson {
+    reads_primary: u64,
+    reads_replica: u64,
+    replicas: Vec<crate::db::replicas::ReplicaStatus>,
+}
+
+impl DatabaseJson {
+    fn of(state: &AppState, details: bool) -> Self {
+        let (reads_primary, reads_replica) = state.replicas.reads();
+        let mut replicas = state.replicas.status();
+        if !details {
+            for (i, replica) in replicas.iter_mut().enumerate() {
+                replica.name = format!("replica {}", i + 1);
+            }
+        }
+        Self {
+            reads_primary,
+            reads_replica,
+            replicas,
+        }
+    }
 }
 
 /// `GET /api/cache/metrics`: the metrics (the details only for those who may see them);
 /// 503 JSON with the app's own counters when Redis is down.
 pub async fn metrics_json(state: web::Data<AppState>, admin: Option<auth::Admin>) -> HttpResponse {
     let details = details_shown(&state, admin.as_ref());
+    let database = DatabaseJson::of(&state, details);
     match get_redis_cache_metrics(&state.cache).await {
         Ok(metrics) => HttpResponse::Ok()
             .insert_header(("Cache-Control", "no-store"))
@@ -49,6 +77,7 @@ pub async fn metrics_json(state: web::Data<AppState>, admin: Option<auth::Admin>
                 } else {
                     metrics.without_details()
                 },
+                database,
                 details,
             }),
         Err((e, app)) => {
@@ -57,6 +86,7 @@ pub async fn metrics_json(state: web::Data<AppState>, admin: Option<auth::Admin>
                 "error": "redis unavailable",
                 "redis_available": false,
                 "app": app,
+                "database": database,
                 "details": details,
             });
             // The error text may name a server.

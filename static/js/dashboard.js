@@ -232,6 +232,44 @@
     instancesBody.appendChild(frag);
   }
 
+  /* ---------- database reads and replicas ---------- */
+
+  var replicasBody = $("replicas-body");
+
+  function fmtBytes(n) {
+    if (n < 1024) return fmtInt(n) + " B";
+    if (n < 1048576) return (n / 1024).toFixed(1) + " KiB";
+    return (n / 1048576).toFixed(1) + " MiB";
+  }
+
+  // PostgreSQL writes LSNs as two hex halves (X/Y); the JSON has the number.
+  function fmtLsn(n) {
+    n = num(n);
+    var high = Math.floor(n / 4294967296);
+    var low = n - high * 4294967296;
+    return high.toString(16).toUpperCase() + "/" + low.toString(16).toUpperCase();
+  }
+
+  function renderDatabase(db) {
+    if (!db || typeof db !== "object") return;
+    setText("db-reads-primary", fmtInt(db.reads_primary));
+    setText("db-reads-replica", fmtInt(db.reads_replica));
+    if (!replicasBody || !Array.isArray(db.replicas) || !db.replicas.length) return;
+    var frag = document.createDocumentFragment();
+    for (var i = 0; i < db.replicas.length; i++) {
+      var r = db.replicas[i] || {};
+      var tr = document.createElement("tr");
+      tr.appendChild(cell(String(r.name), "key-name"));
+      var state = String(r.state) + (r.paused ? " (replay paused)" : "") + (r.open ? " (skipped after errors)" : "");
+      tr.appendChild(cell(state));
+      tr.appendChild(cell(r.state === "replica" ? fmtBytes(num(r.lag_bytes)) : "—", "num"));
+      tr.appendChild(cell(fmtLsn(r.replayed), "num"));
+      frag.appendChild(tr);
+    }
+    replicasBody.textContent = "";
+    replicasBody.appendChild(frag);
+  }
+
   /* ---------- last writes ---------- */
 
   var writesBody = $("writes-body");
@@ -349,6 +387,7 @@
         renderRedis(data);
         renderNodes(data);
         renderInstances(data);
+        renderDatabase(data.database);
         var app = renderApp(data.app);
         renderWrites(data.app && data.app.recent_invalidations, data.details === false);
         recordSample(now, app);
