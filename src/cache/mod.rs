@@ -104,6 +104,66 @@
 //! for a replica of that slot's master; an unconfirmed write is a failed one (the fault
 //! rule above), an unconfirmed renewal extends nothing. A failover of that master breaks
 //! the log reader's connection, and every instance forgets what it knew.
+//!
+//! # Read replicas: why a refill that read a replica holds every write its tokens carry
+//!
+//! With streaming replicas of the source (`DATABASE_REPLICA_URLS`), a build may read one
+//! that lags the primary; rules 1–3 alone would then certify rows older than a write
+//! whose tokens the entry carries. So tokens carry *positions* in the source's log (an
+//! LSN, compared as a number; `version.rs`):
+//!
+//! **Rule 7 (positions).** A write, after its commit and on its connection, reads the
+//! log's insert position `P` (`pg_current_wal_insert_lsn()`): its commit record ends at
+//! or before `P`. Its token replacement (rule 3) gives each token a new value carrying
+//! the higher of `P` and the position the replaced value carried — in the same script,
+//! so a token's position is at least that of every write that ever replaced it, even
+//! when two writes reach Redis in the other order than they committed.
+//! **Rule 8 (the check).** A build may read a replica only if every value of its version
+//! carries a position; it needs their highest, `N` (`source.rs`: the refresh machine
+//! runs each build in that scope). On the connection it then reads with, in a statement
+//! of its own before the read's, the replica must answer that it is in recovery and has
+//! replayed (`pg_last_wal_replay_lsn()`) at least `N`; otherwise the primary is read
+//! (`db::replicas`). Reads outside builds — writes, admin pages, sign-in — use the
+//! primary.
+//!
+//! Take a write `w` acknowledged before a build's lookup read its version, that may
+//! change what the entry shows (a later one is rules 1–3's: the entry dies with it). By
+//! rule 3 it replaced a token `t` of the entry before its acknowledgment, so the lookup
+//! read `w`'s value of `t` or a later one, which carries at least `P(w)` (rule 7): `N ≥
+//! P(w)`. The replica had replayed past `N`, so past `w`'s commit record, before the
+//! read's statement started; each statement outside a transaction takes its own snapshot
+//! when it starts, so the read sees `w`. The traps:
+//! - *The snapshot taken before the check*: a check inside the read's statement, or a
+//!   transaction begun before it, could read a snapshot older than the answer. The check
+//!   is a statement of its own, and a read's transaction (if it opens one) begins after.
+//! - *`synchronous_commit = off`*: `COMMIT` returns before the commit record is flushed,
+//!   and the flushed position (`pg_current_wal_lsn()`) may still be short of it; the
+//!   insert position is not. A replica cannot replay what is not flushed, so this only
+//!   delays it.
+//! - *Equality*: the replay position is the end of the last record replayed, and `P` is
+//!   at or past the end of the commit record, so `replayed = P` has replayed it: `≥` is
+//!   right. (`P` may lie past a page header with no record after it; then a replica stays
+//!   short of it until the next record — reads go to the primary meanwhile.)
+//! - *A timeline switch after a promotion*: a promoted server answers that it is not in
+//!   recovery and is not used: positions on its new timeline say nothing of the
+//!   primary's writes. A restarted replica reports what it has replayed now; the check
+//!   runs on every read and nothing remembered from before lets a read through.
+//!
+//! **Missing tokens.** A version with a marker (a token missing: expired, evicted, `cache
+//! clear`) carries no position for it, so its build reads the primary; the token is then
+//! created with its marker carrying the primary's insert position read when the entry is
+//! stored — after the lookup, so past every write acknowledged before it (a write after
+//! the lookup that replaced the token makes the `SET NX` fail: "Lost keys"). A new
+//! generation carries the position read when it is started — for a flush ("Faults"),
+//! after the write that could not be reported had committed. A write whose own position
+//! could not be read uses the primary's position read afterwards; if that fails too its
+//! tokens carry none (their builds read the primary) and this instance flushes, with a
+//! new generation carrying a position read once the primary answers. (Not covered: a
+//! concurrent write replacing such a token meanwhile gives it its own, possibly lower,
+//! position, so until that generation is out a replica could be read short of the
+//! unknown write — only when the primary stops answering between a commit and the next
+//! statement; README, "What is not promised".) Without replicas nothing reads positions
+//! but the writes.
 
 pub mod admin;
 pub mod config;
@@ -595,6 +655,15 @@ impl Cache {
         };
         match self.replace(tokens, position).await {
             Ok(stored) => {
+                if position.is_none() && self.inner.source_position.get().is_some() {
+                    // Builds may read replicas, and where this write committed is not
+                    // known: a new generation will carry a position read after it (see
+                    // "Read replicas" in the module docs).
+                    log::warn!("a write's position is unknown: starting a new generation");
+                    self.inner
+                        .invalidation_pending
+                        .store(true, Ordering::SeqCst);
+                }
                 self.inner.metrics.invalidation();
                 self.inner
                     .metrics
@@ -698,6 +767,9 @@ impl Cache {
         // Read after the write that could not be reported had committed: the new
         // generation carries a position past it.
         let position = self.source_position().await;
+        if position.is_none() && self.inner.source_position.get().is_some() {
+            return false;
+        }
         if self
             .replace(&[GENERATION.to_string()], position)
             .await
