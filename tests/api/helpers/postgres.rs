@@ -15,7 +15,8 @@
 //! - directories of killed runs (`pl-test-pg-<pid>-…`, whose process is gone) are
 //!   removed when the next run starts a set.
 //!
-//! `initdb` runs once per test process into a template that each primary copies; the
+//! The binaries are the newest `/usr/lib/postgresql/N/bin` (or `PG_BINDIR`). `initdb`
+//! runs once per test process into a template that each primary copies; the
 //! template goes at exit (`atexit`). PostgreSQL refuses to run as root: as root, every
 //! server and tool runs as user `postgres`, and the directories are handed to it (under
 //! the temp dir when it cannot reach the target directory, e.g. a clone under /root).
@@ -36,7 +37,6 @@ use property_listings::config::Settings;
 use super::{TestApp, database_url_at, free_port, random_suffix, start, test_settings};
 
 const DIR_PREFIX: &str = "pl-test-pg-";
-const BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
 /// How long a server may take to start, a replica to replay, a promotion to finish.
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -416,9 +416,38 @@ fn run_as() -> Option<(u32, u32)> {
     })
 }
 
+/// PostgreSQL's server binaries: `PG_BINDIR`, else Debian's newest
+/// `/usr/lib/postgresql/N/bin` that has `initdb`, `postgres` and `pg_basebackup` (as
+/// `scripts/lib/services.sh` picks it).
+fn bin_dir() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("PG_BINDIR") {
+            return PathBuf::from(dir);
+        }
+        let complete = |dir: &Path| {
+            ["initdb", "postgres", "pg_basebackup"]
+                .iter()
+                .all(|b| dir.join(b).is_file())
+        };
+        std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let major: u32 = e.file_name().to_str()?.parse().ok()?;
+                let bin = e.path().join("bin");
+                complete(&bin).then_some((major, bin))
+            })
+            .max()
+            .map(|(_, bin)| bin)
+            .expect("PostgreSQL server binaries in /usr/lib/postgresql/N/bin (or set PG_BINDIR)")
+    })
+}
+
 /// A command of PostgreSQL's `bin` directory, run as `run_as()`.
 fn pg_command(name: &str) -> Command {
-    let mut cmd = Command::new(Path::new(BIN_DIR).join(name));
+    let mut cmd = Command::new(bin_dir().join(name));
     if let Some((uid, gid)) = run_as() {
         cmd.uid(uid).gid(gid);
     }
