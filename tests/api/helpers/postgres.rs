@@ -98,34 +98,38 @@ impl PgReplicaSet {
         ));
         let data = dir.join("primary");
         copy_dir(template, &data);
-        let primary = start_server(&data, None);
-        let primary_port = primary.port;
-        let replicas = (0..replicas)
-            .map(|i| {
-                let data = dir.join(format!("replica-{i}"));
-                let out = pg_command("pg_basebackup")
-                    .args(["-h", "127.0.0.1", "-p", &primary_port.to_string()])
-                    .args(["-U", "postgres", "-R", "-X", "stream", "-c", "fast", "-D"])
-                    .arg(&data)
-                    .current_dir(&dir)
-                    .output()
-                    .expect("pg_basebackup runs");
-                assert!(
-                    out.status.success(),
-                    "pg_basebackup failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                Mutex::new(Replica {
-                    server: start_server(&data, None),
-                    paused: false,
-                })
-            })
-            .collect();
-        Self {
+        // Built up in place, so that a failure half way stops what did start (Drop).
+        let mut set = Self {
+            primary: Mutex::new(start_server(&data, None)),
             dir,
-            primary: Mutex::new(primary),
-            replicas,
+            replicas: Vec::new(),
+        };
+        let primary_port = lock(&set.primary).port.to_string();
+        for i in 0..replicas {
+            let data = set.dir.join(format!("replica-{i}"));
+            let out = pg_command("pg_basebackup")
+                .args(["-h", "127.0.0.1", "-p", &primary_port, "-U", "postgres"])
+                .args(["-R", "-X", "stream", "-c", "fast", "-D"])
+                .arg(&data)
+                .current_dir(&set.dir)
+                .output()
+                .expect("pg_basebackup runs");
+            assert!(
+                out.status.success(),
+                "pg_basebackup failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            set.replicas.push(Mutex::new(Replica {
+                server: start_server(&data, None),
+                paused: false,
+            }));
         }
+        set
+    }
+
+    /// How many replicas the set has (running or not).
+    pub fn replicas(&self) -> usize {
+        self.replicas.len()
     }
 
     /// The directory holding every server's data and log.
@@ -155,7 +159,7 @@ impl PgReplicaSet {
 
     /// `replica_url(i, db)` of every replica (the app's `DATABASE_REPLICA_URLS`).
     pub fn replica_urls(&self, db: &str) -> Vec<String> {
-        (0..self.replicas.len())
+        (0..self.replicas())
             .map(|i| self.replica_url(i, db))
             .collect()
     }
@@ -194,7 +198,7 @@ impl PgReplicaSet {
         .execute(&mut self.primary("postgres"))
         .expect("CREATE DATABASE");
         self.wait_replicas_caught_up();
-        for i in 0..self.replicas.len() {
+        for i in 0..self.replicas() {
             let replica = lock(&self.replicas[i]);
             if replica.server.child.is_some() && !replica.paused {
                 drop(replica);
@@ -207,7 +211,7 @@ impl PgReplicaSet {
     /// primary has written so far.
     pub fn wait_replicas_caught_up(&self) {
         let lsn = self.primary_lsn();
-        for i in 0..self.replicas.len() {
+        for i in 0..self.replicas() {
             let replica = lock(&self.replicas[i]);
             if replica.server.child.is_some() && !replica.paused {
                 drop(replica);
