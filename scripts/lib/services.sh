@@ -117,9 +117,12 @@ install_packages() {
 
 # --- Private servers ------------------------------------------------------------------
 
-# PIDs to stop on exit, in this order: the app server, Redis, PostgreSQL.
+# PIDs to stop on exit, in this order: the app server, Redis, the PostgreSQL replica,
+# PostgreSQL.
 APP_PID=
 REDIS_PID=
+REPLICA_PID=
+REPLICA_DATA=
 PG_PID=
 
 # PostgreSQL refuses to run as root: as root, the private server runs as the owner
@@ -147,6 +150,28 @@ pg_locale() {
     if locale -a 2>/dev/null | grep -Eqix 'c\.utf-?8'; then echo C.UTF-8; else echo C; fi
 }
 
+# claim_pg_dir DIR: makes DIR a directory the user PostgreSQL runs as owns and can
+# reach; sets PG_USER, and PG_DIR to DIR or, when a parent directory is closed to that
+# user (e.g. a clone under /root), to a per-checkout directory under /var/tmp.
+claim_pg_dir() {
+    local dir=$1
+    mkdir -p "$dir"
+    PG_USER=$(pg_user_for "$dir/data")
+    if ((EUID == 0)); then
+        chown "$PG_USER" "$dir"
+        chmod 700 "$dir"
+        if ! as_pg_user test -w "$dir"; then
+            dir=/var/tmp/property-listings-$(printf '%s' "$PWD" | cksum | cut -d ' ' -f 1)/${dir##*/}
+            note "$PG_USER cannot reach $1; keeping PostgreSQL's data in $dir instead"
+            mkdir -p "$dir"
+            PG_USER=$(pg_user_for "$dir/data")
+            chown "$PG_USER" "$dir"
+            chmod 700 "$dir"
+        fi
+    fi
+    PG_DIR=$dir
+}
+
 # start_private_postgres DIR [fresh] [SERVER OPTIONS]: a PostgreSQL server on a free
 # loopback port (user postgres, trust auth, no Unix socket) with its data in DIR/data,
 # made by initdb on first use and kept afterwards (or, with "fresh", made anew). Sets
@@ -156,22 +181,8 @@ start_private_postgres() {
     local dir=$1 fresh=${2:-} extra=${3:-} bindir version
     bindir=$(pg_bindir) || die "initdb and pg_ctl not found (install PostgreSQL)"
 
-    mkdir -p "$dir"
-    PG_USER=$(pg_user_for "$dir/data")
-    if ((EUID == 0)); then
-        chown "$PG_USER" "$dir"
-        chmod 700 "$dir"
-        if ! as_pg_user test -w "$dir"; then
-            # A parent directory is closed to that user (e.g. a clone under /root):
-            # keep the data in a per-checkout directory it can reach.
-            dir=/var/tmp/property-listings-$(printf '%s' "$PWD" | cksum | cut -d ' ' -f 1)/${dir##*/}
-            note "$PG_USER cannot reach $1; keeping PostgreSQL's data in $dir instead"
-            mkdir -p "$dir"
-            PG_USER=$(pg_user_for "$dir/data")
-            chown "$PG_USER" "$dir"
-            chmod 700 "$dir"
-        fi
-    fi
+    claim_pg_dir "$dir"
+    dir=$PG_DIR
 
     if as_pg_user "$bindir/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
         PG_PORT=$(sed -n 4p "$dir/data/postmaster.pid")
@@ -206,6 +217,42 @@ start_private_postgres() {
     done
     tail -n 20 "$dir/server.log" >&2
     die "the private PostgreSQL did not start"
+}
+
+# start_private_replica PRIMARY_URL DIR: a streaming replica (hot standby) of the
+# server at PRIMARY_URL, cloned afresh into DIR/data (pg_basebackup -R -X stream) and
+# started on a free loopback port; its data is removed again on exit. Sets REPLICA_PORT
+# and REPLICA_PID. Returns 1, leaving nothing behind, when the primary refuses
+# replication connections (it needs a `replication` line in pg_hba.conf for the user,
+# wal_level=replica and max_wal_senders > 0: a server made by initdb has all three).
+start_private_replica() {
+    local primary=$1 dir=$2 bindir version
+    bindir=$(pg_bindir) || die "pg_basebackup and pg_ctl not found (install PostgreSQL)"
+    claim_pg_dir "$dir"
+    dir=$PG_DIR
+    rm -rf "$dir/data"
+    log "cloning a replica into $dir/data (pg_basebackup)"
+    if ! as_pg_user "$bindir/pg_basebackup" -d "$primary" -D "$dir/data" -R -X stream \
+        -c fast -w >"$dir/basebackup.log" 2>&1; then
+        note "pg_basebackup failed: $(tail -n 1 "$dir/basebackup.log")"
+        rm -rf "$dir/data"
+        return 1
+    fi
+    REPLICA_DATA=$dir/data
+    version=$(<"$dir/data/PG_VERSION")
+    [[ ! -x /usr/lib/postgresql/$version/bin/pg_ctl ]] || bindir=/usr/lib/postgresql/$version/bin
+    for _ in 1 2 3; do
+        REPLICA_PORT=$(free_port)
+        if as_pg_user "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 -s \
+            -o "-c listen_addresses=127.0.0.1 -c port=$REPLICA_PORT -c unix_socket_directories='' -c hot_standby=on" \
+            start >/dev/null 2>&1; then
+            REPLICA_PID=$(head -n 1 "$dir/data/postmaster.pid")
+            log "private PostgreSQL replica on 127.0.0.1:$REPLICA_PORT (pid $REPLICA_PID, log $dir/server.log)"
+            return 0
+        fi
+    done
+    tail -n 20 "$dir/server.log" >&2
+    die "the private PostgreSQL replica did not start"
 }
 
 # Every Redis the project starts is a bounded cache: a memory cap (REDIS_MAXMEMORY,
@@ -259,8 +306,11 @@ stop_started_services() {
     trap - EXIT HUP INT TERM
     [[ -z $APP_PID ]] || stop_pid "$APP_PID"
     [[ -z $REDIS_PID ]] || stop_pid "$REDIS_PID"
+    [[ -z $REPLICA_PID ]] || stop_pid "$REPLICA_PID" INT
+    # A replica is cloned afresh each run: its data goes.
+    [[ -z $REPLICA_DATA ]] || rm -rf "$REPLICA_DATA"
     [[ -z $PG_PID ]] || stop_pid "$PG_PID" INT
-    if [[ -n $REDIS_PID || -n $PG_PID ]]; then
+    if [[ -n $REDIS_PID || -n $REPLICA_PID || -n $PG_PID ]]; then
         log "stopped the private services"
     fi
     exit "$status"

@@ -5,9 +5,10 @@
 //! same instance with a fresh cookie jar. Requests go through `get`/`get_with` and
 //! `post_form`/`post_form_with` (a path, or another instance's `url`), made by the one
 //! `client()`. `PrivateRedis` is a Redis server of a test's own; `cluster`, a Redis
-//! Cluster.
+//! Cluster; `postgres`, a PostgreSQL primary with streaming replicas.
 
 pub mod cluster;
+pub mod postgres;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -52,6 +53,9 @@ pub struct TestApp {
     /// Keeps cookies, never follows redirects (tests look at the 303s themselves).
     pub client: reqwest::Client,
     pub db_name: String,
+    /// `host:port` of the PostgreSQL server that holds `db_name` (the shared one, or a
+    /// private primary: `postgres::spawn_app_on_replicas`).
+    db_addr: String,
     pub prefix: String,
     /// Whether this app owns (and must drop) its database and keys.
     owner: bool,
@@ -142,7 +146,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
     let _ = env_logger::builder().is_test(true).try_init();
     let mut settings = test_settings();
     customise(&mut settings);
-    start(settings, true).await
+    start(settings, true, postgres_addr()).await
 }
 
 /// Another instance like `other` (same database, Redis, prefix and secret key), with
@@ -154,10 +158,11 @@ pub async fn spawn_instance_with(
     let mut settings = other.settings.clone();
     settings.bind = "127.0.0.1:0".into();
     customise(&mut settings);
-    start(settings, false).await
+    start(settings, false, other.db_addr.clone()).await
 }
 
-async fn start(settings: Settings, owner: bool) -> TestApp {
+/// Builds and runs the app; `db_addr` is where its database is (see `TestApp::db_addr`).
+async fn start(settings: Settings, owner: bool, db_addr: String) -> TestApp {
     sweep_leftover_databases();
     let app = Application::build(settings.clone())
         .await
@@ -171,6 +176,7 @@ async fn start(settings: Settings, owner: bool) -> TestApp {
         address,
         client: client(),
         db_name,
+        db_addr,
         prefix: settings.cache_key_prefix.clone(),
         settings,
         state,
@@ -228,6 +234,7 @@ impl TestApp {
             state: self.state.clone(),
             client: client(),
             db_name: self.db_name.clone(),
+            db_addr: self.db_addr.clone(),
             prefix: self.prefix.clone(),
             owner: false,
         }
@@ -392,7 +399,8 @@ impl TestApp {
 
     /// A connection to this app's database that bypasses any proxy in its settings.
     pub fn db(&self) -> PgConnection {
-        PgConnection::establish(&direct_database_url(&self.db_name)).expect("test database")
+        PgConnection::establish(&database_url_at(&self.db_addr, &self.db_name))
+            .expect("test database")
     }
 
     /// Rows in the listings table, read without any cache or proxy.
@@ -411,7 +419,7 @@ impl TestApp {
     /// Cuts PostgreSQL off for this app for good: drops its database (killing the
     /// pool's connections), so every later query fails as if the server were down.
     pub fn drop_database(&self) {
-        drop_database(&self.db_name);
+        drop_database(&self.db_addr, &self.db_name);
     }
 }
 
@@ -440,8 +448,8 @@ pub fn property_data(title: &str, price: &str, location: &str, description: &str
     )
 }
 
-fn drop_database(name: &str) {
-    if let Ok(mut conn) = PgConnection::establish(&server_url()) {
+fn drop_database(db_addr: &str, name: &str) {
+    if let Ok(mut conn) = PgConnection::establish(&database_url_at(db_addr, "postgres")) {
         let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
             .execute(&mut conn);
     }
@@ -452,7 +460,7 @@ impl Drop for TestApp {
         if !self.owner {
             return;
         }
-        remove_test_database_and_keys(&self.db_name, &self.prefix);
+        remove_database_and_keys(&self.db_addr, &self.db_name, &self.prefix);
     }
 }
 
@@ -625,16 +633,22 @@ pub fn price_in_response(path: &str, body: &str) -> Option<u64> {
 /// Loopback connections without TLS: libpq would otherwise negotiate SSL, and OpenSSL's
 /// exit handlers can crash a test process whose pool threads still hold connections.
 pub fn direct_database_url(db_name: &str) -> String {
-    format!(
-        "postgres://postgres@{}/{db_name}?sslmode=disable",
-        postgres_addr()
-    )
+    database_url_at(&postgres_addr(), db_name)
+}
+
+/// The same on the server at `db_addr` (`host:port`).
+pub fn database_url_at(db_addr: &str, db_name: &str) -> String {
+    format!("postgres://postgres@{db_addr}/{db_name}?sslmode=disable")
 }
 
 /// Removes a test database and every key under `prefix` in the shared Redis (a
 /// `TestApp` on drop, and the soak test's separate process).
 pub fn remove_test_database_and_keys(db_name: &str, prefix: &str) {
-    drop_database(db_name);
+    remove_database_and_keys(&postgres_addr(), db_name, prefix);
+}
+
+fn remove_database_and_keys(db_addr: &str, db_name: &str, prefix: &str) {
+    drop_database(db_addr, db_name);
     if let Ok(mut conn) = redis::Client::open(redis_url()).and_then(|c| c.get_connection()) {
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{prefix}:*"))

@@ -19,5 +19,6 @@ mod precise;
 mod proxy;
 mod purge;
 mod query_cache;
+mod replica;
 mod sign_in;
 mod soak;
