@@ -234,15 +234,16 @@ impl Replicas {
         .await;
     }
 
-    /// Polls every `POLL_EVERY`, for as long as the process runs.
+    /// Polls every `POLL_EVERY`, for as long as these replicas are in use.
     pub fn spawn_poller(self: &Arc<Self>, primary: PgPool) {
         if self.servers.is_empty() {
             return;
         }
-        let replicas = self.clone();
-        actix_web::rt::spawn(async move {
-            loop {
+        let replicas = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(replicas) = replicas.upgrade() {
                 replicas.poll(&primary).await;
+                drop(replicas);
                 tokio::time::sleep(POLL_EVERY).await;
             }
         });

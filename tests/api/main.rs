@@ -20,5 +20,6 @@ mod proxy;
 mod purge;
 mod query_cache;
 mod replica;
+mod replica_reads;
 mod sign_in;
 mod soak;
