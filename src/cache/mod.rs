@@ -429,11 +429,13 @@ impl Cache {
         let holds =
             self.inner.lease.as_ref().is_some_and(|l| l.holds()) && !request::has_read_redis();
         let probe = self.inner.local.probe(slot.key, &names, &mut values, holds);
-        for ((name, value), recalled) in names.iter().zip(&values).zip(&recalled) {
-            if let (Some(value), false) = (value, recalled) {
-                request::remember(id, name, value);
+        let remember_known = |values: &[Option<Arc<str>>]| {
+            for ((name, value), recalled) in names.iter().zip(values).zip(&recalled) {
+                if let (Some(value), false) = (value, recalled) {
+                    request::remember(id, name, value);
+                }
             }
-        }
+        };
         let unknown: Vec<usize> = (0..names.len()).filter(|&i| values[i].is_none()).collect();
         if unknown.is_empty() {
             if let Some(held) = probe.entry {
@@ -442,16 +444,23 @@ impl Cache {
                     .version
                     .matches(values.iter().map(|v| v.as_deref().map(str::as_bytes)))
                 {
+                    // A page answered from memory is the request's last lookup: nothing
+                    // to remember for later ones.
+                    if !matches!(slot.layer, metrics::Layer::Page) {
+                        remember_known(&values);
+                    }
                     self.inner.metrics.memory_hit(slot.layer);
                     return Ok(Lookup::Found(held, true));
                 }
                 // Built under older tokens than the current ones: never used again.
                 self.inner.local.remove(slot.key);
             }
+            remember_known(&values);
             let version = Version::of(values.iter().map(|v| Ok(v.as_deref().unwrap_or(""))));
             let raw = self.track(self.store().get(slot.key).await)?;
             return Ok(self.found_or_missing(slot, raw, version));
         }
+        remember_known(&values);
         // The tokens not known yet, and the entry unless it is held, in one read.
         let keys: Vec<String> = unknown.iter().map(|&i| self.token_key(names[i])).collect();
         let entry_key = probe.entry.is_none().then_some(slot.key);
