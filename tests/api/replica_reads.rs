@@ -72,6 +72,18 @@ async fn a_refill_reads_a_caught_up_replica_and_the_primary_while_replay_is_paus
         app.state.replicas.status()
     );
 
+    // The dashboard's figures: where refills read, the replica's state; its address is
+    // a detail, not for anonymous visitors.
+    let metrics = app.get_json("/api/cache/metrics").await;
+    let database = &metrics["database"];
+    assert_eq!(
+        database["reads_replica"].as_u64(),
+        Some(after.1),
+        "{database}"
+    );
+    assert_eq!(database["replicas"][0]["name"], "replica 1", "{database}");
+    assert_eq!(database["replicas"][0]["paused"], true, "{database}");
+
     // Resumed: refills go back to the replica.
     set.resume_replay(0);
     set_price(&app, p.id, 1300).await;
