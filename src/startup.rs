@@ -50,6 +50,8 @@ pub fn build_state(settings: Settings, serving: bool) -> anyhow::Result<AppState
         crate::telemetry::latency::RequestLatency::new(cache.metrics().registry());
     let password_checks = PasswordChecks::new(settings.sign_in_hashes, settings.sign_in_hash_wait)
         .map_err(|e| anyhow::anyhow!("starting the password-check threads: {e}"))?;
+    let photos = crate::photos::Photos::new(settings.photo_workers, settings.media_cache_bytes)
+        .map_err(|e| anyhow::anyhow!("starting the photo threads: {e}"))?;
     Ok(AppState {
         settings,
         db: pool,
@@ -58,6 +60,7 @@ pub fn build_state(settings: Settings, serving: bool) -> anyhow::Result<AppState
         login_throttle: LoginThrottle::default(),
         request_latency,
         password_checks,
+        photos,
     })
 }
 

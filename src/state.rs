@@ -6,6 +6,7 @@ use crate::cache::Cache;
 use crate::config::Settings;
 use crate::db::PgPool;
 use crate::models::repository::PropertyRepository;
+use crate::photos::Photos;
 use crate::telemetry::latency::RequestLatency;
 
 pub struct AppState {
@@ -17,4 +18,6 @@ pub struct AppState {
     pub request_latency: RequestLatency,
     /// The bound on sign-in password checks running at once.
     pub password_checks: PasswordChecks,
+    /// Upload re-encoding threads and the `/media/` bytes kept in memory.
+    pub photos: Photos,
 }
