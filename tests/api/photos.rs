@@ -670,3 +670,31 @@ async fn detail_photos_past_the_first_load_lazily() {
         assert!(img.contains("alt=\"Photo ") && img.contains("width=\"60\""));
     }
 }
+
+#[tokio::test]
+async fn deleting_a_listing_removes_its_photo_links_but_not_shared_photos() {
+    let (app, token) = signed_in_app().await;
+    let shared = png(60, 40, 1);
+    for title in ["Kept", "Deleted"] {
+        let res = Form::new()
+            .listing(&token, title)
+            .file("shared.png", "image/png", &shared)
+            .post(&app, "/admin/properties/new")
+            .await;
+        assert_eq!(res.status(), 303);
+    }
+    let deleted = newest_listing(&app);
+    let kept = deleted - 1;
+
+    let res = app
+        .post_form(
+            &format!("/admin/properties/{deleted}/delete"),
+            &[("csrf_token", &token)],
+        )
+        .await;
+
+    assert_eq!(res.status(), 303);
+    assert_eq!(photo_counts(&app), (1, 1));
+    let cover = &photo::of_listing(&mut app.db(), kept).unwrap()[0];
+    assert_eq!(app.get_anonymous(&cover.card_url()).await.status(), 200);
+}
