@@ -186,6 +186,9 @@ impl Application {
                 .wrap(from_fn(crate::telemetry::telemetry))
                 // Outside the page cache, so its hits get HSTS too.
                 .wrap(from_fn(crate::https::secure_transport))
+                // Photos already in memory: answered before everything but the security
+                // headers (no access-log line, no HSTS: see routes::media).
+                .wrap(from_fn(routes::media::from_memory))
                 .wrap(security_headers())
                 .app_data(app_state.clone())
                 .configure(routes::admin::config)

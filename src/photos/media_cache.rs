@@ -18,6 +18,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::RwLock;
 
+use actix_web::http::header::HeaderValue;
 use actix_web::web::Bytes;
 
 pub struct MediaCache {
@@ -25,9 +26,16 @@ pub struct MediaCache {
     inner: RwLock<Inner>,
 }
 
+/// A body and its `ETag` header, ready to send (a hit builds nothing).
+#[derive(Clone, Debug)]
+pub struct Held {
+    pub body: Bytes,
+    pub etag: HeaderValue,
+}
+
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<String, Bytes>,
+    entries: HashMap<String, Held>,
     /// Names in insertion order, oldest first.
     order: VecDeque<String>,
     bytes: usize,
@@ -42,7 +50,7 @@ impl MediaCache {
         }
     }
 
-    pub fn get(&self, name: &str) -> Option<Bytes> {
+    pub fn get(&self, name: &str) -> Option<Held> {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
         inner.entries.get(name).cloned()
     }
@@ -50,7 +58,7 @@ impl MediaCache {
     /// Keeps `body` under `name`, dropping the oldest entries to stay within the budget.
     /// A body larger than an eighth of the budget is not kept (one huge photo must not
     /// empty the cache).
-    pub fn put(&self, name: &str, body: Bytes) {
+    pub fn put(&self, name: &str, body: Bytes, etag: HeaderValue) {
         if body.len() > self.budget / 8 {
             return;
         }
@@ -63,12 +71,12 @@ impl MediaCache {
                 break;
             };
             if let Some(gone) = inner.entries.remove(&oldest) {
-                inner.bytes -= gone.len();
+                inner.bytes -= gone.body.len();
             }
         }
         inner.bytes += body.len();
         inner.order.push_back(name.to_string());
-        inner.entries.insert(name.to_string(), body);
+        inner.entries.insert(name.to_string(), Held { body, etag });
     }
 
     /// Bytes held now.
@@ -81,15 +89,19 @@ impl MediaCache {
 mod tests {
     use super::*;
 
+    fn etag() -> HeaderValue {
+        HeaderValue::from_static("\"x\"")
+    }
+
     #[test]
     fn the_oldest_entries_go_when_the_budget_is_reached() {
         let cache = MediaCache::new(800);
 
         for name in ["a", "b", "c", "d", "e"] {
-            cache.put(name, Bytes::from(vec![0u8; 100]));
+            cache.put(name, Bytes::from(vec![0u8; 100]), etag());
         }
         for name in ["f", "g", "h", "i"] {
-            cache.put(name, Bytes::from(vec![0u8; 100]));
+            cache.put(name, Bytes::from(vec![0u8; 100]), etag());
         }
 
         assert_eq!(cache.bytes(), 800);
@@ -101,7 +113,7 @@ mod tests {
     fn a_body_over_an_eighth_of_the_budget_is_not_kept() {
         let cache = MediaCache::new(800);
 
-        cache.put("big", Bytes::from(vec![0u8; 101]));
+        cache.put("big", Bytes::from(vec![0u8; 101]), etag());
 
         assert!(cache.get("big").is_none());
         assert_eq!(cache.bytes(), 0);

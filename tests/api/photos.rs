@@ -561,6 +561,16 @@ async fn media_is_immutable_with_an_etag_and_answers_a_match_with_304() {
         assert!(etag.starts_with('"') && etag.contains(&p.hash), "{etag}");
         let body = res.bytes().await.unwrap();
         assert_eq!(image::load_from_memory(&body).unwrap().width(), width);
+        // Again, now from memory: the same bytes and headers, the security headers too.
+        let from_memory = app.get_anonymous(&url).await;
+        assert_eq!(from_memory.status(), 200);
+        assert_eq!(header(&from_memory, "etag"), etag);
+        assert_eq!(header(&from_memory, "x-content-type-options"), "nosniff");
+        assert_eq!(
+            header(&from_memory, "cache-control"),
+            "public, max-age=31536000, immutable"
+        );
+        assert_eq!(from_memory.bytes().await.unwrap(), body);
 
         let again = app
             .new_visitor()
