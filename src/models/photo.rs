@@ -91,7 +91,7 @@ pub enum PhotoRuleError {
     TooMany(usize),
     #[error("photo {0} is not one of this listing's photos")]
     UnknownPhoto(i64),
-    #[error("the cover must be one of this listing's photos that is kept")]
+    #[error("the cover must be one of this listing's photos")]
     BadCover,
 }
 
@@ -206,7 +206,8 @@ pub fn of_listing(conn: &mut PgConnection, id: i64) -> QueryResult<Vec<ListingPh
 /// Applies `changes` to listing `property_id` inside the caller's transaction (which
 /// holds the listing's row lock): checks every rule first against the rows as they are,
 /// then removes, stores, links and sets the cover. A listing with photos always has
-/// exactly one cover: the one asked for, else the one it had, else its first photo.
+/// exactly one cover: the one asked for (unless it is being removed), else the one it
+/// had, else its first photo.
 pub fn apply(
     conn: &mut PgConnection,
     property_id: i64,
@@ -223,11 +224,12 @@ pub fn apply(
     if let Some(unknown) = changes.remove.iter().copied().find(|id| !known(*id)) {
         return Err(TxError::Refused(PhotoRuleError::UnknownPhoto(unknown)));
     }
-    if let Some(cover) = changes.cover
-        && (!known(cover) || changes.remove.contains(&cover))
-    {
+    if changes.cover.is_some_and(|cover| !known(cover)) {
         return Err(TxError::Refused(PhotoRuleError::BadCover));
     }
+    // The edit form always sends the ticked cover; when that photo is being removed,
+    // the choice falls to the first photo kept (below), not to a refusal.
+    let cover = changes.cover.filter(|c| !changes.remove.contains(c));
     let kept = current
         .iter()
         .filter(|(id, _)| !changes.remove.contains(id))
@@ -260,7 +262,7 @@ pub fn apply(
     if !links.is_empty() {
         link(conn, &links)?;
     }
-    if let Some(cover) = changes.cover {
+    if let Some(cover) = cover {
         diesel::update(
             property_photos::table.filter(
                 property_photos::property_id

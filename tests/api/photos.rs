@@ -708,3 +708,30 @@ async fn deleting_a_listing_removes_its_photo_links_but_not_shared_photos() {
     let cover = &photo::of_listing(&mut app.db(), kept).unwrap()[0];
     assert_eq!(app.get_anonymous(&cover.card_url()).await.status(), 200);
 }
+
+#[tokio::test]
+async fn removing_the_cover_with_its_choice_still_ticked_makes_the_next_photo_the_cover() {
+    let (app, token) = signed_in_app().await;
+    let res = Form::new()
+        .listing(&token, "Cover goes")
+        .file("1.png", "image/png", &png(60, 40, 1))
+        .file("2.png", "image/png", &png(60, 40, 2))
+        .post(&app, "/admin/properties/new")
+        .await;
+    assert_eq!(res.status(), 303);
+    let id = newest_listing(&app);
+    let links = link_ids(&app, id);
+
+    // What the browser sends when only the cover's Remove box is ticked.
+    let res = Form::new()
+        .listing(&token, "Cover goes")
+        .text("cover_photo", &links[0].to_string())
+        .text("remove_photo", &links[0].to_string())
+        .post(&app, &format!("/admin/properties/{id}/edit"))
+        .await;
+
+    assert_eq!(res.status(), 303);
+    let left = photo::of_listing(&mut app.db(), id).unwrap();
+    assert_eq!(left.len(), 1);
+    assert!(left[0].cover && left[0].id == links[1]);
+}
