@@ -242,6 +242,16 @@ mod tests {
     }
 
     #[test]
+    fn extreme_aspect_ratios_are_bounded_and_never_zero_sized() {
+        let wide = process("wide.png", &png(20_000, 3)).unwrap();
+        assert_eq!((wide.page.width, wide.card.width), (1600, 480));
+        assert!(wide.page.height >= 1 && wide.card.height >= 1);
+        let tall = process("tall.png", &png(3, 20_000)).unwrap();
+        assert_eq!(tall.page.height, PAGE_WIDTH * MAX_ASPECT);
+        assert!(tall.page.width >= 1);
+    }
+
+    #[test]
     fn transparency_becomes_white() {
         let processed = process("a.png", &png(40, 10)).unwrap();
         let back = image::load_from_memory(&processed.page.bytes)
