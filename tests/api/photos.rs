@@ -735,3 +735,20 @@ async fn removing_the_cover_with_its_choice_still_ticked_makes_the_next_photo_th
     assert_eq!(left.len(), 1);
     assert!(left[0].cover && left[0].id == links[1]);
 }
+
+#[tokio::test]
+async fn a_form_with_photos_sent_while_the_database_is_down_comes_back_with_its_values() {
+    let (app, token) = signed_in_app().await;
+    app.drop_database();
+
+    let res = Form::new()
+        .listing(&token, "Sent during an outage")
+        .file("a.png", "image/png", &png(60, 40, 1))
+        .post(&app, "/admin/properties/new")
+        .await;
+
+    assert_eq!(res.status(), 503);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("value=\"Sent during an outage\""));
+    assert!(html.contains("nothing was saved"));
+}

@@ -274,7 +274,15 @@ impl Reader<'_> {
     ) -> Result<Result<NewPhoto, PhotoError>, AppError> {
         let hash = process::content_hash(&bytes);
         let known = hash.clone();
-        if crate::db::run(&self.state.db, move |conn| Ok(photo::exists(conn, &known)?)).await? {
+        // If PostgreSQL cannot say, decode anyway: the write that follows will find out
+        // (and the form then comes back with its values, as for any write).
+        let stored = crate::db::run(&self.state.db, move |conn| Ok(photo::exists(conn, &known)?))
+            .await
+            .unwrap_or_else(|e| {
+                log::warn!("could not look up an uploaded photo's hash: {e}");
+                false
+            });
+        if stored {
             return Ok(Ok(NewPhoto::Stored(hash)));
         }
         let started = std::time::Instant::now();
