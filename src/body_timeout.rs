@@ -26,6 +26,11 @@ use crate::error::AppError;
 /// As long as actix gives a client for its headers.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// For a `multipart/form-data` body (a listing form with photos: up to 120 MB, and the
+/// server re-encodes each photo before it reads the next, waiting for a photo thread).
+/// Only a signed-in admin's form is read at all: other requests are refused first.
+pub const UPLOAD_BODY_TIMEOUT: Duration = Duration::from_secs(120);
+
 pub async fn body_timeout(
     mut req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -35,15 +40,29 @@ pub async fn body_timeout(
         return next.call(req).await.map(|res| res.map_into_left_body());
     }
     let timed_out = Rc::new(Cell::new(false));
+    let multipart = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/")
+        });
+    let limit = if multipart {
+        UPLOAD_BODY_TIMEOUT
+    } else {
+        BODY_TIMEOUT
+    };
     let payload = with_deadline(
         req.take_payload(),
-        Instant::now() + BODY_TIMEOUT,
+        Instant::now() + limit,
         timed_out.clone(),
     );
     req.set_payload(payload);
     let res = next.call(req).await?;
     if timed_out.get() {
-        log::info!("408: request body not received within {BODY_TIMEOUT:?}");
+        log::info!("408: request body not received within {limit:?}");
         return Ok(res
             .error_response(AppError::RequestTimeout)
             .map_into_right_body());
@@ -69,6 +88,8 @@ fn with_deadline(payload: Payload, deadline: Instant, timed_out: Rc<Cell<bool>>)
             }
         }
     });
-    let stream: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> = Box::pin(stream);
+    // Fused: a reader may poll again after the end (actix-multipart does), which an
+    // `unfold` answers with a panic.
+    let stream: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> = Box::pin(stream.fuse());
     Payload::from(stream)
 }

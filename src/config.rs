@@ -68,6 +68,12 @@ pub struct Settings {
     /// How long a sign-in waits for a free password check before it gets 503
     /// (`SIGN_IN_HASH_WAIT_MS`).
     pub sign_in_hash_wait: Duration,
+    /// Uploaded photos decoded and re-encoded at once, each on a thread of its own
+    /// (`PHOTO_WORKERS`, default 1; see `photos::workers`).
+    pub photo_workers: usize,
+    /// Bytes of `/media/` bodies each process keeps in memory (`MEDIA_CACHE_BYTES`,
+    /// default 64 MiB; 0 keeps none).
+    pub media_cache_bytes: usize,
 }
 
 impl Settings {
@@ -126,6 +132,12 @@ impl Settings {
                 n => usize::try_from(n).context("SIGN_IN_HASHES is too large")?,
             },
             sign_in_hash_wait: Duration::from_millis(env_u64("SIGN_IN_HASH_WAIT_MS", 1000)?),
+            photo_workers: match env_u64("PHOTO_WORKERS", 1)? {
+                0 => bail!("PHOTO_WORKERS must be at least 1"),
+                n => usize::try_from(n).context("PHOTO_WORKERS is too large")?,
+            },
+            media_cache_bytes: usize::try_from(env_u64("MEDIA_CACHE_BYTES", 64 << 20)?)
+                .context("MEDIA_CACHE_BYTES is too large")?,
         })
     }
 
@@ -157,6 +169,8 @@ impl Settings {
             public_dashboard: false,
             sign_in_hashes: PasswordChecks::per_core(),
             sign_in_hash_wait: Duration::from_millis(1000),
+            photo_workers: 1,
+            media_cache_bytes: 64 << 20,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod domain;
 pub mod error;
 pub mod https;
 pub mod models;
+pub mod photos;
 pub mod routes;
 pub mod schema;
 pub mod seed;

@@ -12,6 +12,19 @@ diesel::table! {
 }
 
 diesel::table! {
+    photos (hash) {
+        hash -> Text,
+        card -> Bytea,
+        card_width -> Int4,
+        card_height -> Int4,
+        page -> Bytea,
+        page_width -> Int4,
+        page_height -> Int4,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     properties (id) {
         id -> Int8,
         #[max_length = 200]
@@ -25,6 +38,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    property_photos (id) {
+        id -> Int8,
+        property_id -> Int8,
+        photo_hash -> Text,
+        position -> Int4,
+        cover -> Bool,
+    }
+}
+
+diesel::table! {
     sign_in_attempts (scope_key) {
         scope_key -> Bytea,
         count -> Int8,
@@ -32,4 +55,13 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(admin_users, properties, sign_in_attempts,);
+diesel::joinable!(property_photos -> photos (photo_hash));
+diesel::joinable!(property_photos -> properties (property_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    admin_users,
+    photos,
+    properties,
+    property_photos,
+    sign_in_attempts,
+);

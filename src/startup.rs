@@ -60,6 +60,8 @@ pub fn build_state(settings: Settings, serving: bool) -> anyhow::Result<AppState
         crate::telemetry::latency::RequestLatency::new(cache.metrics().registry());
     let password_checks = PasswordChecks::new(settings.sign_in_hashes, settings.sign_in_hash_wait)
         .map_err(|e| anyhow::anyhow!("starting the password-check threads: {e}"))?;
+    let photos = crate::photos::Photos::new(settings.photo_workers, settings.media_cache_bytes)
+        .map_err(|e| anyhow::anyhow!("starting the photo threads: {e}"))?;
     Ok(AppState {
         settings,
         db: pool,
@@ -69,6 +71,7 @@ pub fn build_state(settings: Settings, serving: bool) -> anyhow::Result<AppState
         login_throttle: LoginThrottle::default(),
         request_latency,
         password_checks,
+        photos,
     })
 }
 
@@ -195,6 +198,9 @@ impl Application {
                 .wrap(from_fn(crate::telemetry::telemetry))
                 // Outside the page cache, so its hits get HSTS too.
                 .wrap(from_fn(crate::https::secure_transport))
+                // Photos already in memory: answered before everything but the security
+                // headers (no access-log line, no HSTS: see routes::media).
+                .wrap(from_fn(routes::media::from_memory))
                 .wrap(security_headers())
                 .app_data(app_state.clone())
                 .configure(routes::admin::config)

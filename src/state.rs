@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::db::{PgPool, Replicas};
 use crate::models::repository::PropertyRepository;
+use crate::photos::Photos;
 use crate::telemetry::latency::RequestLatency;
 
 pub struct AppState {
@@ -21,4 +22,6 @@ pub struct AppState {
     pub request_latency: RequestLatency,
     /// The bound on sign-in password checks running at once.
     pub password_checks: PasswordChecks,
+    /// Upload re-encoding threads and the `/media/` bytes kept in memory.
+    pub photos: Photos,
 }

@@ -7,6 +7,7 @@ use diesel::prelude::*;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use super::photo::{self, PhotoChanges, TxError};
 use crate::domain::{Description, Location, Price, Title};
 use crate::schema::properties;
 
@@ -266,6 +267,76 @@ impl Property {
                 .returning(Property::as_returning())
                 .get_result(conn)?;
             Ok(Some((before, after)))
+        })
+    }
+
+    /// Inserts a listing and its photos in one transaction: both are written, or neither.
+    pub fn insert_with_photos(
+        conn: &mut PgConnection,
+        data: &PropertyData,
+        photos: &PhotoChanges,
+    ) -> Result<Property, TxError> {
+        conn.transaction(|conn| {
+            let row = Self::insert(conn, data)?;
+            photo::apply(conn, row.id, photos)?;
+            Ok(row)
+        })
+    }
+
+    /// `update`, with the listing's photo changes in the same transaction (under the
+    /// listing's row lock, so two edits of one listing cannot both add their 12th photo).
+    pub fn update_with_photos(
+        conn: &mut PgConnection,
+        property_id: i64,
+        data: &PropertyData,
+        photos: &PhotoChanges,
+    ) -> Result<Option<(Property, Property)>, TxError> {
+        conn.transaction(|conn| {
+            let Some(before) = properties::table
+                .find(property_id)
+                .select(Property::as_select())
+                .for_update()
+                .first(conn)
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let after = diesel::update(properties::table.find(property_id))
+                .set(data)
+                .returning(Property::as_returning())
+                .get_result(conn)?;
+            photo::apply(conn, property_id, photos)?;
+            Ok(Some((before, after)))
+        })
+    }
+
+    /// Inserts many listings, each with photos already stored (`photo::store`), in one
+    /// transaction (`seed`): `photos[i]` are the hashes of listing `i`'s photos, cover
+    /// first.
+    pub fn insert_many_with_photos(
+        conn: &mut PgConnection,
+        data: &[PropertyData],
+        photos: &[Vec<String>],
+    ) -> QueryResult<Vec<Property>> {
+        conn.transaction(|conn| {
+            let rows = Self::insert_many(conn, data)?;
+            let links: Vec<photo::NewLink<'_>> = rows
+                .iter()
+                .zip(photos)
+                .flat_map(|(row, hashes)| {
+                    hashes.iter().enumerate().map(|(i, hash)| photo::NewLink {
+                        property_id: row.id,
+                        photo_hash: hash,
+                        position: i as i32,
+                        cover: i == 0,
+                    })
+                })
+                .collect();
+            // 4 parameters a link: well under PostgreSQL's 65,535 a statement.
+            for chunk in links.chunks(10_000) {
+                photo::link(conn, chunk)?;
+            }
+            Ok(rows)
         })
     }
 

@@ -1,13 +1,24 @@
-//! The one write path for listings. CLI `seed` and the admin forms both go through
+//! The one write path for listings and their photos. CLI `seed` and the admin forms both go through
 //! `PropertyRepository`, so every committed insert, update and delete runs the hooks —
 //! once per write, through `committed`.
 
 use std::sync::Arc;
 
 use super::hooks::{Change, ModelHooks};
+use super::photo::{self, PhotoChanges, PhotoRuleError, PhotosByListing, TxError};
 use super::property::{Property, PropertyData, PropertyFilter, Sort};
 use crate::db::{self, PgPool, Replicas, write_position};
 use crate::error::AppError;
+
+/// The outcome of a write with photos.
+#[derive(Debug)]
+pub enum Saved {
+    Written(Property),
+    /// No listing has that id: nothing written.
+    NotFound,
+    /// A photo rule refused the change: nothing written.
+    Refused(PhotoRuleError),
+}
 
 #[derive(Clone)]
 pub struct PropertyRepository {
@@ -92,6 +103,87 @@ impl PropertyRepository {
         )
         .await;
         Ok(Some(after))
+    }
+
+    /// Inserts a listing with its photos (one transaction), then runs the hooks once.
+    /// `Refused` when a photo rule says no: nothing written, no hook run.
+    pub async fn insert_with_photos(
+        &self,
+        data: PropertyData,
+        photos: PhotoChanges,
+    ) -> Result<Saved, AppError> {
+        let written = db::run(&self.pool, move |conn| {
+            match Property::insert_with_photos(conn, &data, &photos) {
+                Ok(row) => Ok(Ok((row, write_position(conn)))),
+                Err(TxError::Refused(why)) => Ok(Err(why)),
+                Err(TxError::Db(e)) => Err(e.into()),
+            }
+        })
+        .await?;
+        match written {
+            Ok((property, position)) => {
+                self.committed(Change::Inserted(std::slice::from_ref(&property)), position)
+                    .await;
+                Ok(Saved::Written(property))
+            }
+            Err(why) => Ok(Saved::Refused(why)),
+        }
+    }
+
+    /// Updates a listing and its photos (one transaction), then runs the hooks as for
+    /// any update: a photo change is a write to its listing, so its pages change at once.
+    pub async fn update_with_photos(
+        &self,
+        id: i64,
+        data: PropertyData,
+        photos: PhotoChanges,
+    ) -> Result<Saved, AppError> {
+        let written = db::run(&self.pool, move |conn| {
+            match Property::update_with_photos(conn, id, &data, &photos) {
+                Ok(row) => Ok(Ok((row, write_position(conn)))),
+                Err(TxError::Refused(why)) => Ok(Err(why)),
+                Err(TxError::Db(e)) => Err(e.into()),
+            }
+        })
+        .await?;
+        match written {
+            Ok((Some((before, after)), position)) => {
+                self.committed(
+                    Change::Updated {
+                        before: &before,
+                        after: &after,
+                    },
+                    position,
+                )
+                .await;
+                Ok(Saved::Written(after))
+            }
+            Ok((None, _)) => Ok(Saved::NotFound),
+            Err(why) => Ok(Saved::Refused(why)),
+        }
+    }
+
+    /// `insert_many`, each listing linked to photos already stored (`seed`).
+    pub async fn insert_many_with_photos(
+        &self,
+        data: Vec<PropertyData>,
+        photos: Vec<Vec<String>>,
+    ) -> Result<Vec<Property>, AppError> {
+        let (rows, position) = db::run(&self.pool, move |conn| {
+            let rows = Property::insert_many_with_photos(conn, &data, &photos)?;
+            Ok((rows, write_position(conn)))
+        })
+        .await?;
+        self.committed(Change::Inserted(&rows), position).await;
+        Ok(rows)
+    }
+
+    /// The photos of listings `ids`, cover first (in a cache build, from a replica that
+    /// has replayed what the build needs, like the rows).
+    pub async fn photos_of(&self, ids: Vec<i64>) -> Result<PhotosByListing, AppError> {
+        self.replicas
+            .read(&self.pool, move |conn| Ok(photo::of_listings(conn, &ids)?))
+            .await
     }
 
     /// The deleted row; `Ok(None)` when no property has that id.

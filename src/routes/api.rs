@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::list_query::ListQuery;
 use super::listing::fetch_page;
-use super::properties::load_property;
+use super::properties::load_property_with_photos;
 use super::views::PropertyJson;
 use crate::cache::page::BuiltFromStaleData;
 use crate::error::ApiError;
@@ -26,7 +26,11 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         count: result.count,
         page: result.page,
         num_pages: result.num_pages,
-        results: result.rows().into_iter().map(PropertyJson::from).collect(),
+        results: result
+            .rows()
+            .into_iter()
+            .map(|p| PropertyJson::new(p, result.photos(p.id)))
+            .collect(),
     });
     if result.stale {
         res.extensions_mut().insert(BuiltFromStaleData);
@@ -38,6 +42,6 @@ pub async fn detail(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let property = load_property(&state, &path).await?;
-    Ok(HttpResponse::Ok().json(PropertyJson::from(&property)))
+    let (property, photos) = load_property_with_photos(&state, &path).await?;
+    Ok(HttpResponse::Ok().json(PropertyJson::new(&property, &photos)))
 }

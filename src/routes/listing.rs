@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::query::{Served, get_or_fill};
 use crate::error::AppError;
+use crate::models::photo::{self, ListingPhoto, PhotosByListing};
 use crate::models::property::{Property, Sort};
 use crate::routes::cacheable::rules::QUERY_ENTRY_TOKENS;
 use crate::routes::list_query::{ListQuery, PAGE_SIZE};
@@ -38,11 +39,23 @@ impl ResultPage {
     pub fn rows(&self) -> Vec<&Property> {
         match &self.rows {
             Rows::All(all, picked) => match all.as_ref() {
-                AllProperties::Rows(all) => picked.iter().map(|&i| &all[i]).collect(),
+                AllProperties::Rows(all, _) => picked.iter().map(|&i| &all[i]).collect(),
                 AllProperties::TooMany => Vec::new(),
             },
             Rows::Page(page) => page.rows.iter().collect(),
         }
+    }
+
+    /// The photos of listing `id` (one of this page's), cover first.
+    pub fn photos(&self, id: i64) -> &[ListingPhoto] {
+        let photos = match &self.rows {
+            Rows::All(all, _) => match all.as_ref() {
+                AllProperties::Rows(_, photos) => photos,
+                AllProperties::TooMany => return &[],
+            },
+            Rows::Page(page) => &page.photos,
+        };
+        photos.get(&id).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -59,8 +72,9 @@ pub const ALL_PROPERTIES_MAX: usize = 200;
 /// are cached one result page at a time (`get_page`; filtered searches always are).
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 pub enum AllProperties {
-    /// Every property, newest first.
-    Rows(Vec<Property>),
+    /// Every property, newest first, and their photos (what the cards show is part of
+    /// the entry, so a photo change, which replaces the entry's token, changes it).
+    Rows(Vec<Property>, PhotosByListing),
     /// More than `ALL_PROPERTIES_MAX`: use `get_page`.
     TooMany,
 }
@@ -70,6 +84,8 @@ pub enum AllProperties {
 pub struct PageOfProperties {
     pub rows: Vec<Property>,
     pub count: i64,
+    /// The photos of `rows`.
+    pub photos: PhotosByListing,
 }
 
 /// The seed's `get_all_properties()`: every property, newest first (or `TooMany`),
@@ -80,17 +96,18 @@ pub async fn get_all_properties(
     let key = state.cache.keys().named(ALL_PROPERTIES);
     let ttl = state.settings.query_cache_ttl;
     get_or_fill(&state.cache, &key, QUERY_ENTRY_TOKENS, ttl, || async {
-        let rows = state
+        state
             .replicas
             .read(&state.db, |conn| {
-                Ok(Property::newest_first(conn, ALL_PROPERTIES_MAX as i64 + 1)?)
+                let rows = Property::newest_first(conn, ALL_PROPERTIES_MAX as i64 + 1)?;
+                if rows.len() > ALL_PROPERTIES_MAX {
+                    return Ok(AllProperties::TooMany);
+                }
+                let ids: Vec<i64> = rows.iter().map(|p| p.id).collect();
+                let photos = photo::of_listings(conn, &ids)?;
+                Ok(AllProperties::Rows(rows, photos))
             })
-            .await?;
-        Ok(if rows.len() > ALL_PROPERTIES_MAX {
-            AllProperties::TooMany
-        } else {
-            AllProperties::Rows(rows)
-        })
+            .await
     })
     .await
 }
@@ -110,7 +127,15 @@ async fn get_page(
             .properties
             .list(query.filter.clone(), query.sort, limit, offset)
             .await?;
-        Ok(PageOfProperties { rows, count })
+        let photos = state
+            .properties
+            .photos_of(rows.iter().map(|p| p.id).collect())
+            .await?;
+        Ok(PageOfProperties {
+            rows,
+            count,
+            photos,
+        })
     })
     .await
 }
@@ -128,7 +153,7 @@ pub async fn fetch_page(state: &AppState, query: &ListQuery) -> Result<ResultPag
     };
     if query.filter.is_empty() {
         let (all, served) = get_all_properties(state).await?;
-        if let AllProperties::Rows(rows) = all.as_ref() {
+        if let AllProperties::Rows(rows, _) = all.as_ref() {
             let mut order: Vec<usize> = (0..rows.len()).collect();
             if query.sort != Sort::Newest {
                 query.sort.sort_positions(rows, &mut order);

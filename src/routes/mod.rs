@@ -7,6 +7,7 @@ pub mod cacheable;
 pub mod health;
 pub mod list_query;
 pub mod listing;
+pub mod media;
 pub mod properties;
 pub mod static_files;
 pub mod views;
@@ -57,6 +58,7 @@ pub fn config(cfg: &mut web::ServiceConfig, static_dir: &Path) {
         }))
         .service(read_only("/metrics", cache::prometheus))
         .service(read_only("/healthz", health::healthz))
+        .service(read_only("/media/{name}", media::media))
         .configure(|cfg| static_files::config(cfg, static_dir))
         .default_service(web::to(not_found));
 }

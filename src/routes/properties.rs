@@ -10,6 +10,7 @@ use super::listing::fetch_page;
 use super::views::PropertyView;
 use crate::cache::page::BuiltFromStaleData;
 use crate::error::{AppError, render_html};
+use crate::models::photo::ListingPhoto;
 use crate::models::property::{Property, Sort};
 use crate::state::AppState;
 
@@ -64,7 +65,11 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     let first = result.page.saturating_sub(3).max(1);
     let last = (result.page + 3).min(result.num_pages);
     let page = ListPage {
-        properties: result.rows().into_iter().map(PropertyView::new).collect(),
+        properties: result
+            .rows()
+            .into_iter()
+            .map(|p| PropertyView::new(p, result.photos(p.id)))
+            .collect(),
         count: result.count as i64,
         page: result.page as u32,
         num_pages: result.num_pages as u32,
@@ -111,12 +116,28 @@ pub async fn load_property(state: &AppState, raw_id: &str) -> Result<Property, A
     state.properties.get(id).await?.ok_or(AppError::NotFound)
 }
 
+/// `load_property` and the listing's photos, cover first.
+pub async fn load_property_with_photos(
+    state: &AppState,
+    raw_id: &str,
+) -> Result<(Property, Vec<ListingPhoto>), AppError> {
+    let property = load_property(state, raw_id).await?;
+    let id = property.id;
+    let photos = state
+        .properties
+        .photos_of(vec![id])
+        .await?
+        .remove(&id)
+        .unwrap_or_default();
+    Ok((property, photos))
+}
+
 pub async fn detail(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    let property = load_property(&state, &path).await?;
+    let (property, photos) = load_property_with_photos(&state, &path).await?;
     render_html(&DetailPage {
-        property: PropertyView::new(&property),
+        property: PropertyView::new(&property, &photos),
     })
 }

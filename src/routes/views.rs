@@ -10,6 +10,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::Serialize;
 
 use crate::domain::Money;
+use crate::models::photo::ListingPhoto;
 use crate::models::property::Property;
 
 /// A property as the HTML pages show it: text borrowed from the row; everything
@@ -31,13 +32,15 @@ pub struct PropertyView<'a> {
     /// inline style, so the Content-Security-Policy can refuse inline styles.
     pub hue: u32,
     pub url: PropertyUrl,
+    /// Its photos, cover first (empty: the placeholder is shown).
+    pub photos: &'a [ListingPhoto],
 }
 
 /// How many `.hue-N` classes `static/css/site.css` defines.
 const HUES: u64 = 24;
 
 impl<'a> PropertyView<'a> {
-    pub fn new(p: &'a Property) -> Self {
+    pub fn new(p: &'a Property, photos: &'a [ListingPhoto]) -> Self {
         Self {
             id: p.id,
             title: &p.title,
@@ -49,7 +52,13 @@ impl<'a> PropertyView<'a> {
             created_date: ShortDate(p.created_at),
             hue: (p.id.unsigned_abs().wrapping_mul(7) % HUES) as u32,
             url: PropertyUrl(p.id),
+            photos,
         }
+    }
+
+    /// The cover photo, if it has photos.
+    pub fn cover(&self) -> Option<&'a ListingPhoto> {
+        self.photos.first()
     }
 }
 
@@ -130,10 +139,20 @@ pub struct PropertyJson {
     pub location: String,
     /// RFC 3339.
     pub created_at: String,
+    /// The cover first; each in its page size (≤ 1600 px wide).
+    pub photos: Vec<PhotoJson>,
 }
 
-impl From<&Property> for PropertyJson {
-    fn from(p: &Property) -> Self {
+/// A photo in the JSON API: its page size.
+#[derive(Serialize)]
+pub struct PhotoJson {
+    pub url: String,
+    pub width: i32,
+    pub height: i32,
+}
+
+impl PropertyJson {
+    pub fn new(p: &Property, photos: &[ListingPhoto]) -> Self {
         Self {
             id: p.id,
             title: p.title.clone(),
@@ -143,6 +162,14 @@ impl From<&Property> for PropertyJson {
             created_at: p
                 .created_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            photos: photos
+                .iter()
+                .map(|ph| PhotoJson {
+                    url: ph.page_url(),
+                    width: ph.page_width,
+                    height: ph.page_height,
+                })
+                .collect(),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The browser end-to-end test: headless Chromium (Debian's `chromium`), driven through
 //! `chromedriver` with fantoccini, walks the site as a visitor and a listing manager
 //! would — browse, paginate, filter, open a listing, sign in, create a listing, watch
-//! the cache dashboard move, clear the cache — and saves a screenshot of every step in
+//! the cache dashboard move, clear the cache, add two photos to a listing through its
+//! form and see them on its card and page — and saves a screenshot of every step in
 //! `target/e2e/`. One browser session for the whole flow (starting Chromium is slow).
 //!
 //! Any failing step fails the test. Without chromedriver the test fails when `CI` is set
@@ -223,6 +224,7 @@ async fn flow(app: Arc<TestApp>, c: Client) {
     clear_the_cache_from_the_dashboard(app, c).await;
     see_it_work(c).await;
     edit_a_listing_and_watch_which_pages_miss(c).await;
+    add_two_photos_through_the_edit_form(app, c).await;
     see_every_page_fit_a_phone(app, c).await;
     // No page of the walk broke the site's own Content-Security-Policy.
     assert_no_csp_violations(c).await;
@@ -551,6 +553,83 @@ async fn edit_a_listing_and_watch_which_pages_miss(c: &Client) {
     })
     .await;
     shot(c, "17b-last-writes").await;
+}
+
+/// Two photos (a PNG and a JPEG, drawn by `seed`) chosen in the edit form's file field
+/// and saved: the listing's card on the list shows the cover's card size, and its
+/// detail page shows both, each loaded by the browser from `/media/`.
+async fn add_two_photos_through_the_edit_form(app: &TestApp, c: &Client) {
+    let dir = crate::helpers::TempDir::new("pl_e2e_photos_");
+    let png = dir.path().join("front.png");
+    std::fs::write(&png, property_listings::seed::demo_photo(2)).expect("png written");
+    let jpeg = dir.path().join("garden.jpg");
+    image::load_from_memory(&property_listings::seed::demo_photo(5))
+        .expect("demo photo")
+        .into_rgb8()
+        .save_with_format(&jpeg, image::ImageFormat::Jpeg)
+        .expect("jpeg written");
+    c.goto(&app.url("/admin/"))
+        .await
+        .expect("open the admin list");
+    click(c, "a[aria-label='Edit Sunlit loft above the market']").await;
+    wait_for_url(c, |u| u.ends_with("/edit")).await;
+    find(c, "#photos")
+        .await
+        .send_keys(&format!("{}\n{}", png.display(), jpeg.display()))
+        .await
+        .expect("files chosen");
+    shot(c, "17c-edit-form-with-two-photos").await;
+    click(c, ".form-card button[type=submit]").await;
+    wait_for_url(c, |u| u.ends_with("/admin/")).await;
+
+    c.goto(&app.url("/properties/"))
+        .await
+        .expect("open the list");
+    let card = "li.property-card:first-child";
+    assert_eq!(
+        text(c, &format!("{card} .card-title")).await,
+        "Sunlit loft above the market"
+    );
+    let cover = find(c, &format!("{card} img.card-photo")).await;
+    let src = cover.attr("src").await.expect("src").expect("a src");
+    assert!(
+        src.starts_with("/media/") && src.ends_with("-480.jpg"),
+        "{src}"
+    );
+    wait_for_images_loaded(c, &format!("{card} img.card-photo"), 1).await;
+    shot(c, "17d-list-with-photos").await;
+
+    click(c, &format!("{card} .card-link")).await;
+    wait_for(c, "#property-title").await;
+    assert_eq!(count(c, ".gallery img").await, 2);
+    wait_for_images_loaded(c, ".gallery img", 2).await;
+    shot(c, "17e-detail-with-photos").await;
+}
+
+/// Waits until `n` images match `css` and the browser has decoded each (a
+/// `naturalWidth` above 0: the bytes arrived and are a picture). Lazy ones are scrolled
+/// into view first.
+async fn wait_for_images_loaded(c: &Client, css: &str, n: usize) {
+    let script = "const imgs = [...document.querySelectorAll(arguments[0])]; \
+        imgs.forEach(i => i.scrollIntoView()); \
+        return imgs.filter(i => i.complete && i.naturalWidth > 0).length;";
+    let started = Instant::now();
+    loop {
+        let loaded = c
+            .execute(script, vec![json!(css)])
+            .await
+            .expect("script runs")
+            .as_u64()
+            .unwrap_or(0);
+        if loaded as usize >= n {
+            return;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "{css}: {loaded} of {n} images loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The same pages at a phone's width: nothing may need sideways scrolling.

@@ -15,6 +15,7 @@ mod lease;
 mod metrics;
 mod page_cache;
 mod pages;
+mod photos;
 mod precise;
 mod proxy;
 mod purge;

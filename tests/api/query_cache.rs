@@ -36,7 +36,7 @@ async fn a_second_read_is_a_query_cache_hit_that_needs_no_database() {
     let (second, served) = get_all_properties(&app.state).await.unwrap();
 
     assert_eq!(first, second);
-    assert!(matches!(first.as_ref(), AllProperties::Rows(rows) if rows.len() == 1));
+    assert!(matches!(first.as_ref(), AllProperties::Rows(rows, _) if rows.len() == 1));
     assert_eq!(served, Served::Current);
     assert_eq!(app.state.cache.metrics().snapshot().db_loads, loads);
     assert_eq!(app.state.cache.metrics().snapshot().query.hits, 1);

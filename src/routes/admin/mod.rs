@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod login;
 pub mod properties;
+pub mod upload;
 
 use actix_web::error::UrlencodedError;
 use actix_web::{HttpResponse, web};

@@ -1,19 +1,24 @@
 //! The listing forms: create, edit, delete-with-confirmation, and the admin list. Input
 //! is parsed into domain types; invalid input comes back as 422 with every value kept and
 //! one message per bad field; nothing is written unless everything is valid. Writes go
-//! through the repository, so the cache hooks run as for any other writer.
+//! through the repository, so the cache hooks run as for any other writer. The create
+//! and edit forms carry photos (`upload` reads them); a listing and its photo changes
+//! are written in one transaction.
 
 use actix_session::Session;
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
+use super::upload::{self, Submission};
 use super::{admin_page, see_other};
 use crate::auth::{self, Admin};
 use crate::domain::{Description, Location, Money, Price, Title};
 use crate::error::AppError;
+use crate::models::photo::{MAX_PHOTOS_PER_LISTING, PhotoChanges};
 use crate::models::property::{Property, PropertyData, PropertyFilter, Sort};
+use crate::models::repository::Saved;
 use crate::routes::properties::parse_id;
 use crate::state::AppState;
 
@@ -43,6 +48,8 @@ pub struct FieldErrors {
     pub description: Option<String>,
     pub price: Option<String>,
     pub location: Option<String>,
+    /// Every refused file or photo choice, one sentence each.
+    pub photos: Option<String>,
 }
 
 impl TryFrom<&PropertyForm> for PropertyData {
@@ -60,6 +67,7 @@ impl TryFrom<&PropertyForm> for PropertyData {
                 description: d.err(),
                 price: p.err(),
                 location: l.err(),
+                photos: None,
             }),
         }
     }
@@ -88,6 +96,54 @@ pub struct FormPage {
     pub values: PropertyForm,
     pub errors: FieldErrors,
     pub form_error: Option<String>,
+    /// The listing's photos (edit form), with the remove/cover choices shown.
+    pub photos: Vec<FormPhoto>,
+    pub max_photos: usize,
+}
+
+/// A photo on the edit form.
+pub struct FormPhoto {
+    pub id: i64,
+    pub url: String,
+    pub width: i32,
+    pub height: i32,
+    pub number: usize,
+    pub cover: bool,
+    pub remove: bool,
+}
+
+/// The photos of listing `id` as the edit form shows them: the cover ticked as
+/// `cover` says (else the current one), the removals in `remove` ticked.
+async fn form_photos(
+    state: &AppState,
+    id: Option<i64>,
+    remove: &[String],
+    cover: Option<&str>,
+) -> Vec<FormPhoto> {
+    let Some(id) = id else { return Vec::new() };
+    let photos = match state.properties.photos_of(vec![id]).await {
+        Ok(mut by_listing) => by_listing.remove(&id).unwrap_or_default(),
+        Err(e) => {
+            log::warn!("listing {id}'s photos not shown on its form: {e}");
+            return Vec::new();
+        }
+    };
+    photos
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let id_text = p.id.to_string();
+            FormPhoto {
+                id: p.id,
+                url: p.card_url(),
+                width: p.card_width,
+                height: p.card_height,
+                number: i + 1,
+                cover: cover.map_or(p.cover, |c| c == id_text),
+                remove: remove.contains(&id_text),
+            }
+        })
+        .collect()
 }
 
 pub struct AdminRow {
@@ -189,6 +245,7 @@ fn form_page(
     values: PropertyForm,
     errors: FieldErrors,
     form_error: Option<String>,
+    photos: Vec<FormPhoto>,
 ) -> Result<FormPage, AppError> {
     let (heading, action, submit_label) = match id {
         None => (
@@ -211,6 +268,8 @@ fn form_page(
         values,
         errors,
         form_error,
+        photos,
+        max_photos: MAX_PHOTOS_PER_LISTING,
     })
 }
 
@@ -222,58 +281,104 @@ pub async fn new_form(admin: Admin, session: Session) -> Result<HttpResponse, Ap
         PropertyForm::default(),
         FieldErrors::default(),
         None,
+        Vec::new(),
     )?;
     admin_page(StatusCode::OK, &page)
 }
 
-/// Validates and writes a submitted form (insert when `id` is `None`). When PostgreSQL
-/// could not even confirm the session, nothing is attempted: the form comes back with
-/// its values (the session's own claims name the admin on that page).
+/// Who submits a form: a signed-in admin, or — when PostgreSQL could not even confirm
+/// the session — the admin the session claims (nothing will be attempted then: the form
+/// comes back with its values).
+enum Submitter {
+    Admin(Admin),
+    DatabaseDown(Admin, String),
+}
+
+fn submitter(admin: Result<Admin, AppError>, session: &Session) -> Result<Submitter, AppError> {
+    match (admin, auth::current_admin(session)) {
+        (Ok(admin), _) => Ok(Submitter::Admin(admin)),
+        (Err(AppError::Unavailable(cause)), Some(claimed)) => {
+            Ok(Submitter::DatabaseDown(claimed, cause))
+        }
+        (Err(e), _) => Err(e),
+    }
+}
+
+/// Reads (checking the CSRF token), validates and writes a submitted form (insert when
+/// `id` is `None`): the listing and its photo changes in one transaction, or nothing.
 async fn save(
     admin: Result<Admin, AppError>,
     session: Session,
     state: web::Data<AppState>,
     id: Option<i64>,
-    form: PropertyForm,
-) -> Result<HttpResponse, AppError> {
-    let admin = match (admin, auth::current_admin(&session)) {
-        (Ok(admin), _) => admin,
-        (Err(AppError::Unavailable(cause)), Some(claimed)) => {
-            auth::check_csrf(&session, &form.csrf_token)?;
-            return db_down(&claimed, &session, id, form, &cause);
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, actix_web::Error> {
+    let who = submitter(admin, &session)?;
+    let process_files = matches!(who, Submitter::Admin(_));
+    let sub = upload::read(&req, payload, &session, &state, process_files).await?;
+    let admin = match who {
+        Submitter::Admin(admin) => admin,
+        Submitter::DatabaseDown(claimed, cause) => {
+            return Ok(db_down(&claimed, &session, id, sub.form, &cause)?);
         }
-        (Err(e), _) => return Err(e),
     };
-    auth::check_csrf(&session, &form.csrf_token)?;
-    let data = match PropertyData::try_from(&form) {
-        Ok(data) => data,
-        Err(errors) => {
-            let page = form_page(
-                &admin,
-                &session,
-                id,
-                form,
-                errors,
-                Some("Please correct the fields marked below; nothing was saved.".into()),
-            )?;
-            return admin_page(StatusCode::UNPROCESSABLE_ENTITY, &page);
-        }
+    let data = PropertyData::try_from(&sub.form);
+    let mut errors = data.as_ref().err().cloned().unwrap_or_default();
+    if !sub.photo_errors.is_empty() {
+        errors.photos = Some(sub.photo_errors.join(" "));
+    }
+    let data = match data {
+        Ok(data) if errors.photos.is_none() => data,
+        _ => return Ok(invalid(&admin, &session, &state, id, sub, errors).await?),
+    };
+    let changes = PhotoChanges {
+        remove: sub.remove_ids(),
+        cover: sub.cover_id(),
+        add: sub.photos.clone(),
     };
     let written = match id {
-        None => state.properties.insert(data).await.map(Some),
-        Some(id) => state.properties.update(id, data).await,
+        None => state.properties.insert_with_photos(data, changes).await,
+        Some(id) => state.properties.update_with_photos(id, data, changes).await,
     };
     match written {
-        Ok(Some(p)) => {
+        Ok(Saved::Written(p)) => {
             let verb = if id.is_none() { "created" } else { "saved" };
             auth::set_flash(&session, &format!("Listing “{}” {verb}.", p.title));
             log::info!("admin {:?} {verb} property {}", admin.username, p.id);
             Ok(see_other("/admin/"))
         }
-        Ok(None) => Err(AppError::NotFound),
-        Err(AppError::Unavailable(cause)) => db_down(&admin, &session, id, form, &cause),
-        Err(e) => Err(e),
+        Ok(Saved::NotFound) => Err(AppError::NotFound.into()),
+        Ok(Saved::Refused(why)) => {
+            errors.photos = Some(upload::capitalised(&why.to_string()));
+            Ok(invalid(&admin, &session, &state, id, sub, errors).await?)
+        }
+        Err(AppError::Unavailable(cause)) => Ok(db_down(&admin, &session, id, sub.form, &cause)?),
+        Err(e) => Err(e.into()),
     }
+}
+
+/// The form again with 422: every value kept (the photo choices too; files cannot be
+/// put back into a file field), one message per bad field, nothing written.
+async fn invalid(
+    admin: &Admin,
+    session: &Session,
+    state: &AppState,
+    id: Option<i64>,
+    sub: Submission,
+    errors: FieldErrors,
+) -> Result<HttpResponse, AppError> {
+    let photos = form_photos(state, id, &sub.remove_raw, sub.cover_raw.as_deref()).await;
+    let page = form_page(
+        admin,
+        session,
+        id,
+        sub.form,
+        errors,
+        Some("Please correct the fields marked below; nothing was saved.".into()),
+        photos,
+    )?;
+    admin_page(StatusCode::UNPROCESSABLE_ENTITY, &page)
 }
 
 /// The form again with its values and a message: 503, nothing saved.
@@ -292,6 +397,7 @@ fn db_down(
         form,
         FieldErrors::default(),
         Some(DB_DOWN.into()),
+        Vec::new(),
     )?;
     admin_page(StatusCode::SERVICE_UNAVAILABLE, &page)
 }
@@ -300,9 +406,10 @@ pub async fn create(
     admin: Result<Admin, AppError>,
     session: Session,
     state: web::Data<AppState>,
-    form: web::Form<PropertyForm>,
-) -> Result<HttpResponse, AppError> {
-    save(admin, session, state, None, form.into_inner()).await
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, actix_web::Error> {
+    save(admin, session, state, None, req, payload).await
 }
 
 async fn load(state: &AppState, id: i64) -> Result<Property, AppError> {
@@ -317,6 +424,7 @@ pub async fn edit_form(
 ) -> Result<HttpResponse, AppError> {
     let id = parse_id(&path)?;
     let property = load(&state, id).await?;
+    let photos = form_photos(&state, Some(id), &[], None).await;
     let page = form_page(
         &admin,
         &session,
@@ -324,6 +432,7 @@ pub async fn edit_form(
         PropertyForm::from_property(&property),
         FieldErrors::default(),
         None,
+        photos,
     )?;
     admin_page(StatusCode::OK, &page)
 }
@@ -333,10 +442,11 @@ pub async fn update(
     session: Session,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    form: web::Form<PropertyForm>,
-) -> Result<HttpResponse, AppError> {
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, actix_web::Error> {
     let id = parse_id(&path)?;
-    save(admin, session, state, Some(id), form.into_inner()).await
+    save(admin, session, state, Some(id), req, payload).await
 }
 
 pub async fn delete_form(

@@ -1,0 +1,2 @@
+DROP TABLE property_photos;
+DROP TABLE photos;
