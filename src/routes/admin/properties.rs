@@ -11,7 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use super::upload::{self, Submission};
+use super::upload::{self, PropertyForm, Submission};
 use super::{admin_page, see_other};
 use crate::auth::{self, Admin};
 use crate::domain::{Description, Location, Money, Price, Title};
@@ -25,21 +25,6 @@ use crate::state::AppState;
 const ADMIN_PAGE_SIZE: usize = 50;
 const DB_DOWN: &str =
     "The database is not reachable right now, so nothing was saved. Please try again in a moment.";
-
-/// The raw strings of a submitted listing form.
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct PropertyForm {
-    #[serde(default)]
-    pub title: String,
-    #[serde(default)]
-    pub description: String,
-    #[serde(default)]
-    pub price: String,
-    #[serde(default)]
-    pub location: String,
-    #[serde(default)]
-    pub csrf_token: String,
-}
 
 /// One message per bad field.
 #[derive(Clone, Debug, Default)]
@@ -69,18 +54,6 @@ impl TryFrom<&PropertyForm> for PropertyData {
                 location: l.err(),
                 photos: None,
             }),
-        }
-    }
-}
-
-impl PropertyForm {
-    fn from_property(p: &Property) -> Self {
-        Self {
-            title: p.title.clone(),
-            description: p.description.clone(),
-            price: p.price().to_string(),
-            location: p.location.clone(),
-            csrf_token: String::new(),
         }
     }
 }

@@ -21,14 +21,42 @@ use actix_web::dev::Payload;
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{FromRequest, HttpRequest, web};
 use futures_util::StreamExt;
+use serde::Deserialize;
 
 use super::MAX_FORM_BYTES;
-use super::properties::PropertyForm;
 use crate::auth;
 use crate::error::AppError;
 use crate::models::photo::{self, MAX_PHOTOS_PER_LISTING, NewPhoto};
+use crate::models::property::Property;
 use crate::photos::process::{self, MAX_FILE_BYTES, PhotoError};
 use crate::state::AppState;
+
+/// The raw strings of a submitted listing form.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct PropertyForm {
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub price: String,
+    #[serde(default)]
+    pub location: String,
+    #[serde(default)]
+    pub csrf_token: String,
+}
+
+impl PropertyForm {
+    pub fn from_property(p: &Property) -> Self {
+        Self {
+            title: p.title.clone(),
+            description: p.description.clone(),
+            price: p.price().to_string(),
+            location: p.location.clone(),
+            csrf_token: String::new(),
+        }
+    }
+}
 
 /// The most a multipart listing form may send: a full set of photos at the size limit,
 /// plus the text fields and the multipart framing.
