@@ -292,21 +292,12 @@ impl Property {
         photos: &PhotoChanges,
     ) -> Result<Option<(Property, Property)>, TxError> {
         conn.transaction(|conn| {
-            let Some(before) = properties::table
-                .find(property_id)
-                .select(Property::as_select())
-                .for_update()
-                .first(conn)
-                .optional()?
-            else {
+            // (A savepoint inside this transaction: the row lock is held to its end.)
+            let Some(changed) = Self::update(conn, property_id, data)? else {
                 return Ok(None);
             };
-            let after = diesel::update(properties::table.find(property_id))
-                .set(data)
-                .returning(Property::as_returning())
-                .get_result(conn)?;
             photo::apply(conn, property_id, photos)?;
-            Ok(Some((before, after)))
+            Ok(Some(changed))
         })
     }
 
