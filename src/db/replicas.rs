@@ -14,11 +14,11 @@ use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, 
 use std::time::Duration;
 
 use diesel::prelude::*;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, ManageConnection, Pool};
 use diesel::sql_types::{Bool, Nullable, Text};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
-use super::{PgConn, PgPool, run};
+use super::{PgPool, run};
 use crate::cache::source::{self, Required};
 use crate::error::AppError;
 
@@ -43,7 +43,7 @@ pub struct Replicas {
 struct Replica {
     /// `host:port`, never the credentials.
     name: String,
-    pool: PgPool,
+    pool: Pool<ReplicaManager>,
     breaker: Breaker,
     /// Last seen: whether it is a replica (`STATE_*`), what it has replayed, and how far
     /// behind the primary it was (bytes), with when that was measured.
@@ -110,13 +110,15 @@ impl Replicas {
                 .iter()
                 .map(|url| Replica {
                     name: server_name(url),
+                    // No ping at checkout: the check each read starts with is one, and
+                    // a connection it finds dead is not handed out again.
                     pool: Pool::builder()
                         .max_size(pool_size.max(1))
                         .min_idle(Some(0))
                         .connection_timeout(CHECKOUT_TIMEOUT)
-                        .test_on_check_out(true)
+                        .test_on_check_out(false)
                         .connection_customizer(Box::new(StatementTimeout))
-                        .build_unchecked(ConnectionManager::new(url)),
+                        .build_unchecked(ReplicaManager(ConnectionManager::new(url))),
                     breaker: Breaker::default(),
                     state: AtomicU8::new(STATE_UNKNOWN),
                     replayed: AtomicU64::new(0),
@@ -164,11 +166,11 @@ impl Replicas {
     /// replica that failed mid-read, then on the primary): it must only read.
     pub async fn read<T, F>(self: &Arc<Self>, primary: &PgPool, f: F) -> Result<T, AppError>
     where
-        F: Fn(&mut PgConn) -> Result<T, AppError> + Send + 'static,
+        F: Fn(&mut PgConnection) -> Result<T, AppError> + Send + 'static,
         T: Send + 'static,
     {
         let Some(required) = source::required() else {
-            return run(primary, f).await;
+            return run(primary, move |conn| f(conn)).await;
         };
         if let Required::AtLeast(position) = required
             && !self.servers.is_empty()
@@ -193,11 +195,11 @@ impl Replicas {
 
     async fn read_primary<T, F>(&self, primary: &PgPool, f: F) -> Result<T, AppError>
     where
-        F: Fn(&mut PgConn) -> Result<T, AppError> + Send + 'static,
+        F: Fn(&mut PgConnection) -> Result<T, AppError> + Send + 'static,
         T: Send + 'static,
     {
         self.reads.with_label_values(&["primary"]).inc();
-        run(primary, f).await
+        run(primary, move |conn| f(conn)).await
     }
 
     /// The read on the first replica (from `next`, round robin) that is usable and has
@@ -205,7 +207,7 @@ impl Replicas {
     fn read_replica<T>(
         &self,
         position: u64,
-        f: &impl Fn(&mut PgConn) -> Result<T, AppError>,
+        f: &impl Fn(&mut PgConnection) -> Result<T, AppError>,
     ) -> Option<T> {
         let n = self.servers.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -253,7 +255,11 @@ impl Replicas {
 impl Replica {
     /// The read, if this replica is usable and has replayed `position` when asked on
     /// the connection the read then uses.
-    fn read<T>(&self, position: u64, f: &impl Fn(&mut PgConn) -> Result<T, AppError>) -> Option<T> {
+    fn read<T>(
+        &self,
+        position: u64,
+        f: &impl Fn(&mut PgConnection) -> Result<T, AppError>,
+    ) -> Option<T> {
         if !self.breaker.allows_now() || self.state.load(Ordering::Relaxed) == STATE_PROMOTED {
             return None;
         }
@@ -263,7 +269,7 @@ impl Replica {
         };
         // A statement of its own, before the read's: the read's snapshot is taken after
         // this answer, so it holds everything replayed up to `replayed` at least.
-        match recovery_status(&mut conn) {
+        match recovery_status(&mut conn.conn) {
             Ok(Some(replayed)) => {
                 self.state.store(STATE_REPLICA, Ordering::Relaxed);
                 self.replayed.fetch_max(replayed, Ordering::Relaxed);
@@ -277,11 +283,12 @@ impl Replica {
             }
             Err(e) => {
                 log::debug!("replica {}: {e}", self.name);
+                conn.broken = true;
                 self.failed();
                 return None;
             }
         }
-        match f(&mut conn) {
+        match f(&mut conn.conn) {
             Ok(value) => {
                 self.breaker.succeeded();
                 Some(value)
@@ -291,6 +298,7 @@ impl Replica {
                     "replica {}: read failed, reading the primary: {e}",
                     self.name
                 );
+                conn.broken = true;
                 self.failed();
                 None
             }
@@ -313,11 +321,14 @@ impl Replica {
             .get()
             .map_err(|e| e.to_string())
             .and_then(|mut conn| {
-                let status = recovery_status(&mut conn).map_err(|e| e.to_string())?;
+                let status = recovery_status(&mut conn.conn).map_err(|e| {
+                    conn.broken = true;
+                    e.to_string()
+                })?;
                 let paused = diesel::sql_query(
                     "SELECT pg_is_in_recovery() AND pg_is_wal_replay_paused() AS paused",
                 )
-                .get_result::<Paused>(&mut conn)
+                .get_result::<Paused>(&mut conn.conn)
                 .map(|p| p.paused)
                 .unwrap_or(false);
                 Ok((status, paused))
@@ -395,13 +406,44 @@ fn server_name(url: &str) -> String {
     rest.split(['/', '?']).next().unwrap_or(rest).to_string()
 }
 
+/// A replica's connections: diesel's manager, with each connection marked broken when a
+/// statement on it failed, so the pool drops it instead of handing it out again (there
+/// is no ping at checkout to find it).
+#[derive(Debug)]
+struct ReplicaManager(ConnectionManager<PgConnection>);
+
+struct ReplicaConn {
+    conn: PgConnection,
+    broken: bool,
+}
+
+impl ManageConnection for ReplicaManager {
+    type Connection = ReplicaConn;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<ReplicaConn, Self::Error> {
+        Ok(ReplicaConn {
+            conn: self.0.connect()?,
+            broken: false,
+        })
+    }
+
+    fn is_valid(&self, conn: &mut ReplicaConn) -> Result<(), Self::Error> {
+        self.0.is_valid(&mut conn.conn)
+    }
+
+    fn has_broken(&self, conn: &mut ReplicaConn) -> bool {
+        conn.broken || self.0.has_broken(&mut conn.conn)
+    }
+}
+
 #[derive(Debug)]
 struct StatementTimeout;
 
-impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for StatementTimeout {
-    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+impl CustomizeConnection<ReplicaConn, diesel::r2d2::Error> for StatementTimeout {
+    fn on_acquire(&self, conn: &mut ReplicaConn) -> Result<(), diesel::r2d2::Error> {
         diesel::sql_query(format!("SET statement_timeout = {STATEMENT_TIMEOUT_MS}"))
-            .execute(conn)
+            .execute(&mut conn.conn)
             .map(|_| ())
             .map_err(diesel::r2d2::Error::QueryError)
     }
