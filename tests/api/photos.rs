@@ -752,3 +752,37 @@ async fn a_form_with_photos_sent_while_the_database_is_down_comes_back_with_its_
     assert!(html.contains("value=\"Sent during an outage\""));
     assert!(html.contains("nothing was saved"));
 }
+
+/// A photo change is a write like any other: with the replica's replay paused, the
+/// refills of the listing's pages read the primary (rows and photos alike), so the new
+/// photo shows at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_photo_added_while_the_replica_lags_shows_at_once() {
+    let set = crate::helpers::postgres::PgReplicaSet::start(1);
+    let app = crate::helpers::postgres::spawn_app_on_replicas(&set, |_| {}).await;
+    app.sign_in().await;
+    let token = app.csrf_token("/admin/properties/new").await;
+    let listing = app.insert("No photo yet", "100000", "Porto").await;
+    let routes = public_routes(listing.id);
+    set.wait_replayed(0, set.primary_lsn());
+    app.warm(&routes).await;
+
+    set.pause_replay(0);
+    let res = Form::new()
+        .listing(&token, "No photo yet")
+        .file("new.png", "image/png", &png(600, 400, 9))
+        .post(&app, &format!("/admin/properties/{}/edit", listing.id))
+        .await;
+    assert_eq!(res.status(), 303);
+    let (_, replica_reads) = app.state.replicas.reads();
+    for route in &routes {
+        let body = app.get_anonymous(route).await.text().await.unwrap();
+        assert!(body.contains("/media/"), "{route} shows the photo at once");
+    }
+    assert_eq!(
+        app.state.replicas.reads().1,
+        replica_reads,
+        "no refill read the lagging replica"
+    );
+    set.resume_replay(0);
+}
