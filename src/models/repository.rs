@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::hooks::{Change, ModelHooks};
 use super::photo::{self, PhotoChanges, PhotoRuleError, PhotosByListing, TxError};
 use super::property::{Property, PropertyData, PropertyFilter, Sort};
-use crate::db::{self, PgPool, Replicas, write_position};
+use crate::db::{self, PgConn, PgPool, Replicas, write_position};
 use crate::error::AppError;
 
 /// The outcome of a write with photos.
@@ -62,11 +62,9 @@ impl PropertyRepository {
     }
 
     pub async fn insert(&self, data: PropertyData) -> Result<Property, AppError> {
-        let (property, position) = db::run(&self.pool, move |conn| {
-            let row = Property::insert(conn, &data)?;
-            Ok((row, write_position(conn)))
-        })
-        .await?;
+        let (property, position) = self
+            .write(move |conn| Ok(Property::insert(conn, &data)?))
+            .await?;
         self.committed(Change::Inserted(std::slice::from_ref(&property)), position)
             .await;
         Ok(property)
@@ -74,11 +72,9 @@ impl PropertyRepository {
 
     /// Inserts all rows in one statement, then runs the hooks once for the whole batch.
     pub async fn insert_many(&self, data: Vec<PropertyData>) -> Result<Vec<Property>, AppError> {
-        let (rows, position) = db::run(&self.pool, move |conn| {
-            let rows = Property::insert_many(conn, &data)?;
-            Ok((rows, write_position(conn)))
-        })
-        .await?;
+        let (rows, position) = self
+            .write(move |conn| Ok(Property::insert_many(conn, &data)?))
+            .await?;
         self.committed(Change::Inserted(&rows), position).await;
         Ok(rows)
     }
@@ -86,11 +82,9 @@ impl PropertyRepository {
     /// The updated row; `Ok(None)` when no property has that id (nothing written, no
     /// hook run).
     pub async fn update(&self, id: i64, data: PropertyData) -> Result<Option<Property>, AppError> {
-        let (updated, position) = db::run(&self.pool, move |conn| {
-            let updated = Property::update(conn, id, &data)?;
-            Ok((updated, write_position(conn)))
-        })
-        .await?;
+        let (updated, position) = self
+            .write(move |conn| Ok(Property::update(conn, id, &data)?))
+            .await?;
         let Some((before, after)) = updated else {
             return Ok(None);
         };
@@ -112,16 +106,11 @@ impl PropertyRepository {
         data: PropertyData,
         photos: PhotoChanges,
     ) -> Result<Saved, AppError> {
-        let written = db::run(&self.pool, move |conn| {
-            match Property::insert_with_photos(conn, &data, &photos) {
-                Ok(row) => Ok(Ok((row, write_position(conn)))),
-                Err(TxError::Refused(why)) => Ok(Err(why)),
-                Err(TxError::Db(e)) => Err(e.into()),
-            }
-        })
-        .await?;
+        let (written, position) = self
+            .write(move |conn| refusable(Property::insert_with_photos(conn, &data, &photos)))
+            .await?;
         match written {
-            Ok((property, position)) => {
+            Ok(property) => {
                 self.committed(Change::Inserted(std::slice::from_ref(&property)), position)
                     .await;
                 Ok(Saved::Written(property))
@@ -138,16 +127,11 @@ impl PropertyRepository {
         data: PropertyData,
         photos: PhotoChanges,
     ) -> Result<Saved, AppError> {
-        let written = db::run(&self.pool, move |conn| {
-            match Property::update_with_photos(conn, id, &data, &photos) {
-                Ok(row) => Ok(Ok((row, write_position(conn)))),
-                Err(TxError::Refused(why)) => Ok(Err(why)),
-                Err(TxError::Db(e)) => Err(e.into()),
-            }
-        })
-        .await?;
+        let (written, position) = self
+            .write(move |conn| refusable(Property::update_with_photos(conn, id, &data, &photos)))
+            .await?;
         match written {
-            Ok((Some((before, after)), position)) => {
+            Ok(Some((before, after))) => {
                 self.committed(
                     Change::Updated {
                         before: &before,
@@ -158,7 +142,7 @@ impl PropertyRepository {
                 .await;
                 Ok(Saved::Written(after))
             }
-            Ok((None, _)) => Ok(Saved::NotFound),
+            Ok(None) => Ok(Saved::NotFound),
             Err(why) => Ok(Saved::Refused(why)),
         }
     }
@@ -169,11 +153,9 @@ impl PropertyRepository {
         data: Vec<PropertyData>,
         photos: Vec<Vec<String>>,
     ) -> Result<Vec<Property>, AppError> {
-        let (rows, position) = db::run(&self.pool, move |conn| {
-            let rows = Property::insert_many_with_photos(conn, &data, &photos)?;
-            Ok((rows, write_position(conn)))
-        })
-        .await?;
+        let (rows, position) = self
+            .write(move |conn| Ok(Property::insert_many_with_photos(conn, &data, &photos)?))
+            .await?;
         self.committed(Change::Inserted(&rows), position).await;
         Ok(rows)
     }
@@ -188,15 +170,27 @@ impl PropertyRepository {
 
     /// The deleted row; `Ok(None)` when no property has that id.
     pub async fn delete(&self, id: i64) -> Result<Option<Property>, AppError> {
-        let (deleted, position) = db::run(&self.pool, move |conn| {
-            let deleted = Property::delete(conn, id)?;
-            Ok((deleted, write_position(conn)))
-        })
-        .await?;
+        let (deleted, position) = self
+            .write(move |conn| Ok(Property::delete(conn, id)?))
+            .await?;
         if let Some(property) = &deleted {
             self.committed(Change::Deleted(property), position).await;
         }
         Ok(deleted)
+    }
+
+    /// Runs `f` on the primary and then, on its connection after its commit, reads where
+    /// the commit ended (`db::write_position`): the position the hooks are given.
+    async fn write<T, F>(&self, f: F) -> Result<(T, Option<u64>), AppError>
+    where
+        F: FnOnce(&mut PgConn) -> Result<T, AppError> + Send + 'static,
+        T: Send + 'static,
+    {
+        db::run(&self.pool, move |conn| {
+            let written = f(conn)?;
+            Ok((written, write_position(conn)))
+        })
+        .await
     }
 
     /// Runs every hook, in order, for a write that has committed at `position` (its
@@ -205,5 +199,15 @@ impl PropertyRepository {
         for hook in self.hooks.iter() {
             hook.after_commit(change, position).await;
         }
+    }
+}
+
+/// A photo write's outcome: the row, or the photo rule that refused it (nothing was
+/// written), or a database error.
+fn refusable<T>(written: Result<T, TxError>) -> Result<Result<T, PhotoRuleError>, AppError> {
+    match written {
+        Ok(row) => Ok(Ok(row)),
+        Err(TxError::Refused(why)) => Ok(Err(why)),
+        Err(TxError::Db(e)) => Err(e.into()),
     }
 }
