@@ -16,7 +16,7 @@ use std::time::Duration;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, ManageConnection, Pool};
 use diesel::sql_types::{Bool, Nullable, Text};
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use super::{PgPool, run};
 use crate::cache::source::{self, Required};
@@ -34,8 +34,10 @@ pub struct Replicas {
     servers: Vec<Replica>,
     /// Where the next read starts looking (reads spread over the replicas).
     next: AtomicUsize,
-    /// `db_reads_total{server}`: refill reads, by where they went.
-    reads: IntCounterVec,
+    /// `db_reads_total{server="primary"}` and `{server="replica"}`: refill reads, by
+    /// where they went.
+    reads_primary: IntCounter,
+    reads_replica: IntCounter,
     /// `db_replica_lag_bytes{replica}`: how far each replica's replay was behind.
     lag: IntGaugeVec,
 }
@@ -94,9 +96,6 @@ impl Replicas {
             &["replica"],
         )
         .expect("valid metric");
-        for server in ["primary", "replica"] {
-            reads.with_label_values(&[server]);
-        }
         for collector in [
             Box::new(reads.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(lag.clone()),
@@ -127,7 +126,8 @@ impl Replicas {
                 })
                 .collect(),
             next: AtomicUsize::new(0),
-            reads,
+            reads_primary: reads.with_label_values(&["primary"]),
+            reads_replica: reads.with_label_values(&["replica"]),
             lag,
         }
     }
@@ -138,8 +138,7 @@ impl Replicas {
 
     /// Refill reads so far: (primary, replica).
     pub fn reads(&self) -> (u64, u64) {
-        let count = |server: &str| self.reads.with_label_values(&[server]).get();
-        (count("primary"), count("replica"))
+        (self.reads_primary.get(), self.reads_replica.get())
     }
 
     pub fn status(&self) -> Vec<ReplicaStatus> {
@@ -179,7 +178,7 @@ impl Replicas {
             let read = actix_web::web::block(move || replicas.read_replica(position, &f).ok_or(f));
             match read.await {
                 Ok(Ok(value)) => {
-                    self.reads.with_label_values(&["replica"]).inc();
+                    self.reads_replica.inc();
                     return Ok(value);
                 }
                 Ok(Err(f)) => return self.read_primary(primary, f).await,
@@ -198,7 +197,7 @@ impl Replicas {
         F: Fn(&mut PgConnection) -> Result<T, AppError> + Send + 'static,
         T: Send + 'static,
     {
-        self.reads.with_label_values(&["primary"]).inc();
+        self.reads_primary.inc();
         run(primary, move |conn| f(conn)).await
     }
 
