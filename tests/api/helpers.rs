@@ -659,3 +659,26 @@ fn remove_database_and_keys(db_addr: &str, db_name: &str, prefix: &str) {
         }
     }
 }
+
+/// Removes, under each of `bases`, the directories `PREFIX<pid>-…` of earlier test runs
+/// whose process is gone (the servers they held died with it: `PR_SET_PDEATHSIG`).
+pub fn remove_directories_of_dead_runs(bases: &[&Path], prefix: &str) {
+    for base in bases {
+        let Ok(entries) = std::fs::read_dir(base) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !PathBuf::from(format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}

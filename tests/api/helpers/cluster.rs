@@ -48,7 +48,7 @@ impl PrivateCluster {
         // One start at a time in this process, so no two clusters pick the same free port.
         static STARTING: Mutex<()> = Mutex::new(());
         let _one_at_a_time = STARTING.lock().unwrap_or_else(|e| e.into_inner());
-        remove_directories_of_dead_runs();
+        super::remove_directories_of_dead_runs(&[&std::env::temp_dir()], TMP_PREFIX);
         let ports = reserved.release();
         let dir = std::env::temp_dir().join(format!(
             "{TMP_PREFIX}{}-{}",
@@ -350,27 +350,6 @@ fn wait_until(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
     while !ok() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Removes the directories of earlier runs whose test process is gone (their nodes died
-/// with it: `PR_SET_PDEATHSIG`).
-fn remove_directories_of_dead_runs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix(TMP_PREFIX)
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !PathBuf::from(format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
     }
 }
 

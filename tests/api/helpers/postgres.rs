@@ -89,7 +89,7 @@ impl PgReplicaSet {
         // One start at a time in this process, so no two servers pick the same free port.
         static STARTING: Mutex<()> = Mutex::new(());
         let _one_at_a_time = lock(&STARTING);
-        remove_directories_of_dead_runs();
+        super::remove_directories_of_dead_runs(&[base_dir(), &std::env::temp_dir()], DIR_PREFIX);
         let template = template();
         let dir = private_dir(&format!(
             "{DIR_PREFIX}{}-{}",
@@ -640,25 +640,3 @@ fn stop(server: &mut Server) {
     }
 }
 
-/// Removes the directories of earlier runs whose test process is gone (their servers
-/// stopped with it: `PR_SET_PDEATHSIG`).
-fn remove_directories_of_dead_runs() {
-    for base in [base_dir().to_path_buf(), std::env::temp_dir()] {
-        let Ok(entries) = std::fs::read_dir(&base) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name
-                .strip_prefix(DIR_PREFIX)
-                .and_then(|rest| rest.split('-').next())
-                .and_then(|pid| pid.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if !PathBuf::from(format!("/proc/{pid}")).exists() {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-    }
-}
