@@ -196,11 +196,12 @@ impl Application {
                 .wrap(from_fn(page_cache_outer))
                 .wrap(from_fn(body_timeout))
                 .wrap(from_fn(crate::telemetry::telemetry))
-                // Outside the page cache, so its hits get HSTS too.
-                .wrap(from_fn(crate::https::secure_transport))
-                // Photos already in memory: answered before everything but the security
-                // headers (no access-log line, no HSTS: see routes::media).
+                // Photos already in memory: answered before everything but HTTPS and the
+                // security headers (no access-log line: see routes::media).
                 .wrap(from_fn(routes::media::from_memory))
+                // Outside the page cache and the photos in memory, so their hits get HSTS
+                // too.
+                .wrap(from_fn(crate::https::secure_transport))
                 .wrap(security_headers())
                 .app_data(app_state.clone())
                 .configure(routes::admin::config)

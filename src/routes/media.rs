@@ -5,13 +5,12 @@
 //! neither stored size, another extension — is a 404.
 //!
 //! A name already in memory is answered by `from_memory`, the outermost middleware but
-//! the security headers: the page cache, the sessions, the router, the HTTPS layer and
-//! the telemetry have nothing to say about these bytes, and skipping them is what lets a
-//! photo be served nearly as fast as the machine allows (`scripts/bench-photos`). The
-//! price: such a hit writes no access-log line, is not in the latency histogram, and
-//! carries no `Strict-Transport-Security` (every page of the site does, which is what
-//! browsers go by). Everything else — a first read, a 404 — reaches the `media` handler
-//! through the whole stack.
+//! the HTTPS layer (`Strict-Transport-Security`, as on every response) and the security
+//! headers: the page cache, the sessions, the router and the telemetry have nothing to
+//! say about these bytes, and skipping them is what lets a photo be served nearly as
+//! fast as the machine allows (`scripts/bench-photos`). The price: such a hit writes no
+//! access-log line and is not in the latency histogram. Everything else — a first read,
+//! a 404 — reaches the `media` handler through the whole stack.
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};

@@ -583,6 +583,25 @@ async fn media_is_immutable_with_an_etag_and_answers_a_match_with_304() {
 }
 
 #[tokio::test]
+async fn a_photo_answered_from_memory_gets_hsts_like_every_response() {
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.cookie_secure = property_listings::config::CookieSecure::Always;
+    })
+    .await;
+    app.sign_in().await;
+    let token = app.csrf_token("/admin/properties/new").await;
+    let url = one_photo(&app, &token).await.card_url();
+    for read in ["from PostgreSQL", "from memory"] {
+        let res = app.get_anonymous(&url).await;
+        assert_eq!(res.status(), 200, "{read}");
+        assert!(
+            header(&res, "strict-transport-security").starts_with("max-age="),
+            "{read}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn any_other_media_name_is_404() {
     let (app, token) = signed_in_app().await;
     let p = one_photo(&app, &token).await;

@@ -639,4 +639,3 @@ fn stop(server: &mut Server) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
-
